@@ -1,0 +1,1 @@
+"""OCI runtime-spec config.json: typed model (model.py), parser and validator."""

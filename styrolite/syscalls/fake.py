@@ -1,0 +1,108 @@
+"""A recording fake of the syscall seam: logic above it is tested without root.
+
+    fake = RecordingSyscalls()
+    fake.fail_on("mount", errno.EPERM, lambda args: args[1].endswith("/proc"))
+    setup_rootfs(spec, sys=fake)
+    assert fake.names() == ["mount", "mount", ...]
+"""
+
+from __future__ import annotations
+
+import errno as errno_module
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from styrolite.syscalls.linux import KernelError
+
+
+@dataclass
+class Call:
+    name: str
+    args: tuple[Any, ...]
+
+
+@dataclass
+class RecordingSyscalls:
+    calls: list[Call] = field(default_factory=list)
+    failures: list[tuple[str, int, Callable[[tuple[Any, ...]], bool]]] = field(default_factory=list)
+    next_fd: int = 1000
+
+    def fail_on(self, name: str, err: int = errno_module.EPERM,
+                when: Callable[[tuple[Any, ...]], bool] = lambda _args: True) -> None:
+        self.failures.append((name, err, when))
+
+    def names(self) -> list[str]:
+        return [c.name for c in self.calls]
+
+    def of(self, name: str) -> list[tuple[Any, ...]]:
+        return [c.args for c in self.calls if c.name == name]
+
+    def _record(self, name: str, *args: Any) -> None:
+        self.calls.append(Call(name, args))
+        for fail_name, err, when in self.failures:
+            if fail_name == name and when(args):
+                raise KernelError(err, name, ", ".join(repr(a) for a in args))
+
+    def unshare(self, flags: int) -> None:
+        self._record("unshare", flags)
+
+    def setns(self, fd: int, nstype: int) -> None:
+        self._record("setns", fd, nstype)
+
+    def mount(self, source, target, fstype, flags, data=None) -> None:
+        self._record("mount", source, target, fstype, flags, data)
+
+    def umount2(self, target: str, flags: int = 0) -> None:
+        self._record("umount2", target, flags)
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        self._record("pivot_root", new_root, put_old)
+
+    def mount_setattr(self, path, flags, attr_set, attr_clr=0, propagation=0, dirfd=-100) -> None:
+        self._record("mount_setattr", path, flags, attr_set, attr_clr, propagation, dirfd)
+
+    def chroot(self, path: str) -> None:
+        self._record("chroot", path)
+
+    def mknod(self, path: str, mode: int, device: int) -> None:
+        self._record("mknod", path, mode, device)
+
+    def sethostname(self, name: str) -> None:
+        self._record("sethostname", name)
+
+    def setdomainname(self, name: str) -> None:
+        self._record("setdomainname", name)
+
+    def setgroups(self, groups: list[int]) -> None:
+        self._record("setgroups", list(groups))
+
+    def setresgid(self, gid: int) -> None:
+        self._record("setresgid", gid)
+
+    def setresuid(self, uid: int) -> None:
+        self._record("setresuid", uid)
+
+    def personality(self, persona: int) -> int:
+        self._record("personality", persona)
+        return 0
+
+    def pidfd_open(self, pid: int, flags: int = 0) -> int:
+        self._record("pidfd_open", pid, flags)
+        self.next_fd += 1
+        return self.next_fd
+
+    def pidfd_send_signal(self, pidfd: int, sig: int, flags: int = 0) -> None:
+        self._record("pidfd_send_signal", pidfd, sig, flags)
+
+    def close_range(self, first: int, last: int, flags: int = 0) -> None:
+        self._record("close_range", first, last, flags)
+
+    def setrlimit(self, resource_id: int, soft: int, hard: int) -> None:
+        self._record("setrlimit", resource_id, soft, hard)
+
+    def finit_module(self, fd: int, params: str = "", flags: int = 0) -> None:
+        self._record("finit_module", fd, params, flags)
+
+    def reboot(self, cmd: int) -> None:
+        self._record("reboot", cmd)

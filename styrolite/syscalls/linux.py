@@ -1,0 +1,176 @@
+"""The real kernel calls, through cffi in ABI mode over the C library (no compiler needed at install).
+
+Calls that glibc wraps are called by name; the newer ones go through ``syscall(2)`` with the number
+for this architecture. Every failure raises ``KernelError`` naming the call, its arguments and errno.
+"""
+
+from __future__ import annotations
+
+import errno as errno_module
+import os
+import platform
+import resource
+
+from cffi import FFI
+
+from styrolite.syscalls import constants as k
+
+_CDEF = """
+long syscall(long number, ...);
+int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data);
+int umount2(const char *target, int flags);
+int unshare(int flags);
+int setns(int fd, int nstype);
+int sethostname(const char *name, size_t len);
+int setdomainname(const char *name, size_t len);
+int reboot(int cmd);
+int personality(unsigned long persona);
+
+struct mount_attr {
+    uint64_t attr_set;
+    uint64_t attr_clr;
+    uint64_t propagation;
+    uint64_t userns_fd;
+};
+"""
+
+# Syscall numbers without a glibc 2.36 wrapper we can rely on.
+_SYSCALL_NUMBERS = {
+    "x86_64": {
+        "pivot_root": 155, "finit_module": 313, "pidfd_send_signal": 424, "pidfd_open": 434,
+        "close_range": 436, "open_tree": 428, "move_mount": 429, "mount_setattr": 442,
+    },
+    "aarch64": {
+        "pivot_root": 41, "finit_module": 273, "pidfd_send_signal": 424, "pidfd_open": 434,
+        "close_range": 436, "open_tree": 428, "move_mount": 429, "mount_setattr": 442,
+    },
+}
+
+
+class KernelError(OSError):
+    """A failed kernel call: ``mount('proc', '/r/proc', 'proc', MS_NOSUID): EPERM (Operation not permitted)``."""
+
+    def __init__(self, err: int, call: str, args: str) -> None:
+        name = errno_module.errorcode.get(err, str(err))
+        super().__init__(err, f"{call}({args}): {name} ({os.strerror(err)})")
+        self.call = call
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+_ffi = FFI()
+_ffi.cdef(_CDEF)
+_libc = _ffi.dlopen(None)
+_numbers = _SYSCALL_NUMBERS.get(platform.machine(), _SYSCALL_NUMBERS["x86_64"])
+
+
+def _cstr(value: str | None):
+    return _ffi.NULL if value is None else _ffi.new("char[]", os.fsencode(value))
+
+
+def _check(result: int, call: str, args: str) -> int:
+    if result < 0:
+        raise KernelError(_ffi.errno, call, args)
+    return result
+
+
+def _syscall(name: str, *args) -> int:
+    return _libc.syscall(_ffi.cast("long", _numbers[name]), *args)
+
+
+def _long(value: int):
+    return _ffi.cast("long", value)
+
+
+class LinuxSyscalls:
+    """Real calls. Stateless: one module-level instance, ``LINUX``, is shared."""
+
+    def unshare(self, flags: int) -> None:
+        _check(_libc.unshare(flags), "unshare", k.clone_flag_names(flags))
+
+    def setns(self, fd: int, nstype: int) -> None:
+        _check(_libc.setns(fd, nstype), "setns", f"{fd}, {k.clone_flag_names(nstype)}")
+
+    def mount(
+        self, source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
+    ) -> None:
+        result = _libc.mount(_cstr(source), _cstr(target), _cstr(fstype), flags, _cstr(data))
+        _check(result, "mount", f"{source!r}, {target!r}, {fstype!r}, {k.mount_flag_names(flags)}, {data!r}")
+
+    def umount2(self, target: str, flags: int = 0) -> None:
+        _check(_libc.umount2(_cstr(target), flags), "umount2", f"{target!r}, {flags}")
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        _check(_syscall("pivot_root", _cstr(new_root), _cstr(put_old)), "pivot_root", f"{new_root!r}, {put_old!r}")
+
+    def mount_setattr(
+        self, path: str, flags: int, attr_set: int, attr_clr: int = 0, propagation: int = 0, dirfd: int = -100
+    ) -> None:
+        attr = _ffi.new("struct mount_attr *")
+        attr.attr_set, attr.attr_clr, attr.propagation = attr_set, attr_clr, propagation
+        result = _syscall(
+            "mount_setattr", _ffi.cast("int", dirfd), _cstr(path), _ffi.cast("unsigned int", flags),
+            attr, _ffi.cast("size_t", _ffi.sizeof("struct mount_attr")),
+        )
+        _check(result, "mount_setattr", f"{path!r}, {flags:#x}, set={attr_set:#x}, clr={attr_clr:#x}")
+
+    def chroot(self, path: str) -> None:
+        self._os("chroot", os.chroot, path)
+
+    def mknod(self, path: str, mode: int, device: int) -> None:
+        self._os("mknod", os.mknod, path, mode, device)
+
+    def sethostname(self, name: str) -> None:
+        raw = os.fsencode(name)
+        _check(_libc.sethostname(raw, len(raw)), "sethostname", repr(name))
+
+    def setdomainname(self, name: str) -> None:
+        raw = os.fsencode(name)
+        _check(_libc.setdomainname(raw, len(raw)), "setdomainname", repr(name))
+
+    def setgroups(self, groups: list[int]) -> None:
+        self._os("setgroups", os.setgroups, groups)
+
+    def setresgid(self, gid: int) -> None:
+        self._os("setresgid", os.setresgid, gid, gid, gid)
+
+    def setresuid(self, uid: int) -> None:
+        self._os("setresuid", os.setresuid, uid, uid, uid)
+
+    def personality(self, persona: int) -> int:
+        return _check(_libc.personality(persona), "personality", hex(persona))
+
+    def pidfd_open(self, pid: int, flags: int = 0) -> int:
+        return _check(_syscall("pidfd_open", _ffi.cast("int", pid), _ffi.cast("unsigned int", flags)),
+                      "pidfd_open", str(pid))
+
+    def pidfd_send_signal(self, pidfd: int, sig: int, flags: int = 0) -> None:
+        result = _syscall("pidfd_send_signal", _ffi.cast("int", pidfd), _ffi.cast("int", sig), _ffi.NULL,
+                          _ffi.cast("unsigned int", flags))
+        _check(result, "pidfd_send_signal", f"{pidfd}, {sig}")
+
+    def close_range(self, first: int, last: int, flags: int = 0) -> None:
+        result = _syscall("close_range", _ffi.cast("unsigned int", first), _ffi.cast("unsigned int", last),
+                          _ffi.cast("unsigned int", flags))
+        _check(result, "close_range", f"{first}, {last}, {flags:#x}")
+
+    def setrlimit(self, resource_id: int, soft: int, hard: int) -> None:
+        self._os("setrlimit", resource.setrlimit, resource_id, (soft, hard))
+
+    def finit_module(self, fd: int, params: str = "", flags: int = 0) -> None:
+        result = _syscall("finit_module", _ffi.cast("int", fd), _cstr(params), _ffi.cast("int", flags))
+        _check(result, "finit_module", f"{fd}, {params!r}, {flags:#x}")
+
+    def reboot(self, cmd: int) -> None:
+        _check(_libc.reboot(_ffi.cast("int", cmd & 0xFFFFFFFF)), "reboot", hex(cmd))
+
+    @staticmethod
+    def _os(call: str, function, *args) -> None:
+        try:
+            function(*args)
+        except OSError as e:
+            raise KernelError(e.errno or errno_module.EIO, call, ", ".join(repr(a) for a in args)) from None
+
+
+LINUX = LinuxSyscalls()
