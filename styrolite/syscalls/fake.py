@@ -87,6 +87,10 @@ class RecordingSyscalls:
         self._record("personality", persona)
         return 0
 
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+        self._record("prctl", option, arg2, arg3, arg4, arg5)
+        return 0
+
     def pidfd_open(self, pid: int, flags: int = 0) -> int:
         self._record("pidfd_open", pid, flags)
         self.next_fd += 1

@@ -25,6 +25,7 @@ int sethostname(const char *name, size_t len);
 int setdomainname(const char *name, size_t len);
 int reboot(int cmd);
 int personality(unsigned long persona);
+int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5);
 
 struct mount_attr {
     uint64_t attr_set;
@@ -140,6 +141,10 @@ class LinuxSyscalls:
 
     def personality(self, persona: int) -> int:
         return _check(_libc.personality(persona), "personality", hex(persona))
+
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+        """The options python-prctl lacks (PR_CAP_AMBIENT); returns the call's non-negative result."""
+        return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), "prctl", f"{option}, {arg2}, {arg3}, {arg4}, {arg5}")
 
     def pidfd_open(self, pid: int, flags: int = 0) -> int:
         return _check(_syscall("pidfd_open", _ffi.cast("int", pid), _ffi.cast("unsigned int", flags)),
