@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import errno as errno_module
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,12 @@ class RecordingSyscalls:
 
     def mount_setattr(self, path, flags, attr_set, attr_clr=0, propagation=0, dirfd=-100) -> None:
         self._record("mount_setattr", path, flags, attr_set, attr_clr, propagation, dirfd)
+
+    def openat2(self, dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
+        """Records, then really opens (without the RESOLVE_* limits) so callers get a usable fd on test dirs."""
+        self._record("openat2", dirfd, path, flags, mode, resolve)
+        relative = path.lstrip("/") or "."
+        return os.open(relative, flags, mode, dir_fd=None if dirfd == -100 else dirfd)
 
     def chroot(self, path: str) -> None:
         self._record("chroot", path)

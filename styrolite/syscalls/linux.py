@@ -27,6 +27,12 @@ int reboot(int cmd);
 int personality(unsigned long persona);
 int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5);
 
+struct open_how {
+    uint64_t flags;
+    uint64_t mode;
+    uint64_t resolve;
+};
+
 struct mount_attr {
     uint64_t attr_set;
     uint64_t attr_clr;
@@ -40,10 +46,12 @@ _SYSCALL_NUMBERS = {
     "x86_64": {
         "pivot_root": 155, "finit_module": 313, "pidfd_send_signal": 424, "pidfd_open": 434,
         "close_range": 436, "open_tree": 428, "move_mount": 429, "mount_setattr": 442,
+        "openat2": 437,
     },
     "aarch64": {
         "pivot_root": 41, "finit_module": 273, "pidfd_send_signal": 424, "pidfd_open": 434,
         "close_range": 436, "open_tree": 428, "move_mount": 429, "mount_setattr": 442,
+        "openat2": 437,
     },
 }
 
@@ -115,6 +123,14 @@ class LinuxSyscalls:
             attr, _ffi.cast("size_t", _ffi.sizeof("struct mount_attr")),
         )
         _check(result, "mount_setattr", f"{path!r}, {flags:#x}, set={attr_set:#x}, clr={attr_clr:#x}")
+
+    def openat2(self, dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
+        """open relative to ``dirfd`` with RESOLVE_* limits (RESOLVE_IN_ROOT: symlinks cannot escape dirfd)."""
+        how = _ffi.new("struct open_how *")
+        how.flags, how.mode, how.resolve = flags, mode, resolve
+        result = _syscall("openat2", _ffi.cast("int", dirfd), _cstr(path), how,
+                          _ffi.cast("size_t", _ffi.sizeof("struct open_how")))
+        return _check(result, "openat2", f"{dirfd}, {path!r}, {flags:#o}, {mode:#o}, resolve={resolve:#x}")
 
     def chroot(self, path: str) -> None:
         self._os("chroot", os.chroot, path)
