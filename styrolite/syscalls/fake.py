@@ -112,6 +112,14 @@ class RecordingSyscalls:
     def setrlimit(self, resource_id: int, soft: int, hard: int) -> None:
         self._record("setrlimit", resource_id, soft, hard)
 
+    def bpf(self, cmd: int, attr: bytes) -> int:
+        """Records the call; BPF_PROG_LOAD (5) returns a fresh fake fd, every other command 0."""
+        self._record("bpf", cmd, bytes(attr))
+        if cmd == 5:
+            self.next_fd += 1
+            return self.next_fd
+        return 0
+
     def finit_module(self, fd: int, params: str = "", flags: int = 0) -> None:
         self._record("finit_module", fd, params, flags)
 

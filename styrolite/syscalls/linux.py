@@ -46,12 +46,12 @@ _SYSCALL_NUMBERS = {
     "x86_64": {
         "pivot_root": 155, "finit_module": 313, "pidfd_send_signal": 424, "pidfd_open": 434,
         "close_range": 436, "open_tree": 428, "move_mount": 429, "mount_setattr": 442,
-        "openat2": 437,
+        "openat2": 437, "bpf": 321,
     },
     "aarch64": {
         "pivot_root": 41, "finit_module": 273, "pidfd_send_signal": 424, "pidfd_open": 434,
         "close_range": 436, "open_tree": 428, "move_mount": 429, "mount_setattr": 442,
-        "openat2": 437,
+        "openat2": 437, "bpf": 280,
     },
 }
 
@@ -178,6 +178,12 @@ class LinuxSyscalls:
 
     def setrlimit(self, resource_id: int, soft: int, hard: int) -> None:
         self._os("setrlimit", resource.setrlimit, resource_id, (soft, hard))
+
+    def bpf(self, cmd: int, attr: bytes) -> int:
+        """bpf(2) with ``attr`` as the raw ``union bpf_attr`` bytes (pointers inside stay the caller's)."""
+        buffer = _ffi.new("char[]", attr)
+        result = _syscall("bpf", _ffi.cast("int", cmd), buffer, _ffi.cast("unsigned int", len(attr)))
+        return _check(result, "bpf", f"{k.BPF_COMMAND_NAMES.get(cmd, cmd)}, <{len(attr)} bytes>")
 
     def finit_module(self, fd: int, params: str = "", flags: int = 0) -> None:
         result = _syscall("finit_module", _ffi.cast("int", fd), _cstr(params), _ffi.cast("int", flags))
