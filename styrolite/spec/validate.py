@@ -1,0 +1,329 @@
+"""Semantic checks on a decoded Spec: what the types alone cannot say.
+
+Everything here fails before any namespace or mount exists, so a bad config.json never leaves
+half-created state behind. Each error names the JSON path of the offending value. The rules follow
+the runtime-spec's MUSTs plus runc's validator where the spec is silent (sysctls, hostname).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+
+from styrolite.errors import ConfigError
+from styrolite.spec import vocabulary as v
+from styrolite.spec.model import (
+    Capabilities,
+    Device,
+    DeviceCgroup,
+    Hooks,
+    IDMapping,
+    Linux,
+    Mount,
+    Process,
+    Resources,
+    Seccomp,
+    Spec,
+)
+from styrolite.spec.parse import join_index, join_key
+
+UINT32_MAX = 2**32 - 1
+UINT64_MAX = 2**64 - 1
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
+_ENV_NAME = re.compile(r"^[^=\0]+$")
+
+# runc's list: the IPC namespace's sysctls besides fs.mqueue.*
+_IPC_SYSCTLS = frozenset({
+    "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+    "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced",
+})  # fmt: skip
+_UTS_SYSCTLS = frozenset({"kernel.hostname", "kernel.domainname"})
+
+
+def validate_spec(spec: Spec) -> None:
+    """Raise ConfigError for the first rule ``spec`` breaks (the order follows the document)."""
+    check_oci_version(spec.oci_version)
+    if spec.root is None:
+        raise ConfigError("root", "required object is missing (the container needs a root filesystem)")
+    if not spec.root.path:
+        raise ConfigError("root.path", "must not be empty")
+    if spec.process is None:
+        raise ConfigError("process", "required object is missing (the container needs a process to run)")
+    validate_process(spec.process, "process")
+    for i, mount in enumerate(spec.mounts):
+        validate_mount(mount, join_index("mounts", i))
+    if spec.hooks is not None:
+        validate_hooks(spec.hooks)
+    if spec.hostname and spec.namespace("uts") is None:
+        raise ConfigError("hostname", "setting the hostname requires a uts namespace in linux.namespaces")
+    if spec.domainname and spec.namespace("uts") is None:
+        raise ConfigError("domainname", "setting the domainname requires a uts namespace in linux.namespaces")
+    validate_linux(spec.linux if spec.linux is not None else Linux())
+
+
+def check_oci_version(version: str) -> None:
+    match = _SEMVER.match(version)
+    if match is None:
+        raise ConfigError("ociVersion", f"{json.dumps(version)} is not a SemVer version like \"1.2.0\"")
+    major, minor = int(match[1]), int(match[2])
+    if major != 1 or minor not in v.SUPPORTED_MINORS:
+        raise ConfigError(
+            "ociVersion", f"unsupported version {json.dumps(version)} (Styrolite supports 1.0.x through 1.2.x)")
+
+
+# ---------------------------------------------------------------- small checks
+
+
+def check_absolute(value: str, path: str, what: str = "path") -> None:
+    if not value.startswith("/"):
+        raise ConfigError(path, f"{what} {json.dumps(value)} must be absolute")
+
+
+def check_no_dotdot(value: str, path: str) -> None:
+    if ".." in value.split("/"):
+        raise ConfigError(path, f"{json.dumps(value)} must not contain '..'")
+
+
+def check_known(value: str, known: tuple[str, ...], path: str, what: str) -> None:
+    if value not in known:
+        raise ConfigError(path, f"unknown {what} {json.dumps(value)} {v.one_of(known)}")
+
+
+def check_range(value: int, low: int, high: int, path: str) -> None:
+    if not low <= value <= high:
+        raise ConfigError(path, f"{value} is out of range ({low} to {high})")
+
+
+def check_env(entries: Iterable[str], path: str) -> None:
+    for i, entry in enumerate(entries):
+        name, sep, _value = entry.partition("=")
+        if not sep or not _ENV_NAME.match(name):
+            raise ConfigError(join_index(path, i), f"{json.dumps(entry)} is not of the form KEY=VALUE")
+
+
+# ---------------------------------------------------------------- process
+
+
+def validate_process(process: Process, path: str) -> None:
+    """Also used alone for ``exec --process`` documents (then ``path`` is empty)."""
+    if not process.args:
+        raise ConfigError(join_key(path, "args"), "must contain at least the program to run")
+    check_absolute(process.cwd, join_key(path, "cwd"), "cwd")
+    check_env(process.env, join_key(path, "env"))
+    user_path = join_key(path, "user")
+    check_range(process.user.uid, 0, UINT32_MAX, join_key(user_path, "uid"))
+    check_range(process.user.gid, 0, UINT32_MAX, join_key(user_path, "gid"))
+    for i, gid in enumerate(process.user.additional_gids):
+        check_range(gid, 0, UINT32_MAX, join_index(join_key(user_path, "additionalGids"), i))
+    if process.user.umask is not None:
+        check_range(process.user.umask, 0, 0o777, join_key(user_path, "umask"))
+    if process.capabilities is not None:
+        validate_capabilities(process.capabilities, join_key(path, "capabilities"))
+    seen: dict[str, int] = {}
+    for i, rlimit in enumerate(process.rlimits):
+        item = join_index(join_key(path, "rlimits"), i)
+        check_known(rlimit.type, v.RLIMITS, join_key(item, "type"), "rlimit type")
+        if rlimit.type in seen:
+            raise ConfigError(join_key(item, "type"), f"duplicate rlimit {rlimit.type} "
+                              f"(also at index {seen[rlimit.type]})")
+        seen[rlimit.type] = i
+        check_range(rlimit.soft, 0, UINT64_MAX, join_key(item, "soft"))
+        check_range(rlimit.hard, 0, UINT64_MAX, join_key(item, "hard"))
+        if rlimit.soft > rlimit.hard:
+            raise ConfigError(join_key(item, "soft"), f"soft limit {rlimit.soft} exceeds hard limit {rlimit.hard}")
+    if process.oom_score_adj is not None:
+        check_range(process.oom_score_adj, -1000, 1000, join_key(path, "oomScoreAdj"))
+    if process.io_priority is not None:
+        io_path = join_key(path, "ioPriority")
+        check_known(process.io_priority.class_, v.IO_PRIORITY_CLASSES, join_key(io_path, "class"), "I/O priority class")
+        check_range(process.io_priority.priority, 0, 7, join_key(io_path, "priority"))
+    if process.scheduler is not None:
+        sched_path = join_key(path, "scheduler")
+        check_known(process.scheduler.policy, v.SCHEDULER_POLICIES, join_key(sched_path, "policy"), "scheduler policy")
+        check_range(process.scheduler.nice, -20, 19, join_key(sched_path, "nice"))
+        for i, flag in enumerate(process.scheduler.flags):
+            check_known(flag, v.SCHEDULER_FLAGS, join_index(join_key(sched_path, "flags"), i), "scheduler flag")
+
+
+def validate_capabilities(caps: Capabilities, path: str) -> None:
+    for set_name in ("bounding", "effective", "inheritable", "permitted", "ambient"):
+        set_path = join_key(path, set_name)
+        for i, name in enumerate(getattr(caps, set_name)):
+            if name not in v.CAPABILITY_NUMBERS:
+                raise ConfigError(join_index(set_path, i), f"unknown capability {json.dumps(name)} "
+                                  f"(expected a CAP_* name from CAP_CHOWN to CAP_CHECKPOINT_RESTORE)")
+
+
+# ---------------------------------------------------------------- mounts and hooks
+
+
+def validate_mount(mount: Mount, path: str) -> None:
+    dest_path = join_key(path, "destination")
+    check_absolute(mount.destination, dest_path, "destination")
+    check_no_dotdot(mount.destination, dest_path)
+    validate_mappings(mount.uid_mappings, join_key(path, "uidMappings"))
+    validate_mappings(mount.gid_mappings, join_key(path, "gidMappings"))
+    if bool(mount.uid_mappings) != bool(mount.gid_mappings):
+        raise ConfigError(path, "an idmapped mount needs both uidMappings and gidMappings")
+
+
+def validate_hooks(hooks: Hooks) -> None:
+    for name in v.HOOK_NAMES:
+        kind_path = join_key("hooks", name)
+        for i, hook in enumerate(getattr(hooks, _snake(name))):
+            item = join_index(kind_path, i)
+            check_absolute(hook.path, join_key(item, "path"))
+            check_env(hook.env, join_key(item, "env"))
+            if hook.timeout is not None and hook.timeout <= 0:
+                raise ConfigError(join_key(item, "timeout"), f"must be greater than zero, got {hook.timeout}")
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"([A-Z])", lambda m: "_" + m[1].lower(), name)
+
+
+# ---------------------------------------------------------------- linux
+
+
+def validate_linux(linux: Linux) -> None:
+    namespaces: dict[str, int] = {}
+    for i, ns in enumerate(linux.namespaces):
+        item = join_index("linux.namespaces", i)
+        check_known(ns.type, v.NAMESPACE_TYPES, join_key(item, "type"), "namespace type")
+        if ns.type in namespaces:
+            raise ConfigError(join_key(item, "type"), f"duplicate namespace type {json.dumps(ns.type)} "
+                              f"(also at linux.namespaces[{namespaces[ns.type]}])")
+        namespaces[ns.type] = i
+        if ns.path is not None:
+            check_absolute(ns.path, join_key(item, "path"))
+    user_ns = linux.namespaces[namespaces["user"]] if "user" in namespaces else None
+    validate_mappings(linux.uid_mappings, "linux.uidMappings")
+    validate_mappings(linux.gid_mappings, "linux.gidMappings")
+    if user_ns is None:
+        for key, mappings in (("uidMappings", linux.uid_mappings), ("gidMappings", linux.gid_mappings)):
+            if mappings:
+                raise ConfigError(join_key("linux", key), "ID mappings require a user namespace in linux.namespaces")
+    elif user_ns.path is None:
+        for key, mappings in (("uidMappings", linux.uid_mappings), ("gidMappings", linux.gid_mappings)):
+            if not mappings:
+                raise ConfigError(join_key("linux", key), "a new user namespace requires at least one mapping")
+
+    if linux.time_offsets and "time" not in namespaces:
+        raise ConfigError("linux.timeOffsets", "time offsets require a time namespace in linux.namespaces")
+    for clock, offset in linux.time_offsets.items():
+        clock_path = join_key("linux.timeOffsets", clock)
+        check_known(clock, v.TIME_OFFSET_CLOCKS, clock_path, "clock")
+        check_range(offset.secs, INT64_MIN, INT64_MAX, join_key(clock_path, "secs"))
+        check_range(offset.nanosecs, 0, 999_999_999, join_key(clock_path, "nanosecs"))
+
+    for i, device in enumerate(linux.devices):
+        validate_device(device, join_index("linux.devices", i))
+    if linux.cgroups_path is not None:
+        check_no_dotdot(linux.cgroups_path, "linux.cgroupsPath")
+    if linux.resources is not None:
+        validate_resources(linux.resources, "linux.resources")
+    if linux.rootfs_propagation is not None:
+        check_known(linux.rootfs_propagation, v.ROOTFS_PROPAGATIONS, "linux.rootfsPropagation", "propagation")
+    if linux.seccomp is not None:
+        validate_seccomp(linux.seccomp, "linux.seccomp")
+    for key in linux.sysctl:
+        check_sysctl(key, namespaces, join_key("linux.sysctl", key))
+    for list_name in ("maskedPaths", "readonlyPaths"):
+        for i, entry in enumerate(getattr(linux, _snake(list_name))):
+            check_absolute(entry, join_index(join_key("linux", list_name), i))
+    if linux.personality is not None:
+        check_known(linux.personality.domain, v.PERSONALITY_DOMAINS, "linux.personality.domain", "personality domain")
+
+
+def validate_mappings(mappings: list[IDMapping], path: str) -> None:
+    for i, mapping in enumerate(mappings):
+        item = join_index(path, i)
+        check_range(mapping.container_id, 0, UINT32_MAX, join_key(item, "containerID"))
+        check_range(mapping.host_id, 0, UINT32_MAX, join_key(item, "hostID"))
+        if mapping.size <= 0:
+            raise ConfigError(join_key(item, "size"), f"must be greater than zero, got {mapping.size}")
+        if mapping.container_id + mapping.size - 1 > UINT32_MAX or mapping.host_id + mapping.size - 1 > UINT32_MAX:
+            raise ConfigError(join_key(item, "size"), f"{mapping.size} IDs overflow the 32-bit ID space")
+
+
+def validate_device(device: Device, path: str) -> None:
+    check_known(device.type, v.DEVICE_TYPES, join_key(path, "type"), "device type")
+    dev_path = join_key(path, "path")
+    check_absolute(device.path, dev_path)
+    check_no_dotdot(device.path, dev_path)
+    if not device.path.startswith("/dev/") or device.path.rstrip("/") == "/dev":
+        raise ConfigError(dev_path, f"device path {json.dumps(device.path)} must be under /dev")
+    if device.type != "p":
+        for key, number in (("major", device.major), ("minor", device.minor)):
+            if number is None:
+                raise ConfigError(join_key(path, key), f"required for device type {json.dumps(device.type)}")
+            check_range(number, 0, UINT32_MAX, join_key(path, key))
+    if device.file_mode is not None:
+        check_range(device.file_mode, 0, 0o7777, join_key(path, "fileMode"))
+    for key, ident in (("uid", device.uid), ("gid", device.gid)):
+        if ident is not None:
+            check_range(ident, 0, UINT32_MAX, join_key(path, key))
+
+
+def validate_device_cgroup(rule: DeviceCgroup, path: str) -> None:
+    if rule.type is not None:
+        check_known(rule.type, v.DEVICE_CGROUP_TYPES, join_key(path, "type"), "device type")
+    if rule.access is not None and (not rule.access or set(rule.access) - set("rwm")):
+        raise ConfigError(join_key(path, "access"), f"{json.dumps(rule.access)} must be a combination of r, w and m")
+
+
+def validate_resources(resources: Resources, path: str) -> None:
+    for i, rule in enumerate(resources.devices):
+        validate_device_cgroup(rule, join_index(join_key(path, "devices"), i))
+    if resources.pids is not None and resources.pids.limit == 0:
+        raise ConfigError(join_key(path, "pids.limit"), "must be positive, or -1 for no limit")
+
+
+def validate_seccomp(seccomp: Seccomp, path: str) -> None:
+    check_known(seccomp.default_action, v.SECCOMP_ACTIONS, join_key(path, "defaultAction"), "seccomp action")
+    if seccomp.default_action == "SCMP_ACT_NOTIFY":
+        raise ConfigError(join_key(path, "defaultAction"), "SCMP_ACT_NOTIFY cannot be the default action")
+    for i, arch in enumerate(seccomp.architectures):
+        check_known(arch, v.SECCOMP_ARCHITECTURES, join_index(join_key(path, "architectures"), i), "architecture")
+    for i, flag in enumerate(seccomp.flags):
+        check_known(flag, v.SECCOMP_FLAGS, join_index(join_key(path, "flags"), i), "seccomp flag")
+    needs_listener = False
+    for i, rule in enumerate(seccomp.syscalls):
+        item = join_index(join_key(path, "syscalls"), i)
+        if not rule.names:
+            raise ConfigError(join_key(item, "names"), "must name at least one syscall")
+        for j, name in enumerate(rule.names):
+            if not name:
+                raise ConfigError(join_index(join_key(item, "names"), j), "syscall name must not be empty")
+        check_known(rule.action, v.SECCOMP_ACTIONS, join_key(item, "action"), "seccomp action")
+        needs_listener |= rule.action == "SCMP_ACT_NOTIFY"
+        if rule.errno_ret is not None:
+            check_range(rule.errno_ret, 0, UINT32_MAX, join_key(item, "errnoRet"))
+        for j, arg in enumerate(rule.args):
+            arg_path = join_index(join_key(item, "args"), j)
+            check_range(arg.index, 0, 5, join_key(arg_path, "index"))
+            check_range(arg.value, 0, UINT64_MAX, join_key(arg_path, "value"))
+            check_range(arg.value_two, 0, UINT64_MAX, join_key(arg_path, "valueTwo"))
+            check_known(arg.op, v.SECCOMP_OPERATORS, join_key(arg_path, "op"), "seccomp operator")
+    if needs_listener and not seccomp.listener_path:
+        raise ConfigError(join_key(path, "listenerPath"), "required when a rule uses SCMP_ACT_NOTIFY")
+    if seccomp.listener_path:
+        check_absolute(seccomp.listener_path, join_key(path, "listenerPath"))
+
+
+def check_sysctl(key: str, namespaces: dict[str, int], path: str) -> None:
+    """Only namespaced sysctls, and only when the container has its own copy of that namespace (as runc)."""
+    if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+        needed = "ipc"
+    elif key.startswith("net."):
+        needed = "network"
+    elif key in _UTS_SYSCTLS:
+        needed = "uts"
+    else:
+        raise ConfigError(path, "sysctl is not namespaced: setting it would change the whole kernel, not the container")
+    if needed not in namespaces:
+        raise ConfigError(path, f"sysctl requires a {needed} namespace in linux.namespaces")
