@@ -26,6 +26,8 @@ int setdomainname(const char *name, size_t len);
 int reboot(int cmd);
 int personality(unsigned long persona);
 int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5);
+struct rlimit { unsigned long rlim_cur; unsigned long rlim_max; };
+int setrlimit(int resource, const struct rlimit *rlim);
 
 struct open_how {
     uint64_t flags;
@@ -177,7 +179,12 @@ class LinuxSyscalls:
         _check(result, "close_range", f"{first}, {last}, {flags:#x}")
 
     def setrlimit(self, resource_id: int, soft: int, hard: int) -> None:
-        self._os("setrlimit", resource.setrlimit, resource_id, (soft, hard))
+        """Through libc, not ``resource.setrlimit``: that one turns EPERM into a ValueError without errno."""
+        limit = _ffi.new("struct rlimit *")
+        infinity = (1 << 64) - 1
+        limit.rlim_cur = infinity if soft == resource.RLIM_INFINITY else soft
+        limit.rlim_max = infinity if hard == resource.RLIM_INFINITY else hard
+        _check(_libc.setrlimit(resource_id, limit), "setrlimit", f"{resource_id}, soft={soft}, hard={hard}")
 
     def bpf(self, cmd: int, attr: bytes) -> int:
         """bpf(2) with ``attr`` as the raw ``union bpf_attr`` bytes (pointers inside stay the caller's)."""
