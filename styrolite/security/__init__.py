@@ -1,0 +1,69 @@
+"""Process-security building blocks the container init calls in the forked child, after ``pivot_root``.
+
+Order (each module's docstring says why)::
+
+    set_dumpable(False)                       # process_attrs: CVE-2019-5736 defence, first
+    apply_rlimits(process.rlimits)            # rlimits: needs CAP_SYS_RESOURCE to raise, before setuid
+    set_oom_score_adj / set_personality / set_umask
+    keep_caps_across_setuid()                 # capabilities: PR_SET_KEEPCAPS before the uid change
+    setgroups / setresgid / setresuid         # (the container init's user step)
+    apply_capabilities(process.capabilities)  # capabilities: bounding, I/P/E, ambient
+    set_no_new_privs()                        # process_attrs: if process.noNewPrivileges
+    seccomp_filter.load()                     # seccomp: last before execve (compiled before fork)
+"""
+
+from styrolite.security.capabilities import (
+    CAPABILITY_NAMES,
+    CAPABILITY_NUMBERS,
+    DEFAULT_CAPABILITIES,
+    CapabilityPlan,
+    apply_capabilities,
+    capability_name,
+    capability_number,
+    current_capabilities,
+    keep_caps_across_setuid,
+    last_cap,
+    mask_to_names,
+    names_to_mask,
+    plan_capabilities,
+    validate_capabilities,
+)
+from styrolite.security.process_attrs import (
+    PERSONALITY_DOMAINS,
+    set_dumpable,
+    set_no_new_privs,
+    set_oom_score_adj,
+    set_personality,
+    set_umask,
+    validate_oom_score_adj,
+    validate_personality,
+)
+from styrolite.security.rlimits import RLIMIT_NUMBERS, apply_rlimits, validate_rlimits
+
+__all__ = [
+    "CAPABILITY_NAMES",
+    "CAPABILITY_NUMBERS",
+    "DEFAULT_CAPABILITIES",
+    "PERSONALITY_DOMAINS",
+    "RLIMIT_NUMBERS",
+    "CapabilityPlan",
+    "apply_capabilities",
+    "apply_rlimits",
+    "capability_name",
+    "capability_number",
+    "current_capabilities",
+    "keep_caps_across_setuid",
+    "last_cap",
+    "mask_to_names",
+    "names_to_mask",
+    "plan_capabilities",
+    "set_dumpable",
+    "set_no_new_privs",
+    "set_oom_score_adj",
+    "set_personality",
+    "set_umask",
+    "validate_capabilities",
+    "validate_oom_score_adj",
+    "validate_personality",
+    "validate_rlimits",
+]
