@@ -1,0 +1,86 @@
+"""The first mounts PID 1 makes, before anything else can work: /proc, /sys, /dev, /run, /tmp, cgroup2.
+
+``root`` prefixes every target so the same code is exercised in a test under a temporary directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+from styrolite.syscalls.constants import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RELATIME
+from zoneinit.mounts.table import MountTable
+
+
+@dataclass(frozen=True)
+class EarlyMount:
+    source: str
+    target: str
+    fstype: str
+    flags: int
+    data: str | None = None
+    essential: bool = True
+
+
+EARLY_MOUNTS: tuple[EarlyMount, ...] = (
+    EarlyMount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME),
+    EarlyMount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME),
+    EarlyMount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID | MS_RELATIME, "mode=0755"),
+    EarlyMount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC | MS_RELATIME, "gid=5,mode=0620,ptmxmode=0666"),
+    EarlyMount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_RELATIME, "mode=1777"),
+    EarlyMount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_RELATIME, "mode=0755"),
+    EarlyMount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV | MS_RELATIME, "mode=1777", essential=False),
+    EarlyMount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME,
+               "nsdelegate"),
+)
+
+DEV_SYMLINKS = {
+    "/dev/fd": "/proc/self/fd",
+    "/dev/stdin": "/proc/self/fd/0",
+    "/dev/stdout": "/proc/self/fd/1",
+    "/dev/stderr": "/proc/self/fd/2",
+}
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def _under(root: str, path: str) -> str:
+    return os.path.join(root, path.lstrip("/")) if root != "/" else path
+
+
+def early_mounts(table: MountTable, root: str = "/", mounts: tuple[EarlyMount, ...] = EARLY_MOUNTS) -> list[str]:
+    """Mount each one (a target that is already mounted, e.g. a kernel-automounted /dev, is skipped).
+
+    Returns the targets actually mounted now."""
+    done: list[str] = []
+    for m in mounts:
+        target = _under(root, m.target)
+        if table.mount(m.source, target, m.fstype, m.flags, m.data, essential=m.essential, tolerate_busy=True):
+            done.append(target)
+    for link, points_to in DEV_SYMLINKS.items():
+        path = _under(root, link)
+        if not os.path.lexists(path):
+            with contextlib.suppress(OSError):  # cosmetic: nothing in the zone depends on these
+                os.symlink(points_to, path)
+    return done
+
+
+def enable_cgroup_controllers(cgroup_root: str = CGROUP_ROOT) -> list[str]:
+    """Enable every available controller for the children of the root cgroup; returns those enabled.
+
+    Each controller is written on its own so one the kernel refuses doesn't block the rest."""
+    try:
+        with open(os.path.join(cgroup_root, "cgroup.controllers"), encoding="ascii") as f:
+            available = f.read().split()
+    except OSError:
+        return []
+    enabled: list[str] = []
+    for controller in available:
+        try:
+            with open(os.path.join(cgroup_root, "cgroup.subtree_control"), "w", encoding="ascii") as f:
+                f.write(f"+{controller}")
+            enabled.append(controller)
+        except OSError:
+            continue
+    return enabled

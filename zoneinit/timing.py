@@ -1,0 +1,69 @@
+"""Boot-phase timings on CLOCK_BOOTTIME, so the host sees where the zone's boot time went.
+
+CLOCK_BOOTTIME counts from the kernel's start (and keeps counting across suspend), so the first
+stamp already says how long the kernel took before it ran /init. The timeline is sent in the IDM
+ready event; each phase carries its start and its duration in seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+def boottime() -> float:
+    """Seconds since the kernel started (CLOCK_BOOTTIME)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+@dataclass
+class Phase:
+    name: str
+    start: float
+    duration: float | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        record: dict[str, object] = {"name": self.name, "start": round(self.start, 6)}
+        if self.duration is not None:
+            record["duration"] = round(self.duration, 6)
+        if self.error is not None:
+            record["error"] = self.error
+        return record
+
+
+class BootTimeline:
+    """Records one stamp per boot phase: ``with timeline.phase("mounts"): ...`` or ``timeline.mark("ready")``."""
+
+    def __init__(self, clock: Callable[[], float] = boottime) -> None:
+        self._clock = clock
+        self.phases: list[Phase] = []
+        self.init_started = clock()
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[Phase]:
+        record = Phase(name, self._clock())
+        self.phases.append(record)
+        try:
+            yield record
+        except BaseException as e:
+            record.error = type(e).__name__
+            raise
+        finally:
+            record.duration = self._clock() - record.start
+
+    def mark(self, name: str) -> Phase:
+        """A point in time with no duration (e.g. ``ready``)."""
+        record = Phase(name, self._clock())
+        self.phases.append(record)
+        return record
+
+    def as_dict(self) -> dict[str, object]:
+        """The form sent in the IDM ready event and returned by zone.info."""
+        return {
+            "clock": "boottime",
+            "init_started": round(self.init_started, 6),
+            "phases": [p.as_dict() for p in self.phases],
+        }
