@@ -1,0 +1,13 @@
+"""The container's root filesystem, in three stages the container init calls in its new mount namespace:
+
+    prepared = prepare_rootfs(spec, bundle, sys, console_path)   # mounts, devices (host paths visible)
+    pivot_into(prepared.rootfs, sys)                             # pivot_root, old root detached
+    finalize_rootfs(spec, sys, prepared)                         # masks, read-only paths, sysctl, ro root
+"""
+
+from styrolite.rootfs.finalize import finalize_rootfs
+from styrolite.rootfs.options import MountOptions, parse_options
+from styrolite.rootfs.pivot import pivot_into
+from styrolite.rootfs.prepare import PreparedRootfs, prepare_rootfs
+
+__all__ = ["MountOptions", "PreparedRootfs", "finalize_rootfs", "parse_options", "pivot_into", "prepare_rootfs"]

@@ -1,0 +1,105 @@
+"""One ``mounts`` entry of config.json, mounted inside the (not yet pivoted) rootfs.
+
+Each step is its own kernel call, as runc does it: the mount itself, then for binds a remount that
+applies ro/nosuid/... (mount(2) ignores those flags on a fresh bind), then one call per propagation
+change, then mount_setattr(AT_RECURSIVE) for the ``r*`` options. Every call targets a freshly opened
+``/proc/self/fd/N`` of the destination resolved inside the root, so the newest mount is the one changed.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from styrolite.errors import ContainerError
+from styrolite.rootfs.cgroupfs import mount_cgroup
+from styrolite.rootfs.options import MountOptions, parse_options
+from styrolite.rootfs.remount import locked_flags, remount_bind
+from styrolite.rootfs.resolve import fd_path, make_dirs, make_file, open_in_root, target
+from styrolite.spec.model import Mount
+from styrolite.syscalls import LINUX, Syscalls
+from styrolite.syscalls import constants as k
+
+_BIND_ONLY = k.MS_BIND | k.MS_REC | k.MS_REMOUNT
+
+
+def describe_mount(mount: Mount) -> str:
+    kind = mount.type or "bind"
+    return f'mount "{mount.source or kind}" on "{mount.destination}" (type {kind})'
+
+
+def is_bind(mount: Mount, options: MountOptions) -> bool:
+    return options.is_bind or mount.type == "bind"
+
+
+def mount_entry(root_fd: int, mount: Mount, bundle: str, sys: Syscalls = LINUX, *, cgroupns: bool = False) -> None:
+    """Mount one entry; every failure becomes ``mount "proc" on "/proc" (type proc): <cause>``."""
+    try:
+        options = parse_options(mount.options)
+        if mount.type in ("cgroup", "cgroup2"):
+            mount_cgroup(root_fd, mount, options, sys, cgroupns=cgroupns)
+        elif is_bind(mount, options):
+            _mount_bind(root_fd, mount, options, bundle, sys)
+        else:
+            _mount_filesystem(root_fd, mount, options, sys)
+        apply_propagation_and_attrs(root_fd, mount.destination, options, sys)
+    except (OSError, ValueError) as e:
+        raise ContainerError(describe_mount(mount)) from e
+
+
+def apply_propagation_and_attrs(root_fd: int, destination: str, options: MountOptions, sys: Syscalls) -> None:
+    for propagation in options.propagation:
+        with target(root_fd, destination, sys) as where:
+            sys.mount(None, where, None, propagation)
+    if options.has_recursive_attrs:
+        with target(root_fd, destination, sys) as where:
+            sys.mount_setattr(where, k.AT_RECURSIVE, options.attr_set, options.attr_clr)
+
+
+def _refuse_symlink(root_fd: int, destination: str, sys: Syscalls) -> None:
+    """proc and sysfs must land exactly where asked, never through a link planted in the image (runc does
+    the same since CVE-2019-19921): a /proc symlink could put a writable proc where masks do not reach."""
+    fd = open_in_root(root_fd, destination, sys, os.O_PATH | os.O_NOFOLLOW)
+    try:
+        if stat.S_ISLNK(os.fstat(fd).st_mode):
+            raise ContainerError(f"destination {destination!r} is a symlink inside the rootfs")
+    finally:
+        os.close(fd)
+
+
+def _mount_filesystem(root_fd: int, mount: Mount, options: MountOptions, sys: Syscalls) -> None:
+    fstype = mount.type
+    if not fstype or fstype == "none":
+        raise ContainerError("no filesystem type and no bind option")
+    dir_fd = make_dirs(root_fd, mount.destination, sys)
+    try:
+        if fstype in ("proc", "sysfs"):
+            _refuse_symlink(root_fd, mount.destination, sys)
+        flags = options.flags & ~k.MS_PROPAGATION
+        sys.mount(mount.source or fstype, fd_path(dir_fd), fstype, flags, options.data_string())
+    finally:
+        os.close(dir_fd)
+
+
+def bind_source(mount: Mount, bundle: str) -> str:
+    """Bind sources are host paths, absolute or relative to the bundle (runtime-spec config.md)."""
+    if not mount.source:
+        raise ContainerError("bind mount without a source")
+    return os.path.join(bundle, mount.source)
+
+
+def _mount_bind(root_fd: int, mount: Mount, options: MountOptions, bundle: str, sys: Syscalls) -> None:
+    source = bind_source(mount, bundle)
+    try:
+        is_dir = stat.S_ISDIR(os.stat(source).st_mode)
+    except OSError as e:
+        raise ContainerError(f"bind source {source!r}") from e
+    fd = make_dirs(root_fd, mount.destination, sys) if is_dir else make_file(root_fd, mount.destination, sys)
+    try:
+        sys.mount(source, fd_path(fd), None, k.MS_BIND | (options.flags & k.MS_REC))
+    finally:
+        os.close(fd)
+    if options.flags & ~_BIND_ONLY & ~k.MS_PROPAGATION:
+        current = locked_flags(source)
+        with target(root_fd, mount.destination, sys) as where:
+            remount_bind(where, options, current, sys)

@@ -1,0 +1,87 @@
+"""Open and create paths *inside* the rootfs, the way the container will see them.
+
+Every path is resolved with openat2(RESOLVE_IN_ROOT) against an fd of the rootfs, so a symlink
+(``/x -> /etc``) or ``..`` can never lead outside it (the runc CVE-2021-30465 class), and mounts go onto
+``/proc/self/fd/N`` of the opened O_PATH fd so nothing can swap the path between check and mount.
+Missing directories (and the empty file a file bind needs) are created one component at a time,
+each under an fd that was itself resolved in the root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import posixpath
+from collections.abc import Iterator
+
+from styrolite.syscalls import LINUX, Syscalls
+from styrolite.syscalls import constants as k
+
+RESOLVE = k.RESOLVE_IN_ROOT | k.RESOLVE_NO_MAGICLINKS
+
+
+def fd_path(fd: int) -> str:
+    """The magic link the kernel follows to exactly the object ``fd`` refers to."""
+    return f"/proc/self/fd/{fd}"
+
+
+def _relative(path: str) -> str:
+    """``/a/./b/`` -> ``a/b``; ``..`` is clamped at the root like the kernel's RESOLVE_IN_ROOT does."""
+    normal = posixpath.normpath("/" + path)
+    return normal.lstrip("/") or "."
+
+
+def open_in_root(root_fd: int, path: str, sys: Syscalls = LINUX, flags: int = os.O_PATH) -> int:
+    """An fd of ``path`` as seen from the root ``root_fd``; raises KernelError (ENOENT...) as is."""
+    return sys.openat2(root_fd, _relative(path), flags | os.O_CLOEXEC, 0, RESOLVE)
+
+
+def make_dirs(root_fd: int, path: str, sys: Syscalls = LINUX, mode: int = 0o755) -> int:
+    """Create each missing directory of ``path`` inside the root; returns an O_PATH fd of the last one."""
+    relative = _relative(path)
+    try:
+        return open_in_root(root_fd, relative, sys, os.O_PATH | os.O_DIRECTORY)
+    except OSError as e:
+        if e.errno != errno.ENOENT or relative == ".":
+            raise
+    parent, name = posixpath.split(relative)
+    parent_fd = make_dirs(root_fd, parent or ".", sys, mode)
+    try:
+        with contextlib.suppress(FileExistsError):  # a racing creator, or a dangling symlink (re-open decides)
+            os.mkdir(name, mode, dir_fd=parent_fd)
+    finally:
+        os.close(parent_fd)
+    return open_in_root(root_fd, relative, sys, os.O_PATH | os.O_DIRECTORY)
+
+
+def make_file(root_fd: int, path: str, sys: Syscalls = LINUX, mode: int = 0o644) -> int:
+    """Create ``path`` as an empty file if missing (for binding a file or device onto); returns an O_PATH fd."""
+    relative = _relative(path)
+    try:
+        return open_in_root(root_fd, relative, sys)
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            raise
+    parent, name = posixpath.split(relative)
+    parent_fd = make_dirs(root_fd, parent or ".", sys)
+    try:
+        # O_NOFOLLOW|O_EXCL: never create through a dangling symlink planted in the image
+        os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+                         dir_fd=parent_fd))
+    except FileExistsError:
+        pass
+    finally:
+        os.close(parent_fd)
+    return open_in_root(root_fd, relative, sys)
+
+
+@contextlib.contextmanager
+def target(root_fd: int, path: str, sys: Syscalls = LINUX) -> Iterator[str]:
+    """``/proc/self/fd/N`` of ``path`` in the root, for one kernel call; re-opened for each call so it
+    always names the topmost mount at that path (a mount made through an fd does not change that fd)."""
+    fd = open_in_root(root_fd, path, sys)
+    try:
+        yield fd_path(fd)
+    finally:
+        os.close(fd)
