@@ -58,11 +58,12 @@ def validate_spec(spec: Spec) -> None:
         validate_mount(mount, join_index("mounts", i))
     if spec.hooks is not None:
         validate_hooks(spec.hooks)
+    validate_linux(spec.linux if spec.linux is not None else Linux())
+    # after the namespace list itself is known to be sound
     if spec.hostname and spec.namespace("uts") is None:
         raise ConfigError("hostname", "setting the hostname requires a uts namespace in linux.namespaces")
     if spec.domainname and spec.namespace("uts") is None:
         raise ConfigError("domainname", "setting the domainname requires a uts namespace in linux.namespaces")
-    validate_linux(spec.linux if spec.linux is not None else Linux())
 
 
 def check_oci_version(version: str) -> None:
@@ -280,7 +281,7 @@ def validate_resources(resources: Resources, path: str) -> None:
     for i, rule in enumerate(resources.devices):
         validate_device_cgroup(rule, join_index(join_key(path, "devices"), i))
     if resources.pids is not None and resources.pids.limit == 0:
-        raise ConfigError(join_key(path, "pids.limit"), "must be positive, or -1 for no limit")
+        raise ConfigError(join_key(join_key(path, "pids"), "limit"), "must be positive, or -1 for no limit")
 
 
 def validate_seccomp(seccomp: Seccomp, path: str) -> None:
