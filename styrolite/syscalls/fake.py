@@ -120,6 +120,10 @@ class RecordingSyscalls:
             return self.next_fd
         return 0
 
+    def seccomp_set_mode_filter(self, program: bytes, flags: int = 0) -> int:
+        self._record("seccomp_set_mode_filter", bytes(program), flags)
+        return 0
+
     def finit_module(self, fd: int, params: str = "", flags: int = 0) -> None:
         self._record("finit_module", fd, params, flags)
 

@@ -27,6 +27,7 @@ int reboot(int cmd);
 int personality(unsigned long persona);
 int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5);
 struct rlimit { unsigned long rlim_cur; unsigned long rlim_max; };
+struct sock_fprog { unsigned short len; void *filter; };
 int setrlimit(int resource, const struct rlimit *rlim);
 
 struct open_how {
@@ -48,12 +49,12 @@ _SYSCALL_NUMBERS = {
     "x86_64": {
         "pivot_root": 155, "finit_module": 313, "pidfd_send_signal": 424, "pidfd_open": 434,
         "close_range": 436, "open_tree": 428, "move_mount": 429, "mount_setattr": 442,
-        "openat2": 437, "bpf": 321,
+        "openat2": 437, "bpf": 321, "seccomp": 317,
     },
     "aarch64": {
         "pivot_root": 41, "finit_module": 273, "pidfd_send_signal": 424, "pidfd_open": 434,
         "close_range": 436, "open_tree": 428, "move_mount": 429, "mount_setattr": 442,
-        "openat2": 437, "bpf": 280,
+        "openat2": 437, "bpf": 280, "seccomp": 277,
     },
 }
 
@@ -191,6 +192,15 @@ class LinuxSyscalls:
         buffer = _ffi.new("char[]", attr)
         result = _syscall("bpf", _ffi.cast("int", cmd), buffer, _ffi.cast("unsigned int", len(attr)))
         return _check(result, "bpf", f"{k.BPF_COMMAND_NAMES.get(cmd, cmd)}, <{len(attr)} bytes>")
+
+    def seccomp_set_mode_filter(self, program: bytes, flags: int = 0) -> int:
+        """seccomp(SECCOMP_SET_MODE_FILTER): load a classic-BPF program (8-byte ``sock_filter`` entries)."""
+        buffer = _ffi.new("char[]", program)
+        prog = _ffi.new("struct sock_fprog *")
+        prog.len, prog.filter = len(program) // 8, buffer
+        result = _syscall("seccomp", _ffi.cast("unsigned int", k.SECCOMP_SET_MODE_FILTER),
+                          _ffi.cast("unsigned int", flags), prog)
+        return _check(result, "seccomp", f"SECCOMP_SET_MODE_FILTER, {flags:#x}, <{len(program) // 8} instructions>")
 
     def finit_module(self, fd: int, params: str = "", flags: int = 0) -> None:
         result = _syscall("finit_module", _ffi.cast("int", fd), _cstr(params), _ffi.cast("int", flags))
