@@ -1,0 +1,338 @@
+"""The zone kernel as an OCI image: build it from a Debian kernel package, and unpack it (verified) on the host.
+
+Image filesystem (one layer)::
+
+    /kernel/image               the bzImage the host boots (direct kernel boot)
+    /kernel/metadata            KEY=VALUE lines: KERNEL_ARCH, KERNEL_VERSION, KERNEL_FLAVOR, KERNEL_CONFIG
+    /kernel/config.gz           the kernel .config, gzip; KERNEL_CONFIG is the sha256 of this file
+    /kernel/addons.squashfs     /modules/<version>/... every module, with modules.dep/alias from depmod
+    /kernel/boot-modules.cpio   the few modules needed to reach addons.squashfs (uncompressed newc); the host
+                                appends it to the initrd, so the initrd does not depend on the kernel version
+
+Usage: ``python -m zonebuild.kernel_image --out DIR [--deb PKG.deb | --package NAME | --vmlinuz F --modules D]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from styrolite.errors import StyroliteError, describe
+
+from .cpio import CpioArchive
+from .oci import ImageError, open_image, sha256_file, unpack_image
+from .ocilayout import MEDIA_LAYER_TAR, LayoutWriter, tar_diff_id, write_tree_tar
+
+DEFAULT_PACKAGE = "linux-image-cloud-amd64"
+# Modules PID 1 needs before addons.squashfs is mounted: the block front ends (virtio under QEMU, blkfront under
+# Xen), the virtio transport + console (IDM), loop, and the filesystems of the addons, root and overlay mounts.
+BOOT_MODULES = (
+    "virtio_pci", "virtio_mmio", "virtio_blk", "virtio_console", "xen-blkfront",
+    "loop", "squashfs", "overlay", "erofs",
+)
+METADATA_KEYS = ("KERNEL_ARCH", "KERNEL_VERSION", "KERNEL_FLAVOR", "KERNEL_CONFIG")
+
+
+class KernelImageError(StyroliteError):
+    """The kernel package or kernel image is unusable."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ZONE_CACHE") or Path(__file__).resolve().parent.parent / ".cache")
+
+
+def log(message: str) -> None:
+    print(f"[kernel-image] {message}", file=sys.stderr, flush=True)
+
+
+# --- fetching the Debian package ----------------------------------------------------------------------------------
+
+def _deb_field(deb: Path, name: str) -> str:
+    return subprocess.run(["dpkg-deb", "-f", str(deb), name], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def download_package(package: str = DEFAULT_PACKAGE, dest: Path | None = None) -> Path:
+    """``apt-get download`` the package (following a meta package to the real image package); cached."""
+    dest = dest or cache_dir() / "debs"
+    dest.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):  # meta package -> versioned image package
+        existing = sorted(dest.glob(f"{package}_*.deb"))
+        if not existing:
+            log(f"apt-get download {package}")
+            result = subprocess.run(["apt-get", "download", package], cwd=dest, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise KernelImageError(f"apt-get download {package} failed (run apt-get update?): "
+                                       f"{result.stderr.strip()[-300:]}")
+            existing = sorted(dest.glob(f"{package}_*.deb"))
+        deb = existing[-1]
+        contents = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
+        if "/boot/vmlinuz-" in contents:
+            return deb
+        depends = re.findall(r"(linux-image-[^\s,(]+)", _deb_field(deb, "Depends"))
+        if not depends:
+            raise KernelImageError(f"{deb.name}: no kernel inside and no linux-image dependency to follow")
+        package = depends[0]
+    raise KernelImageError(f"{package}: meta package chain too long")
+
+
+@dataclass(frozen=True)
+class KernelTree:
+    vmlinuz: Path
+    modules: Path  # .../lib/modules/<version>
+    config: Path | None
+    version: str
+
+
+def extract_deb(deb: Path, into: Path) -> KernelTree:
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(into)], check=True)
+    vmlinuz = sorted((into / "boot").glob("vmlinuz-*"))
+    if not vmlinuz:
+        raise KernelImageError(f"{deb.name}: no /boot/vmlinuz-* inside")
+    version = vmlinuz[0].name.removeprefix("vmlinuz-")
+    config = into / "boot" / f"config-{version}"
+    return KernelTree(vmlinuz[0], into / "lib" / "modules" / version, config if config.exists() else None, version)
+
+
+# --- modules ----------------------------------------------------------------------------------------------------
+
+def run_depmod(modules_dir: Path, version: str, staging: Path) -> Path:
+    """Copy modules to staging/lib/modules/<version> and run ``depmod -b`` there; returns that directory."""
+    target = staging / "lib" / "modules" / version
+    shutil.copytree(modules_dir, target, symlinks=True, ignore=shutil.ignore_patterns("build", "source"))
+    subprocess.run(["depmod", "-b", str(staging), version], check=True)
+    if not (target / "modules.dep").exists():
+        raise KernelImageError("depmod wrote no modules.dep")
+    return target
+
+
+def parse_modules_dep(modules_dep: Path) -> dict[str, list[str]]:
+    """module path -> its dependency paths, as depmod wrote them."""
+    deps: dict[str, list[str]] = {}
+    for line in modules_dep.read_text().splitlines():
+        if ":" in line:
+            module, _, rest = line.partition(":")
+            deps[module.strip()] = rest.split()
+    return deps
+
+
+def module_name(path: str) -> str:
+    """'kernel/drivers/block/xen-blkfront.ko.xz' -> 'xen_blkfront' (the kernel's name: '-' becomes '_')."""
+    base = path.rsplit("/", 1)[-1]
+    return re.sub(r"\.ko(\.(xz|zst|gz))?$", "", base).replace("-", "_")
+
+
+def boot_module_order(deps: dict[str, list[str]], wanted: tuple[str, ...] = BOOT_MODULES) -> list[str]:
+    """Paths of the wanted modules and everything they need, dependencies first (built-ins are skipped)."""
+    by_name = {module_name(p): p for p in deps}
+    order: list[str] = []
+
+    def visit(path: str) -> None:
+        if path in order:
+            return
+        for dep in reversed(deps.get(path, [])):  # modules.dep lists the deepest dependency last
+            visit(dep)
+        order.append(path)
+
+    for name in wanted:
+        path = by_name.get(name.replace("-", "_"))
+        if path is not None:
+            visit(path)
+    return order
+
+
+def boot_modules_cpio(modules_root: Path, version: str) -> bytes:
+    """The uncompressed cpio of the boot-critical modules (+ modules.boot listing the load order)."""
+    deps = parse_modules_dep(modules_root / "modules.dep")
+    order = boot_module_order(deps)
+    archive = CpioArchive()
+    prefix = f"lib/modules/{version}"
+    for path in order:
+        archive.add_file(f"{prefix}/{path}", source=modules_root / path, mode=0o644)
+    archive.add_file(f"{prefix}/modules.boot", ("\n".join(order) + "\n").encode())
+    archive.add_file(f"{prefix}/modules.dep", "".join(f"{p}: {' '.join(deps[p])}\n".replace(": \n", ":\n")
+                                                      for p in order).encode())
+    return archive.to_bytes()
+
+
+def make_squashfs(source: Path, out: Path) -> Path:
+    """A reproducible squashfs (root-owned, fixed times); zstd is compiled into the Debian cloud kernel."""
+    subprocess.run(["mksquashfs", str(source), str(out), "-noappend", "-all-root", "-comp", "zstd",
+                    "-mkfs-time", "0", "-all-time", "0", "-quiet", "-no-progress"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return out
+
+
+def flavor_of(version: str) -> str:
+    match = re.match(r"^\d+\.\d+(\.\d+)?(-\d+)?-(.+)$", version)
+    return match.group(3) if match else "unknown"
+
+
+# --- building the image -----------------------------------------------------------------------------------------
+
+def build_kernel_image(out: Path, tree: KernelTree, work: Path) -> Path:
+    """Assemble the OCI layout at ``out`` from an unpacked kernel; returns ``out``."""
+    root = work / "rootfs"
+    kdir = root / "kernel"
+    kdir.mkdir(parents=True)
+    shutil.copyfile(tree.vmlinuz, kdir / "image")
+    config_text = tree.config.read_bytes() if tree.config else b""
+    with open(kdir / "config.gz", "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0, filename="") as gz:
+        gz.write(config_text)
+    log(f"depmod {tree.version}")
+    addons = work / "addons"
+    modules_root = run_depmod(tree.modules, tree.version, work / "depmod")
+    (addons / "modules").mkdir(parents=True)
+    shutil.copytree(modules_root, addons / "modules" / tree.version, symlinks=True)
+    log("mksquashfs addons (all modules)")
+    make_squashfs(addons, kdir / "addons.squashfs")
+    (kdir / "boot-modules.cpio").write_bytes(boot_modules_cpio(modules_root, tree.version))
+    metadata = {
+        "KERNEL_ARCH": "x86_64",
+        "KERNEL_VERSION": tree.version,
+        "KERNEL_FLAVOR": flavor_of(tree.version),
+        "KERNEL_CONFIG": sha256_file(kdir / "config.gz"),
+    }
+    (kdir / "metadata").write_text("".join(f"{k}={v}\n" for k, v in metadata.items()))
+    for path in kdir.iterdir():
+        path.chmod(0o644)
+    kdir.chmod(0o755)
+    log("layer + layout")
+    if out.exists():
+        shutil.rmtree(out)
+    writer = LayoutWriter(out)
+    layer_tar = write_tree_tar(root, work / "layer.tar")
+    diff_id = tar_diff_id(layer_tar)
+    layer = writer.add_file(layer_tar, MEDIA_LAYER_TAR)
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Labels": {f"dev.zone.kernel.{k.lower()}": v for k, v in metadata.items()}},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }
+    writer.add_image(config, [layer], ref_name=f"kernel:{tree.version}")
+    return out
+
+
+def build_from_sources(out: Path, *, deb: Path | None = None, package: str | None = None,
+                       vmlinuz: Path | None = None, modules: Path | None = None,
+                       config: Path | None = None) -> Path:
+    """One entry point for the three inputs: a local .deb, an apt package name, or vmlinuz + modules dir."""
+    with tempfile.TemporaryDirectory(prefix="kernel-image-") as tmp:
+        work = Path(tmp)
+        if vmlinuz is not None:
+            if modules is None:
+                raise KernelImageError("--vmlinuz needs --modules DIR (a lib/modules/<version> directory)")
+            tree = KernelTree(vmlinuz, modules, config, modules.name)
+        else:
+            if deb is None:
+                deb = download_package(package or DEFAULT_PACKAGE)
+            log(f"unpack {deb.name}")
+            tree = extract_deb(deb, work / "deb")
+        return build_kernel_image(out, tree, work)
+
+
+def cached_kernel_image(package: str = DEFAULT_PACKAGE) -> Path:
+    """The kernel image layout for ``package`` under the cache, built once per .deb content."""
+    deb = download_package(package)
+    digest = hashlib.sha256(deb.read_bytes()).hexdigest()[:16]
+    out = cache_dir() / "kernel" / digest
+    if not (out / "index.json").exists():
+        partial = out.with_name(out.name + ".partial")
+        if partial.exists():
+            shutil.rmtree(partial)
+        build_from_sources(partial, deb=deb)
+        if out.exists():
+            shutil.rmtree(out)
+        partial.rename(out)
+    return out
+
+
+# --- reading it back (host side) --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KernelImage:
+    root: Path
+    metadata: dict[str, str]
+
+    @property
+    def image(self) -> Path:
+        return self.root / "kernel" / "image"
+
+    @property
+    def addons(self) -> Path:
+        return self.root / "kernel" / "addons.squashfs"
+
+    @property
+    def boot_modules(self) -> Path:
+        return self.root / "kernel" / "boot-modules.cpio"
+
+    @property
+    def config_gz(self) -> Path:
+        return self.root / "kernel" / "config.gz"
+
+
+def parse_metadata(text: str) -> dict[str, str]:
+    values = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise KernelImageError(f"/kernel/metadata line {number}: expected KEY=VALUE")
+        values[key.strip()] = value.strip()
+    missing = [k for k in METADATA_KEYS if k not in values]
+    if missing:
+        raise KernelImageError(f"/kernel/metadata: missing {', '.join(missing)}")
+    return values
+
+
+def unpack_kernel_image(layout: str | Path, dest: str | Path) -> KernelImage:
+    """Verify and unpack a kernel OCI image into ``dest``; checks the files the host needs are there."""
+    try:
+        root = unpack_image(open_image(layout), dest, preserve_owner=False)
+    except ImageError as e:
+        raise KernelImageError(f"kernel image {layout}") from e
+    image = root / "kernel" / "image"
+    if not image.is_file() or image.is_symlink():
+        raise KernelImageError(f"kernel image {layout}: missing /kernel/image")
+    meta_path = root / "kernel" / "metadata"
+    if not meta_path.is_file() or meta_path.is_symlink():
+        raise KernelImageError(f"kernel image {layout}: missing /kernel/metadata")
+    metadata = parse_metadata(meta_path.read_text())
+    config = root / "kernel" / "config.gz"
+    if config.is_file() and sha256_file(config) != metadata["KERNEL_CONFIG"]:
+        raise KernelImageError(f"kernel image {layout}: /kernel/config.gz does not match KERNEL_CONFIG")
+    return KernelImage(root, metadata)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zonebuild.kernel_image", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="OCI layout directory to write")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--deb", type=Path, help="a local linux-image .deb")
+    source.add_argument("--package", help=f"apt package to download (default {DEFAULT_PACKAGE})")
+    source.add_argument("--vmlinuz", type=Path, help="a kernel image (needs --modules)")
+    parser.add_argument("--modules", type=Path, help="lib/modules/<version> directory for --vmlinuz")
+    parser.add_argument("--config", type=Path, help="kernel .config for --vmlinuz")
+    args = parser.parse_args(argv)
+    try:
+        out = build_from_sources(args.out, deb=args.deb, package=args.package, vmlinuz=args.vmlinuz,
+                                 modules=args.modules, config=args.config)
+    except (StyroliteError, subprocess.CalledProcessError, OSError) as e:
+        print(f"kernel-image: {describe(e)}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
