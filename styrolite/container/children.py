@@ -1,0 +1,156 @@
+"""Code that runs in the forked processes of ``create``: the setup child, then the container's init.
+
+runtime ──fork──> setup child: joins/unshares the user namespace ("userns"), waits while the runtime
+                  writes the id maps and puts it in the cgroup ("go"), joins the other namespaces,
+                  unshares the new ones, forks the init and reports its pid ("pid"), exits.
+          init:   pid 1 of the new pid namespace. Mounts the rootfs ("prepivot" -> runtime runs
+                  prestart/createRuntime hooks -> "continue"), runs createContainer hooks, pivots,
+                  finishes the rootfs, hostname, console, resolves the executable ("created"), then
+                  blocks on the exec fifo until ``start``; runs startContainer hooks; becomes the process.
+The runtime is a child subreaper, so the init is reparented to it when the setup child exits.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import sys as python_sys
+import termios
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+# Everything the children run must be imported before they fork: after pivot_root the host's Python
+# files are out of reach, so a lazy import there fails. (It also keeps the fork path warm.)
+from styrolite import hooks, rootfs, security
+from styrolite.container import process_setup
+from styrolite.container.stdio import Stdio
+from styrolite.container.sync import SyncChannel
+from styrolite.errors import describe
+from styrolite.namespaces import NamespacePlan, join_namespaces, open_namespace_files
+from styrolite.spec.model import Spec
+from styrolite.syscalls import LINUX, Syscalls
+from styrolite.syscalls import constants as k
+
+
+@dataclass
+class LaunchContext:
+    spec: Spec
+    bundle: str
+    rootfs: str
+    plan: NamespacePlan
+    seccomp_filter: Any = None
+    exec_fifo: str | None = None
+    stdio: Stdio = field(default_factory=Stdio)
+    terminal: bool = False
+    preserve_fds: int = 0
+    sys: Syscalls = LINUX
+
+
+def setup_child_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
+    try:
+        security.set_dumpable(False)  # nothing in the container may open /proc/<us>/exe (CVE-2019-5736)
+        opened = open_namespace_files(ctx.plan.join)
+        join_namespaces([item for item in opened if item[0] == "user"], ctx.sys)
+        others = [item for item in opened if item[0] != "user"]
+        if ctx.plan.new_user:
+            ctx.sys.unshare(k.CLONE_NEWUSER)
+        channel.send("userns")
+        channel.receive("go", "wait for the runtime to map ids and place the cgroup")
+        if ctx.plan.new_user or ctx.plan.joins("user"):
+            ctx.sys.setresgid(0)
+            ctx.sys.setresuid(0)
+        join_namespaces(others, ctx.sys)
+        if ctx.plan.unshare_flags:
+            ctx.sys.unshare(ctx.plan.unshare_flags)
+        if ctx.plan.creates("time"):
+            _write_time_offsets(ctx.spec)
+        pid = os.fork()
+        if pid == 0:
+            container_init_main(ctx, channel)
+        channel.send("pid", pid=pid)
+    except BaseException as e:
+        channel.send_error(describe(e))
+        os._exit(1)
+    os._exit(0)
+
+
+def _write_time_offsets(spec: Spec) -> None:
+    offsets = spec.linux.time_offsets if spec.linux else {}
+    if not offsets:
+        return
+    text = "".join(f"{clock} {o.secs} {o.nanosecs}\n" for clock, o in offsets.items())
+    with open("/proc/self/timens_offsets", "w") as f:
+        f.write(text)
+
+
+def container_init_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
+    created = False
+    try:
+        # the setup child reports our pid on the shared channel first; wait for the runtime's go-ahead
+        channel.receive("init", "wait for the runtime to record the init's pid")
+        os.setsid()
+        if not ctx.terminal:
+            ctx.stdio.install()
+        fifo_fd = os.open(ctx.exec_fifo, os.O_RDWR | os.O_CLOEXEC) if ctx.exec_fifo else None
+        spec, process = ctx.spec, ctx.spec.process
+        assert process is not None
+        new_mount_ns = ctx.plan.creates("mount")
+        prepared = None
+        if new_mount_ns:
+            prepared = rootfs.prepare_rootfs(spec, ctx.bundle, ctx.sys)
+        channel.send("prepivot")
+        message, _ = channel.receive("continue", "wait for createRuntime hooks")
+        state = message["state"]
+        if spec.hooks and spec.hooks.create_container:
+            hooks.run_hooks("createContainer", spec.hooks.create_container, state)
+        if new_mount_ns:
+            rootfs.pivot_into(ctx.rootfs, ctx.sys)
+            rootfs.finalize_rootfs(spec, ctx.sys, prepared)
+        else:
+            os.chdir("/")
+        if ctx.plan.creates("uts"):
+            if spec.hostname:
+                ctx.sys.sethostname(spec.hostname)
+            if spec.domainname:
+                ctx.sys.setdomainname(spec.domainname)
+        if ctx.terminal:
+            _attach_console(ctx, channel)
+        executable = process_setup.find_executable(process)
+        channel.send("created")
+        created = True
+        channel.close()
+        if fifo_fd is not None:
+            os.read(fifo_fd, 1)  # blocks until `start` writes
+            os.close(fifo_fd)
+        if spec.hooks and spec.hooks.start_container:
+            hooks.run_hooks("startContainer", spec.hooks.start_container, {**state, "status": "running"})
+        process_setup.become_process(process, spec, ctx.seccomp_filter, executable=executable,
+                       preserve_fds=ctx.preserve_fds, sys=ctx.sys)
+    except BaseException as e:
+        if created:
+            print(f"styrolite: {describe(e)}", file=python_sys.stderr, flush=True)
+            os._exit(127)
+        channel.send_error(describe(e))
+        os._exit(1)
+    os._exit(1)
+
+
+def _attach_console(ctx: LaunchContext, channel: SyncChannel) -> None:
+    """A pty from the container's own devpts: the slave becomes stdio, ctty and /dev/console."""
+    master, slave = os.openpty()
+    slave_path = os.ttyname(slave)
+    console = "/dev/console"
+    if not os.path.exists(console):
+        open(console, "a").close()
+    ctx.sys.mount(slave_path, console, None, k.MS_BIND)
+    size = ctx.spec.process.console_size if ctx.spec.process else None
+    if size is not None:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size.height, size.width, 0, 0))
+    channel.send("console", fds=[master])
+    os.close(master)
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for target in (0, 1, 2):
+        os.dup2(slave, target)
+    if slave > 2:
+        os.close(slave)

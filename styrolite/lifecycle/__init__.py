@@ -1,0 +1,1 @@
+"""One module per lifecycle operation (youki's layout): create, start, kill, delete, exec, query, pause, update."""

@@ -1,0 +1,199 @@
+"""``create``: build the container's environment and leave its init waiting for ``start``.
+
+Nothing half-made survives a failure: the processes are killed, the cgroup removed, the state
+directory deleted, and the error says which step failed and why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import time
+from dataclasses import dataclass
+
+from styrolite.container.children import LaunchContext, setup_child_main
+from styrolite.container.stdio import Stdio
+from styrolite.container.sync import SyncChannel
+from styrolite.errors import ConfigError, ContainerError
+from styrolite.lifecycle.common import CONFIG_SNAPSHOT
+from styrolite.namespaces import plan_namespaces, write_id_mappings
+from styrolite.spec.model import Spec
+from styrolite.state import ContainerState, StateStore, process_start_time, validate_id
+from styrolite.syscalls import LINUX, Syscalls
+
+
+@dataclass
+class Created:
+    state: ContainerState
+    console_fd: int | None = None
+
+
+def create(
+    store: StateStore,
+    container_id: str,
+    bundle: str,
+    *,
+    stdio: Stdio | None = None,
+    terminal: bool | None = None,
+    console_socket: str | None = None,
+    preserve_fds: int = 0,
+    pid_file: str | None = None,
+    sys: Syscalls = LINUX,
+) -> Created:
+    validate_id(container_id)
+    bundle = os.path.abspath(bundle)
+    spec = _load_bundle(bundle)
+    rootfs = os.path.join(bundle, spec.root.path) if spec.root else ""
+    if not os.path.isdir(rootfs):
+        raise ContainerError(f"rootfs {rootfs!r} (root.path in {bundle}/config.json) is not a directory")
+    process = spec.process
+    if process is None:
+        raise ConfigError("process", "create needs a process to run")
+    use_terminal = process.terminal if terminal is None else terminal
+    if use_terminal and console_socket is None and terminal is None:
+        raise ContainerError("process.terminal is true: --console-socket is required")
+
+    container_dir = store.reserve(container_id)
+    state = ContainerState(id=container_id, bundle=bundle, created=time.time(), rootfs=rootfs,
+                           annotations=dict(spec.annotations))
+    cleanup = _Cleanup(store, container_id)
+    try:
+        shutil.copyfile(os.path.join(bundle, "config.json"), os.path.join(container_dir, CONFIG_SNAPSHOT))
+        store.save(state)
+        console_fd = _launch(store, state, spec, bundle, rootfs, cleanup, stdio or Stdio(), use_terminal,
+                             preserve_fds, sys)
+        if console_socket is not None and console_fd is not None:
+            _send_console(console_socket, console_fd)
+            os.close(console_fd)
+            console_fd = None
+        if pid_file:
+            _write_pid_file(pid_file, state.pid)
+    except BaseException as e:
+        cleanup.run()
+        raise ContainerError(f"create container {container_id!r}") from e
+    return Created(state, console_fd)
+
+
+def _load_bundle(bundle: str) -> Spec:
+    from styrolite.spec import load_config
+
+    if not os.path.isdir(bundle):
+        raise ContainerError(f"bundle {bundle!r} is not a directory")
+    spec = load_config(os.path.join(bundle, "config.json"))
+    if spec.root is None:
+        raise ConfigError("root", "create needs root.path")
+    return spec
+
+
+class _Cleanup:
+    """Undo a partial create, in reverse order."""
+
+    def __init__(self, store: StateStore, container_id: str) -> None:
+        self.store, self.container_id = store, container_id
+        self.pids: list[int] = []
+        self.cgroup = None
+
+    def run(self) -> None:
+        for pid in reversed(self.pids):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, 0)
+        if self.cgroup is not None:
+            with contextlib.suppress(Exception):
+                self.cgroup.destroy(kill=True)
+        self.store.remove(self.container_id)
+
+
+def _launch(store: StateStore, state: ContainerState, spec: Spec, bundle: str, rootfs: str, cleanup: _Cleanup,
+            stdio: Stdio, terminal: bool, preserve_fds: int, sys: Syscalls) -> int | None:
+    from styrolite.cgroups import open_cgroup
+    from styrolite.hooks import run_hooks
+
+    linux = spec.linux
+    plan = plan_namespaces(spec)
+    if not (plan.creates("mount") or plan.joins("mount")):
+        raise ConfigError("linux.namespaces", "a mount namespace is required (add {\"type\": \"mount\"})")
+    seccomp_filter = None
+    if linux and linux.seccomp:
+        from styrolite.security import compile_filter
+
+        seccomp_filter = compile_filter(linux.seccomp)
+
+    cgroup = open_cgroup(linux.cgroups_path if linux else None, state.id)
+    cleanup.cgroup = cgroup
+    cgroup.create()
+    cgroup.apply(linux.resources if linux else None)
+    state.cgroup_path = cgroup.path
+    state.cgroups_path_config = linux.cgroups_path if linux else None
+
+    fifo = store.exec_fifo(state.id)
+    os.mkfifo(fifo, 0o600)
+    ctx = LaunchContext(spec=spec, bundle=bundle, rootfs=rootfs, plan=plan, seccomp_filter=seccomp_filter,
+                        exec_fifo=fifo, stdio=stdio, terminal=terminal, preserve_fds=preserve_fds, sys=sys)
+    parent, child = SyncChannel.pair()
+    setup_pid = os.fork()
+    if setup_pid == 0:  # pragma: no cover - runs in the child
+        parent.close()
+        setup_child_main(ctx, child)
+    child.close()
+    cleanup.pids.append(setup_pid)
+    try:
+        parent.receive("userns", "set up the user namespace")
+        if plan.new_user:
+            write_id_mappings(setup_pid, linux.uid_mappings, linux.gid_mappings)
+        cgroup.add_process(setup_pid)
+        parent.send("go")
+        message, _ = parent.receive("pid", "start the container's init")
+        state.pid = int(message["pid"])
+        cleanup.pids.append(state.pid)
+        _reap(setup_pid)
+        cleanup.pids.remove(setup_pid)
+        state.pid_start_time = process_start_time(state.pid) or 0
+        store.save(state)
+        parent.send("init")
+
+        parent.receive("prepivot", "mount the container's root filesystem")
+        hooks = spec.hooks
+        if hooks:
+            run_hooks("prestart", hooks.prestart, state.oci_state())
+            run_hooks("createRuntime", hooks.create_runtime, state.oci_state())
+        parent.send("continue", state=state.oci_state())
+        console_fd = None
+        if terminal:
+            _, fds = parent.receive("console", "set up the console")
+            console_fd = fds[0]
+        parent.receive("created", "prepare the container's process")
+    finally:
+        parent.close()
+    state.status = "created"
+    store.save(state)
+    return console_fd
+
+
+def _reap(pid: int) -> None:
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise ContainerError(f"setup process exited with {os.waitstatus_to_exitcode(status)}")
+
+
+def _send_console(path: str, fd: int) -> None:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(path)
+            socket.send_fds(sock, [b"console"], [fd])
+    except OSError as e:
+        raise ContainerError(f"send the console to --console-socket {path!r}: {e.strerror}") from e
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            f.write(str(pid))
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ContainerError(f"write --pid-file {path!r}: {e.strerror}") from e

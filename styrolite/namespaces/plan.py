@@ -1,0 +1,73 @@
+"""Turn ``linux.namespaces`` into the flags to unshare and the files to setns into."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from styrolite.errors import ContainerError
+from styrolite.spec.model import Spec
+from styrolite.syscalls import LINUX, Syscalls
+from styrolite.syscalls import constants as k
+
+# setns order: the user namespace first (it grants the capabilities the others need), then the rest;
+# the mount namespace last so that /proc paths of the others still resolve on the host.
+JOIN_ORDER = ["user", "cgroup", "ipc", "uts", "network", "pid", "time", "mount"]
+
+
+@dataclass
+class NamespacePlan:
+    new_user: bool = False
+    unshare_flags: int = 0  # every new namespace except user (done first, on its own)
+    join: list[tuple[str, str]] = field(default_factory=list)  # (type, path) in JOIN_ORDER
+
+    def creates(self, ns_type: str) -> bool:
+        if ns_type == "user":
+            return self.new_user
+        return bool(self.unshare_flags & k.NAMESPACE_FLAGS[ns_type])
+
+    def joins(self, ns_type: str) -> bool:
+        return any(t == ns_type for t, _ in self.join)
+
+
+def plan_namespaces(spec: Spec) -> NamespacePlan:
+    plan = NamespacePlan()
+    entries = spec.linux.namespaces if spec.linux else []
+    by_type = {ns.type: ns for ns in entries}
+    for ns_type in JOIN_ORDER:
+        ns = by_type.get(ns_type)
+        if ns is None:
+            continue
+        if ns.path:
+            plan.join.append((ns_type, ns.path))
+        elif ns_type == "user":
+            plan.new_user = True
+        else:
+            plan.unshare_flags |= k.NAMESPACE_FLAGS[ns_type]
+    return plan
+
+
+def open_namespace_files(join: list[tuple[str, str]]) -> list[tuple[str, int]]:
+    """Open every namespace file first: after the first setns some paths may no longer resolve."""
+    opened: list[tuple[str, int]] = []
+    try:
+        for ns_type, path in join:
+            try:
+                opened.append((ns_type, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+            except OSError as e:
+                raise ContainerError(f"open {ns_type} namespace {path!r}: {e.strerror}") from e
+    except BaseException:
+        for _, fd in opened:
+            os.close(fd)
+        raise
+    return opened
+
+
+def join_namespaces(opened: list[tuple[str, int]], sys: Syscalls = LINUX) -> None:
+    for ns_type, fd in opened:
+        try:
+            sys.setns(fd, k.NAMESPACE_FLAGS[ns_type])
+        except OSError as e:
+            raise ContainerError(f"join {ns_type} namespace") from e
+        finally:
+            os.close(fd)

@@ -1,0 +1,96 @@
+"""Shared fixtures: a busybox root filesystem built from Debian's busybox-static, and OCI bundles over it."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BUSYBOX = "/bin/busybox"
+
+
+def _busybox_rootfs(target: Path) -> Path:
+    if not os.path.exists(BUSYBOX):
+        pytest.skip("Debian's busybox-static is not installed (apt-get install busybox-static)")
+    for d in ("bin", "sbin", "etc", "tmp", "proc", "sys", "dev", "root", "var", "usr/bin"):
+        (target / d).mkdir(parents=True, exist_ok=True)
+    os.chmod(target / "tmp", 0o1777)
+    shutil.copy2(BUSYBOX, target / "bin" / "busybox")
+    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for applet in applets:
+        link = target / "bin" / applet
+        if not link.exists():
+            os.symlink("busybox", link)
+    (target / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n")
+    (target / "etc" / "group").write_text("root:x:0:\ntty:x:5:\nnogroup:x:65534:\n")
+    return target
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A read-only-used template rootfs: copy it (make_bundle does) before a container may write into it."""
+    return _busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
+
+
+def base_config() -> dict:
+    from styrolite.spec import default_config
+
+    config = default_config()
+    config["root"] = {"path": "rootfs", "readonly": False}
+    config["process"]["terminal"] = False
+    return config
+
+
+@pytest.fixture
+def make_bundle(tmp_path: Path, busybox_rootfs: Path) -> Callable[..., Path]:
+    """make_bundle(args=[...], edit=lambda cfg: ...) -> bundle dir with config.json and a private rootfs copy."""
+
+    def make(args: list[str] | None = None, edit: Callable[[dict], None] | None = None,
+             config: dict | None = None) -> Path:
+        bundle = tmp_path / f"bundle-{uuid.uuid4().hex[:8]}"
+        bundle.mkdir()
+        shutil.copytree(busybox_rootfs, bundle / "rootfs", symlinks=True, copy_function=os.link)
+        cfg = copy.deepcopy(config) if config is not None else base_config()
+        if args is not None:
+            cfg["process"]["args"] = args
+        if edit is not None:
+            edit(cfg)
+        (bundle / "config.json").write_text(json.dumps(cfg, indent=1))
+        return bundle
+
+    return make
+
+
+@pytest.fixture
+def state_root(tmp_path: Path) -> Iterator[Path]:
+    root = tmp_path / "state"
+    yield root
+    # never leave containers behind, whatever the test did
+    if root.exists():
+        for cid in os.listdir(root):
+            subprocess.run([sys.executable, "-m", "styrolite.cli", "--root", str(root), "delete", "--force", cid],
+                           capture_output=True)
+
+
+@pytest.fixture
+def styrolite(state_root: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """Run the styrolite CLI (as a user would) against this test's state directory."""
+
+    def run(*args: str, input: bytes | None = None, timeout: float = 60, check: bool = False,
+            **kwargs) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "styrolite.cli", "--root", str(state_root), *args]
+        result = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout, cwd=REPO, **kwargs)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} exited {result.returncode}: {result.stderr.decode()}")
+        return result
+
+    return run
