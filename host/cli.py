@@ -1,0 +1,128 @@
+"""``zonehost``: run and manage zones from the host, in the manner of docker/ctr/xl.
+
+    zonehost run [--backend qemu|xen] [--name N] [--memory MiB] [--rm] [-e K=V] IMAGE [-- CMD...]
+    zonehost ps | exec [-i] [-t] ZONE CMD... | logs ZONE | stop ZONE | rm ZONE        (--json anywhere first)
+
+Every error is one line on stderr (``zonehost: ...``) and a non-zero exit: 2 for bad usage, 1 otherwise.
+``run`` exits with the container's exit code (128+signo for a signal death).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, NoReturn
+
+from host import progress
+from host.errors import HostError
+from host.zonedef import BACKENDS
+from styrolite.errors import StyroliteError, describe
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage on one line (no usage dump) and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message} (see: {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="zonehost", description="Run containers in their own lightweight VM (a zone).")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--state-dir", help="zone state directory (default $ZONE_STATE or /var/lib/zone/zones)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+
+    run = verbs.add_parser("run", help="boot a zone, run IMAGE's command in it, exit with its exit code")
+    run.add_argument("--backend", choices=BACKENDS, default="qemu")
+    run.add_argument("--name", help="zone name (default: generated)")
+    run.add_argument("--memory", "-m", type=_positive_int, default=256, metavar="MIB", help="memory in MiB")
+    run.add_argument("--vcpus", type=_positive_int, default=1)
+    run.add_argument("--rm", action="store_true", help="remove the zone when the container exits")
+    run.add_argument("-d", "--detach", action="store_true", help="leave the zone running in the background")
+    run.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
+    run.add_argument("--net", action="store_true", help="user-mode networking (address 10.0.2.15/24)")
+    run.add_argument("--address", help="zone address CIDR (implies --net)")
+    run.add_argument("--kernel", help="kernel OCI image layout (default: built from linux-image-cloud-amd64)")
+    run.add_argument("--initrd", help="zone initrd (default: built by zonebuild)")
+    run.add_argument("--timing", action="store_true", help="print the zone's boot phase timings")
+    run.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the zone to be ready")
+    run.add_argument("image", metavar="IMAGE", nargs="?",
+                     help="OCI layout dir, docker-archive tar, or 'busybox' (built in)")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD", help="command override (after --)")
+
+    verbs.add_parser("ps", help="list zones and their containers")
+
+    exec_ = verbs.add_parser("exec", help="run a command in a zone's container")
+    exec_.add_argument("-i", "--interactive", action="store_true", help="forward stdin")
+    exec_.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
+    exec_.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
+    exec_.add_argument("-w", "--workdir", help="working directory in the container")
+    exec_.add_argument("-u", "--user", help="UID[:GID]")
+    exec_.add_argument("--container", help="container id (default: the zone's main container)")
+    exec_.add_argument("zone", metavar="ZONE")
+    exec_.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+
+    logs = verbs.add_parser("logs", help="the zone's container output (or --console: its serial console)")
+    logs.add_argument("--console", action="store_true", help="the zone's serial console log instead")
+    logs.add_argument("zone", metavar="ZONE")
+
+    stop = verbs.add_parser("stop", help="shut a zone down (IDM zone.shutdown, then kill after --timeout)")
+    stop.add_argument("--timeout", "-t", type=float, default=20.0)
+    stop.add_argument("zone", metavar="ZONE")
+
+    rm = verbs.add_parser("rm", help="remove a stopped zone (-f: stop it first)")
+    rm.add_argument("-f", "--force", action="store_true")
+    rm.add_argument("zone", metavar="ZONE")
+    return parser
+
+
+def emit(args: argparse.Namespace, document: Any, text: str) -> None:
+    print(json.dumps(document, indent=2, sort_keys=True) if args.json else text, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb == "run" and not args.image:
+        parser.error("run: missing IMAGE (an OCI layout dir, a docker-archive tar, or 'busybox')")
+    if args.verb == "exec" and not args.command:
+        parser.error("exec: missing the command to run (zonehost exec ZONE CMD...)")
+    progress.set_quiet(args.quiet or args.json)
+    if args.state_dir:
+        os.environ["ZONE_STATE"] = args.state_dir
+    from host import commands  # after parsing: `--help` and usage errors stay fast
+    try:
+        return commands.dispatch(args)
+    except (HostError, StyroliteError) as e:
+        print(f"zonehost: {describe(e)}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("zonehost: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_FAILURE
+    except OSError as e:   # e.g. no permission on the state directory: still one line
+        print(f"zonehost: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

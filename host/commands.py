@@ -1,0 +1,133 @@
+"""The CLI verbs. Each takes the parsed arguments and returns the process exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from host import progress
+from host.errors import HostError
+from host.state import ZoneDir, existing_zone, list_zones
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    handler = {
+        "run": cmd_run, "ps": cmd_ps, "exec": cmd_exec, "logs": cmd_logs, "stop": cmd_stop, "rm": cmd_rm,
+    }[args.verb]
+    return handler(args)
+
+
+def _emit(args: argparse.Namespace, document: Any, text: str) -> None:
+    from host.cli import emit
+    emit(args, document, text)
+
+
+# --- run / exec: boot and drive zones (host.zones) ------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from host.zones import run_zone
+    return run_zone(args)
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    zone = existing_zone(args.zone)
+    from host.zones import exec_in_zone
+    return exec_in_zone(zone, args)
+
+
+# --- ps / logs / stop / rm: state directory + backend ---------------------------------------------------------------
+
+def zone_summary(zone: ZoneDir, with_containers: bool = True) -> dict[str, Any]:
+    definition = zone.load()
+    runtime = zone.runtime()
+    running = _backend(zone, definition.backend).running()
+    summary: dict[str, Any] = {
+        "name": zone.name,
+        "backend": definition.backend,
+        "status": "running" if running else "stopped",
+        "pid": runtime.get("pid"),
+        "domid": runtime.get("domid"),
+        "memory_mib": definition.memory_mib,
+        "vcpus": definition.vcpus,
+        "started_at": runtime.get("started_at"),
+        "exit_code": runtime.get("exit_code"),
+        "containers": [],
+    }
+    if running and with_containers:
+        try:
+            from host.zones import list_containers
+            summary["containers"] = list_containers(zone)
+        except Exception as e:  # a zone that does not answer is still listed
+            summary["containers_error"] = str(e)
+    return summary
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    rows = [zone_summary(zone) for zone in list_zones()]
+    lines = [f"{'ZONE':<20} {'BACKEND':<7} {'STATUS':<8} {'PID':>7} {'UPTIME':>8}  CONTAINERS"]
+    for row in rows:
+        uptime = _uptime(row) if row["status"] == "running" else "-"
+        containers = ", ".join(f"{c.get('id')}({c.get('status')})" for c in row["containers"]) or "-"
+        lines.append(f"{row['name']:<20} {row['backend']:<7} {row['status']:<8} {row['pid'] or '-':>7} "
+                     f"{uptime:>8}  {containers}")
+    _emit(args, rows, "\n".join(lines))
+    return 0
+
+
+def _uptime(row: dict[str, Any]) -> str:
+    started = row.get("started_at")
+    if not isinstance(started, int | float):
+        return "?"
+    seconds = int(time.time() - started)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    zone = existing_zone(args.zone)
+    if not args.console:
+        from host.zones import container_logs
+        text = container_logs(zone)
+        if text is not None:
+            sys.stdout.write(text)
+            return 0
+    try:
+        data = zone.console_log.read_bytes()
+    except FileNotFoundError:
+        data = b""
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    zone = existing_zone(args.zone)
+    from host.zones import stop_zone
+    how = stop_zone(zone, timeout=args.timeout)
+    _emit(args, {"name": zone.name, "stopped": how}, f"{zone.name}: stopped ({how})")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    zone = existing_zone(args.zone)
+    definition = zone.load()
+    if _backend(zone, definition.backend).running():
+        if not args.force:
+            raise HostError(f"zone {zone.name!r} is running (stop it first, or use rm -f)")
+        from host.zones import stop_zone
+        stop_zone(zone, timeout=0)
+    zone.remove()
+    progress.note(f"removed zone {zone.name}")
+    _emit(args, {"name": zone.name, "removed": True}, zone.name)
+    return 0
+
+
+def _backend(zone: ZoneDir, backend: str) -> Any:
+    if backend == "xen":
+        from host.xen import XenZone
+        return XenZone(zone)
+    from host.qemu import QemuZone
+    return QemuZone(zone)
