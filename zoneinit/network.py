@@ -1,0 +1,155 @@
+"""The zone's network, only when the config asks for one: links, addresses, routes, and the name files.
+
+pyroute2 is imported here, inside the functions that need it, so a zone without network never pays for
+it. Containers share the zone's network namespace (the VM is the isolation boundary); they get the
+name files (resolv.conf, hosts, hostname) as read-only bind mounts.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from styrolite.syscalls import LINUX, Syscalls
+from zoneinit.errors import ZoneInitError
+
+IFA_F_NODAD = 0x02  # the address is usable at once (no duplicate address detection wait under a VM)
+
+
+@dataclass
+class InterfacePlan:
+    name: str = "eth0"
+    addresses: list[str] = field(default_factory=list)   # CIDR, IPv4 or IPv6: "10.0.2.15/24", "fec0::15/64"
+    mtu: int | None = None
+
+
+@dataclass
+class RoutePlan:
+    destination: str = "default"       # "default" (v4 or v6 from the gateway), or a CIDR
+    gateway: str | None = None
+    interface: str | None = None
+    metric: int | None = None
+
+
+@dataclass
+class NetworkPlan:
+    hostname: str | None = None
+    domain: str | None = None
+    interfaces: list[InterfacePlan] = field(default_factory=list)
+    routes: list[RoutePlan] = field(default_factory=list)
+    nameservers: list[str] = field(default_factory=list)
+    search: list[str] = field(default_factory=list)
+    hosts: dict[str, list[str]] = field(default_factory=dict)  # address -> names (beyond localhost and us)
+
+
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ipaddress.ip_address(address.split("/")[0]).version == 6 else socket.AF_INET
+
+
+def _route_destination(route: RoutePlan) -> tuple[str, int]:
+    if route.destination == "default":
+        family = _family(route.gateway) if route.gateway else socket.AF_INET
+        return ("::/0" if family == socket.AF_INET6 else "0.0.0.0/0"), family
+    net = ipaddress.ip_network(route.destination, strict=False)
+    return str(net), socket.AF_INET6 if net.version == 6 else socket.AF_INET
+
+
+def _ignore_exists(call, *args: Any, **kwargs: Any) -> None:
+    """Re-applying the same configuration is not an error."""
+    try:
+        call(*args, **kwargs)
+    except Exception as e:
+        if getattr(e, "code", None) != errno.EEXIST:
+            raise
+
+
+def configure_links(plan: NetworkPlan) -> None:
+    """lo up; each interface: MTU, addresses, up; then the routes. Raises ZoneInitError naming the step."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        def index_of(name: str) -> int:
+            found = ipr.link_lookup(ifname=name)
+            if not found:
+                raise ZoneInitError(f"network interface {name!r} does not exist in the zone")
+            return found[0]
+
+        step = "bring lo up"
+        try:
+            ipr.link("set", index=index_of("lo"), state="up")
+            for iface in plan.interfaces:
+                index = index_of(iface.name)
+                if iface.mtu:
+                    step = f"set mtu {iface.mtu} on {iface.name}"
+                    ipr.link("set", index=index, mtu=iface.mtu)
+                for cidr in iface.addresses:
+                    step = f"add address {cidr} to {iface.name}"
+                    iface_net = ipaddress.ip_interface(cidr)
+                    _ignore_exists(ipr.addr, "add", index=index, address=str(iface_net.ip),
+                                   prefixlen=iface_net.network.prefixlen, family=_family(cidr),
+                                   flags=IFA_F_NODAD if iface_net.version == 6 else 0)
+                step = f"bring {iface.name} up"
+                ipr.link("set", index=index, state="up")
+            for route in plan.routes:
+                dst, family = _route_destination(route)
+                step = f"add route {dst}" + (f" via {route.gateway}" if route.gateway else "")
+                kwargs: dict[str, Any] = {"dst": dst, "family": family}
+                if route.gateway:
+                    kwargs["gateway"] = route.gateway
+                if route.interface:
+                    kwargs["oif"] = index_of(route.interface)
+                if route.metric is not None:
+                    kwargs["priority"] = route.metric
+                _ignore_exists(ipr.route, "add", **kwargs)
+        except ZoneInitError:
+            raise
+        except Exception as e:
+            raise ZoneInitError(f"network: {step}") from e
+
+
+def resolv_conf(plan: NetworkPlan) -> str:
+    lines = [f"nameserver {ns}" for ns in plan.nameservers]
+    if plan.search:
+        lines.append("search " + " ".join(plan.search))
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def hosts_file(plan: NetworkPlan) -> str:
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    if plan.hostname:
+        names = plan.hostname + (f" {plan.hostname}.{plan.domain}" if plan.domain else "")
+        first = next((a.split("/")[0] for i in plan.interfaces for a in i.addresses), "127.0.1.1")
+        lines.append(f"{first}\t{names}")
+    lines += [f"{address}\t{' '.join(names)}" for address, names in plan.hosts.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_name_files(plan: NetworkPlan, directory: str) -> dict[str, str]:
+    """Write resolv.conf, hosts and hostname into ``directory``; returns {name in /etc: path written}."""
+    os.makedirs(directory, exist_ok=True)
+    files = {"resolv.conf": resolv_conf(plan), "hosts": hosts_file(plan), "hostname": (plan.hostname or "zone") + "\n"}
+    written: dict[str, str] = {}
+    for name, text in files.items():
+        path = os.path.join(directory, name)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        written[name] = path
+    return written
+
+
+def apply_hostname(plan: NetworkPlan, sys: Syscalls = LINUX) -> None:
+    if plan.hostname:
+        sys.sethostname(plan.hostname)
+    if plan.domain:
+        sys.setdomainname(plan.domain)
+
+
+def configure_network(plan: NetworkPlan, files_dir: str, sys: Syscalls = LINUX) -> dict[str, str]:
+    """The whole network step: hostname, links/addresses/routes, name files. Returns the name files."""
+    apply_hostname(plan, sys)
+    configure_links(plan)
+    return write_name_files(plan, files_dir)
