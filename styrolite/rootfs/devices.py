@@ -13,7 +13,7 @@ import os
 import posixpath
 import stat
 
-from styrolite.errors import ConfigError, ContainerError
+from styrolite.errors import ConfigError, ContainerError, StyroliteError
 from styrolite.rootfs.resolve import fd_path, make_dirs, make_file
 from styrolite.spec.defaults import DEFAULT_DEVICES
 from styrolite.spec.model import Device, Spec
@@ -50,7 +50,7 @@ def needs_dev_setup(spec: Spec) -> bool:
 def create_device(root_fd: int, device: Device, sys: Syscalls = LINUX, *, bind: bool = False) -> None:
     try:
         _create_device(root_fd, device, sys, bind=bind)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, StyroliteError) as e:
         raise ContainerError(f"create device {device.path!r}") from e
 
 

@@ -1,9 +1,10 @@
 """Stage 3, after pivot_root: lock the container's view down (runc's standard_init + finalizeRootfs).
 
-Order: the final "/" propagation, sysctls (before /proc/sys turns read-only), readonlyPaths,
-maskedPaths, then root.readonly. Paths are resolved in the new root with openat2(RESOLVE_IN_ROOT) and
-changed through /proc/self/fd/N, so a link the image planted cannot move a mask or a read-only bind.
-Paths missing from the image are skipped, as runc does.
+Order: sysctls (before /proc/sys turns read-only), readonlyPaths, maskedPaths, root.readonly, then
+the final "/" propagation (an unbindable tree would refuse the read-only binds). Paths are resolved
+in the new root with openat2(RESOLVE_IN_ROOT) and changed through /proc/self/fd/N, so a link the
+image planted cannot move a mask or a read-only bind. Paths missing from the image are skipped, as
+runc does.
 """
 
 from __future__ import annotations
@@ -31,9 +32,6 @@ def finalize_rootfs(spec: Spec, sys: Syscalls = LINUX, prepared: PreparedRootfs 
     linux = spec.linux
     root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if linux and linux.rootfs_propagation:
-            flags = propagation_flags(linux.rootfs_propagation, "linux.rootfsPropagation")
-            _step(f'make "/" {linux.rootfs_propagation}', sys.mount, None, "/", None, flags)
         for key, value in (linux.sysctl if linux else {}).items():
             write_sysctl(root_fd, key, value, sys)
         for path in linux.readonly_paths if linux else []:
@@ -42,6 +40,9 @@ def finalize_rootfs(spec: Spec, sys: Syscalls = LINUX, prepared: PreparedRootfs 
             mask_path(root_fd, path, sys)
         if spec.root is not None and spec.root.readonly:
             make_root_readonly(prepared.root_mount_ids if prepared else [], sys)
+        if linux and linux.rootfs_propagation:  # last: an unbindable tree would refuse the read-only binds
+            flags = propagation_flags(linux.rootfs_propagation, "linux.rootfsPropagation")
+            _step(f'make "/" {linux.rootfs_propagation}', sys.mount, None, "/", None, flags)
     finally:
         os.close(root_fd)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 
-from styrolite.errors import ContainerError
+from styrolite.errors import ContainerError, StyroliteError
 from styrolite.rootfs.cgroupfs import mount_cgroup
 from styrolite.rootfs.options import MountOptions, parse_options
 from styrolite.rootfs.remount import locked_flags, remount_bind
@@ -43,7 +43,7 @@ def mount_entry(root_fd: int, mount: Mount, bundle: str, sys: Syscalls = LINUX, 
         else:
             _mount_filesystem(root_fd, mount, options, sys)
         apply_propagation_and_attrs(root_fd, mount.destination, options, sys)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, StyroliteError) as e:
         raise ContainerError(describe_mount(mount)) from e
 
 

@@ -37,8 +37,15 @@ def open_in_root(root_fd: int, path: str, sys: Syscalls = LINUX, flags: int = os
     return sys.openat2(root_fd, _relative(path), flags | os.O_CLOEXEC, 0, RESOLVE)
 
 
-def make_dirs(root_fd: int, path: str, sys: Syscalls = LINUX, mode: int = 0o755) -> int:
-    """Create each missing directory of ``path`` inside the root; returns an O_PATH fd of the last one."""
+MAX_LINKS = 40  # the kernel's own limit on symlinks followed in one lookup
+
+
+def make_dirs(root_fd: int, path: str, sys: Syscalls = LINUX, mode: int = 0o755, _links: int = 0) -> int:
+    """Create each missing directory of ``path`` inside the root; returns an O_PATH fd of the last one.
+
+    A dangling symlink on the way is followed the way the container would see it (its target is
+    created inside the root, never outside), as runc's securejoin.MkdirAll does.
+    """
     relative = _relative(path)
     try:
         return open_in_root(root_fd, relative, sys, os.O_PATH | os.O_DIRECTORY)
@@ -46,13 +53,38 @@ def make_dirs(root_fd: int, path: str, sys: Syscalls = LINUX, mode: int = 0o755)
         if e.errno != errno.ENOENT or relative == ".":
             raise
     parent, name = posixpath.split(relative)
-    parent_fd = make_dirs(root_fd, parent or ".", sys, mode)
+    parent_fd = make_dirs(root_fd, parent or ".", sys, mode, _links)
     try:
-        with contextlib.suppress(FileExistsError):  # a racing creator, or a dangling symlink (re-open decides)
+        try:
             os.mkdir(name, mode, dir_fd=parent_fd)
+        except FileExistsError:
+            link = _readlink(name, parent_fd)
+            if link is not None:  # dangling: create what it points to, in the root's terms
+                if _links >= MAX_LINKS:
+                    raise OSError(errno.ELOOP, f"too many symlinks creating {path!r}") from None
+                base = "/" if link.startswith("/") else _path_in_root(root_fd, parent_fd, parent)
+                return make_dirs(root_fd, posixpath.join(base, link), sys, mode, _links + 1)
     finally:
         os.close(parent_fd)
     return open_in_root(root_fd, relative, sys, os.O_PATH | os.O_DIRECTORY)
+
+
+def _readlink(name: str, dir_fd: int) -> str | None:
+    try:
+        return os.readlink(name, dir_fd=dir_fd)
+    except OSError:
+        return None
+
+
+def _path_in_root(root_fd: int, dir_fd: int, lexical: str) -> str:
+    """Where ``dir_fd`` really is, relative to the root (the lexical path if /proc cannot tell)."""
+    try:
+        root, here = os.readlink(fd_path(root_fd)), os.readlink(fd_path(dir_fd))
+    except OSError:
+        return "/" + lexical
+    if here == root or here.startswith(root.rstrip("/") + "/"):
+        return "/" + posixpath.relpath(here, root)
+    return "/" + lexical
 
 
 def make_file(root_fd: int, path: str, sys: Syscalls = LINUX, mode: int = 0o644) -> int:
