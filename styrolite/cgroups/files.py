@@ -25,7 +25,7 @@ def write(directory: str, name: str, value: str | int) -> None:
     path = os.path.join(directory, name)
     text = str(value)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)  # kernfs ignores O_TRUNC
     except OSError as e:
         raise CgroupError(f"write {text!r} to {path}: {_os_error_text(e)}") from None
     try:
