@@ -39,6 +39,14 @@ from styrolite.security.process_attrs import (
     validate_personality,
 )
 from styrolite.security.rlimits import RLIMIT_NUMBERS, apply_rlimits, validate_rlimits
+from styrolite.security.seccomp import (
+    SeccompFilter,
+    compile_filter,
+    default_filter,
+    default_profile,
+    native_architectures,
+    validate_seccomp,
+)
 
 __all__ = [
     "CAPABILITY_NAMES",
@@ -47,15 +55,20 @@ __all__ = [
     "PERSONALITY_DOMAINS",
     "RLIMIT_NUMBERS",
     "CapabilityPlan",
+    "SeccompFilter",
     "apply_capabilities",
     "apply_rlimits",
     "capability_name",
     "capability_number",
+    "compile_filter",
     "current_capabilities",
+    "default_filter",
+    "default_profile",
     "keep_caps_across_setuid",
     "last_cap",
     "mask_to_names",
     "names_to_mask",
+    "native_architectures",
     "plan_capabilities",
     "set_dumpable",
     "set_no_new_privs",
@@ -66,4 +79,5 @@ __all__ = [
     "validate_oom_score_adj",
     "validate_personality",
     "validate_rlimits",
+    "validate_seccomp",
 ]
