@@ -1,0 +1,77 @@
+"""A zone IDM server running its own loop in a thread, with a client connected over a socketpair."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from zoneinit.idm.client import IdmClient
+from zoneinit.idm.server import IdmServer, run_until
+from zoneinit.idm.transport import socket_pair
+
+
+class LoopThread:
+    """Runs ``server`` on a thread the way PID 1 runs it on its loop; ``on_loop`` runs code there."""
+
+    def __init__(self, server: IdmServer) -> None:
+        self.server = server
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=run_until, args=(server, self._stop.is_set), daemon=True)
+
+    def start(self) -> LoopThread:
+        self.thread.start()
+        return self
+
+    def on_loop(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as e:
+                box["error"] = e
+            done.set()
+
+        self.server.call_soon_threadsafe(run)
+        assert done.wait(timeout), "loop did not run the call"
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(10)
+        self.server.close()
+
+
+@pytest.fixture
+def loop() -> Iterator[LoopThread]:
+    server = IdmServer(info=lambda: {"zone": "test-zone", "boot": {"mounts": 0.01, "idm": 0.02}})
+    lt = LoopThread(server)
+    yield lt
+    lt.stop()
+
+
+@pytest.fixture
+def connect(loop: LoopThread) -> Iterator[Callable[..., IdmClient]]:
+    """connect(**client_kwargs): a new socketpair session served by the loop, with a client on it."""
+    clients: list[IdmClient] = []
+
+    def make(**kwargs: Any) -> IdmClient:
+        zone_end, host_end = socket_pair()
+        if loop.thread.is_alive():
+            loop.on_loop(lambda: loop.server.add_transport(zone_end, name="test", persistent=False))
+        else:
+            loop.server.add_transport(zone_end, name="test", persistent=False)
+            loop.start()
+        client = IdmClient(host_end, **kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.close()

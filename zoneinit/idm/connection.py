@@ -1,0 +1,84 @@
+"""One IDM session over one transport on the zone side: decoder in, buffered frames out, open streams.
+
+The connection never blocks: ``send`` appends a frame to the output buffer and the server flushes it
+when the transport is writable. What sits in the buffer is bounded by what the protocol allows the zone
+to produce (replies to requests the peer sent, events, and stream data within granted credit).
+"""
+
+from __future__ import annotations
+
+import selectors
+from typing import TYPE_CHECKING
+
+from zoneinit.idm import messages as m
+from zoneinit.idm.errors import FRAME_TOO_LARGE, FrameError, ProtocolError
+from zoneinit.idm.transport import Transport
+
+if TYPE_CHECKING:
+    from zoneinit.idm.server import IdmServer
+    from zoneinit.idm.streams import Stream
+
+READ_SIZE = 64 * 1024
+
+
+class Connection:
+    """A session: created when a peer connects (or a device comes back), dropped when it goes away."""
+
+    def __init__(self, server: IdmServer, transport: Transport, *, name: str, persistent: bool) -> None:
+        self.server = server
+        self.transport = transport
+        self.name = name
+        self.persistent = persistent  # a device that outlives sessions (virtio-serial, hvc): keep it open
+        self.decoder = m.MessageDecoder(server.max_frame)
+        self.out = bytearray()
+        self.streams: dict[int, Stream] = {}
+        self.subscribed = False  # receives events (said hello with events=true)
+        self.closed = False
+        self.interest = selectors.EVENT_READ  # what the server's epoll set watches for
+
+    def send(self, msg: m.Message) -> None:
+        if self.closed:
+            return
+        try:
+            frame = m.encode(msg, self.server.max_frame)
+        except FrameError:
+            if msg.kind != m.RESPONSE:
+                raise
+            frame = m.encode(m.error(msg.id, FRAME_TOO_LARGE, "response exceeds the frame limit"))
+        self.out += frame
+        self.server._output_pending(self)
+
+    @property
+    def pending_output(self) -> int:
+        return len(self.out)
+
+    def flush(self) -> bool:
+        """Write what the transport takes now; True when the buffer is empty. Raises ConnectionClosed."""
+        out = self.out
+        while out:
+            n = self.transport.write(out)
+            if n <= 0:
+                return False
+            del out[:n]
+        return True
+
+    def receive(self) -> list[m.Message | ProtocolError] | None:
+        """Read once; the decoded items, or None when the peer went away."""
+        data = self.transport.read(READ_SIZE)
+        if data is None:
+            return []
+        if not data:
+            return None
+        return self.decoder.feed(data)
+
+    def forget_stream(self, sid: int) -> None:
+        self.streams.pop(sid, None)
+
+    def end(self) -> None:
+        """The session is over: abort its streams (their owners see on_abort) and drop pending output."""
+        self.closed = True
+        self.out.clear()
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
+            stream.abort()
+
