@@ -9,12 +9,11 @@
 from __future__ import annotations
 
 import errno as errno_module
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from styrolite.syscalls.linux import KernelError
+from styrolite.syscalls.linux import LINUX, KernelError
 
 
 @dataclass
@@ -64,10 +63,9 @@ class RecordingSyscalls:
         self._record("mount_setattr", path, flags, attr_set, attr_clr, propagation, dirfd)
 
     def openat2(self, dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
-        """Records, then really opens (without the RESOLVE_* limits) so callers get a usable fd on test dirs."""
+        """Records, then really opens (openat2 needs no privilege) so callers get a usable, confined fd."""
         self._record("openat2", dirfd, path, flags, mode, resolve)
-        relative = path.lstrip("/") or "."
-        return os.open(relative, flags, mode, dir_fd=None if dirfd == -100 else dirfd)
+        return LINUX.openat2(dirfd, path, flags, mode, resolve)
 
     def chroot(self, path: str) -> None:
         self._record("chroot", path)
