@@ -14,7 +14,7 @@ import posixpath
 
 from styrolite.rootfs.mountinfo import MountEntry, mount_containing, read_mountinfo
 from styrolite.rootfs.options import MountOptions
-from styrolite.rootfs.remount import locked_flags, remount_bind
+from styrolite.rootfs.remount import flags_from_mountinfo, remount_bind
 from styrolite.rootfs.resolve import fd_path, make_dirs, target
 from styrolite.spec.model import Mount
 from styrolite.syscalls import LINUX, Syscalls
@@ -102,7 +102,7 @@ def _mount_hierarchy(root_fd: int, destination: str, entry: MountEntry, own: dic
     finally:
         os.close(fd)
     if not cgroupns and flags:
-        current = locked_flags(entry.mount_point)
+        current = flags_from_mountinfo(entry.options)
         with target(root_fd, where, sys) as path:
             remount_bind(path, options, current, sys)
     if "," in name:  # co-mounted controllers: cpu -> cpu,cpuacct like the host has

@@ -36,6 +36,17 @@ def locked_flags(path: str) -> int:
     return sum(ms for st, ms in _STATVFS_TO_MS.items() if flags & st)
 
 
+_MOUNTINFO_TO_MS = {
+    "ro": k.MS_RDONLY, "nosuid": k.MS_NOSUID, "nodev": k.MS_NODEV, "noexec": k.MS_NOEXEC,
+    "noatime": k.MS_NOATIME, "nodiratime": k.MS_NODIRATIME, "relatime": k.MS_RELATIME, "nosymfollow": k.MS_NOSYMFOLLOW,
+}
+
+
+def flags_from_mountinfo(options: set[str]) -> int:
+    """The same locked flags, from a mountinfo entry's per-mount options."""
+    return sum(ms for name, ms in _MOUNTINFO_TO_MS.items() if name in options)
+
+
 def remount_bind(where: str, requested: MountOptions, current: int, sys: Syscalls = LINUX) -> None:
     """MS_BIND|MS_REMOUNT with the requested flags plus what the mount has and the options did not clear."""
     keep = current & ~requested.cleared
