@@ -1,0 +1,376 @@
+"""The zone initramfs: stage-0 /init, the Nuitka-compiled multi-call program, its libraries, /dev and /etc.
+
+Layout of the archive::
+
+    /init                        stage-0 (build/stage0/init.c, static): mounts /proc + /dev, execs zone-init
+    /lib/zone/zone-init          zoneinit/multicall.py compiled by Nuitka (--standalone, static libpython)
+    /lib/zone/*.so, ...          the extension modules and data Nuitka put next to it
+    /bin/styrolite, /bin/zone    symlinks to /lib/zone/zone-init (argv[0] picks the applet)
+    /lib/x86_64-linux-gnu/...    the ELF closure (ldd) + dlopen()ed libraries, at the paths ldd reports
+    /dev/console, /dev/urandom   device nodes (before devtmpfs is mounted the kernel needs /dev/console)
+    /etc/passwd, group, hosts, nsswitch.conf
+    /proc /sys /run /tmp /mnt    empty mount points
+
+Why symlinks and not hard links for /bin/*: a Nuitka standalone program finds its extension modules next to
+/proc/self/exe; a hard link in /bin would make it look for them in /bin. A symlink keeps argv[0] (the applet
+name) while /proc/self/exe resolves to /lib/zone.
+
+The compiled tree is cached under $ZONE_CACHE (default .cache/) by a digest of the sources, the Nuitka and
+Python versions and the flags, so an unchanged tree only re-packs (seconds). ``--dev`` skips Nuitka: the
+plain interpreter, a trimmed stdlib and our packages as .pyc, for quick iteration.
+
+Usage: ``python -m zonebuild.initrd --out DIR [--dev] [--compression zstd|gzip|none]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from styrolite.errors import StyroliteError, describe
+
+from .cpio import CpioArchive, compress, concat_for_boot
+from .elfdeps import closure, is_elf, stage_libraries, strip
+
+REPO = Path(__file__).resolve().parent.parent
+STAGE0_SOURCE = Path(__file__).resolve().parent / "stage0" / "init.c"
+ENTRY = REPO / "zoneinit" / "multicall.py"
+OUR_PACKAGES = ("zoneinit", "styrolite")
+# Imported lazily (inside functions) by our code, so Nuitka must be told to take them along.
+LAZY_PACKAGES = ("pyroute2",)
+EXTRA_MODULES = ("_cffi_backend", "msgpack", "prctl", "_prctl")
+DLOPENED = ("libseccomp.so.2", "libc.so.6", "libgcc_s.so.1")
+APPLET_LINKS = ("bin/styrolite", "bin/zone")
+ZONE_INIT = "lib/zone/zone-init"
+NUITKA_FLAGS = (
+    "--standalone",
+    "--static-libpython=yes",
+    "--python-flag=no_site",
+    "--noinclude-setuptools-mode=nofollow",
+    "--noinclude-pytest-mode=nofollow",
+    "--noinclude-unittest-mode=nofollow",
+    "--nofollow-import-to=*.tests",
+    "--nofollow-import-to=pyroute2.nftables",
+    "--nofollow-import-to=pyroute2.ipset",
+    "--nofollow-import-to=pyroute2.ipdb",
+    "--nofollow-import-to=pyroute2.ndb",
+    "--nofollow-import-to=pyroute2.netns.nslink",
+    "--nofollow-import-to=pyroute2.remote",
+    "--nofollow-import-to=pyroute2.cli",
+    "--nofollow-import-to=pyroute2.dhcp",
+    "--nofollow-import-to=pyroute2.ethtool",
+    "--nofollow-import-to=pyroute2.wiset",
+    "--nofollow-import-to=pyroute2.nslink",
+    "--nofollow-import-to=pydoc",
+    "--nofollow-import-to=doctest",
+)
+ETC_FILES = {
+    "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    "etc/group": "root:x:0:\nnogroup:x:65534:\n",
+    "etc/hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    "etc/nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n",
+}
+MOUNT_POINTS = ("proc", "sys", "dev", "run", "tmp", "mnt", "root", "sbin")
+
+
+class InitrdError(StyroliteError):
+    """The initramfs could not be built."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ZONE_CACHE") or REPO / ".cache")
+
+
+def log(message: str) -> None:
+    print(f"[initrd] {message}", file=sys.stderr, flush=True)
+
+
+# --- inputs and their digest ----------------------------------------------------------------------------------
+
+def _python_sources() -> list[Path]:
+    files = [ENTRY, STAGE0_SOURCE]
+    for package in OUR_PACKAGES:
+        files += sorted((REPO / package).rglob("*.py"))
+    return sorted(set(files))
+
+
+def _tool_versions() -> str:
+    import importlib.metadata as md
+
+    parts = [sys.version]
+    for dist in ("Nuitka", "cffi", "msgpack", "pyroute2", "python-prctl"):
+        try:
+            parts.append(f"{dist}={md.version(dist)}")
+        except md.PackageNotFoundError:
+            parts.append(f"{dist}=missing")
+    return "\n".join(parts)
+
+
+def source_digest(flags: tuple[str, ...] = NUITKA_FLAGS) -> str:
+    """What decides the compiled output: our sources, the toolchain versions and the Nuitka flags."""
+    digest = hashlib.sha256()
+    for path in _python_sources():
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(_tool_versions().encode())
+    digest.update("\0".join(flags).encode())
+    return digest.hexdigest()[:24]
+
+
+# --- slow steps, with progress --------------------------------------------------------------------------------
+
+def _run_with_heartbeat(command: list[str], what: str, env: dict[str, str], log_file: Path) -> None:
+    """Run a slow command, echo its progress lines, and say we are alive every 30 s."""
+    started = time.monotonic()
+    done = threading.Event()
+
+    def heartbeat() -> None:
+        while not done.wait(30):
+            log(f"{what}: still running ({time.monotonic() - started:.0f} s)")
+
+    threading.Thread(target=heartbeat, daemon=True).start()
+    try:
+        with open(log_file, "w") as out:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       env=env, cwd=REPO)
+            assert process.stdout is not None
+            for line in process.stdout:
+                out.write(line)
+                if line.startswith(("Nuitka:", "Nuitka-Scons:")) or "ERROR" in line or "FATAL" in line:
+                    log(f"{what}: {line.rstrip()[:160]}")
+            status = process.wait()
+    finally:
+        done.set()
+    if status != 0:
+        tail = log_file.read_text()[-1500:]
+        raise InitrdError(f"{what} failed (exit {status}); full log: {log_file}\n{tail}")
+    log(f"{what}: done in {time.monotonic() - started:.0f} s")
+
+
+def _nuitka_command(output_dir: Path) -> list[str]:
+    command = [sys.executable, "-m", "nuitka", *NUITKA_FLAGS, "--jobs", str(os.cpu_count() or 2),
+               f"--output-dir={output_dir}", "--output-filename=zone-init", "--assume-yes-for-downloads"]
+    for package in (*OUR_PACKAGES, *LAZY_PACKAGES):
+        if package in OUR_PACKAGES and not (REPO / package).is_dir():
+            log(f"warning: package {package} missing from the tree; its applets will report that at run time")
+            continue
+        command.append(f"--include-package={package}")
+    command += [f"--include-module={module}" for module in EXTRA_MODULES]
+    command.append(str(ENTRY))
+    return command
+
+
+def compile_zone_init(force: bool = False) -> tuple[Path, bool]:
+    """The Nuitka standalone dist directory for the current tree; (path, cache_hit). Cached by content."""
+    if shutil.which("gcc") is None:
+        raise InitrdError("gcc not found (Nuitka needs a C compiler)")
+    key = source_digest()
+    cached = cache_dir() / "nuitka" / key / "multicall.dist"
+    if cached.is_dir() and (cached / "zone-init").is_file() and not force:
+        log(f"nuitka: cache hit {key}")
+        return cached, True
+    work = cache_dir() / "nuitka" / f"{key}.partial"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    env = dict(os.environ)
+    env.setdefault("CCACHE_DIR", str(cache_dir() / "ccache"))
+    env["PYTHONPATH"] = str(REPO)
+    log(f"nuitka: compiling {ENTRY.relative_to(REPO)} (cold build takes minutes; ccache makes re-builds faster)")
+    _run_with_heartbeat(_nuitka_command(work), "nuitka", env, work / "nuitka.log")
+    dist = work / "multicall.dist"
+    if not (dist / "zone-init").is_file():
+        raise InitrdError(f"nuitka produced no {dist / 'zone-init'}")
+    strip(p for p in dist.rglob("*") if p.is_file() and not p.is_symlink())
+    final = cache_dir() / "nuitka" / key
+    if final.exists():
+        shutil.rmtree(final)
+    work.rename(final)
+    return final / "multicall.dist", False
+
+
+def compile_stage0(out: Path) -> Path:
+    """gcc -static -Os the stage-0 init (cached next to its source digest)."""
+    digest = hashlib.sha256(STAGE0_SOURCE.read_bytes()).hexdigest()[:16]
+    cached = cache_dir() / "stage0" / f"init-{digest}"
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(["gcc", "-static", "-Os", "-s", "-Wall", "-o", f"{cached}.tmp", str(STAGE0_SOURCE)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise InitrdError(f"compile {STAGE0_SOURCE.name}: {result.stderr.strip()[-800:]} "
+                              "(static linking needs libc6-dev's libc.a)")
+        os.replace(f"{cached}.tmp", cached)
+    shutil.copyfile(cached, out)
+    out.chmod(0o755)
+    return out
+
+
+# --- staging -------------------------------------------------------------------------------------------------
+
+def _stage_common(root: Path) -> None:
+    for name in MOUNT_POINTS:
+        (root / name).mkdir(parents=True, exist_ok=True)
+    for rel, text in ETC_FILES.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    compile_stage0(root / "init")
+
+
+def _add_devices(archive: CpioArchive) -> None:
+    archive.add_device("dev/console", "c", 5, 1, 0o600)
+    archive.add_device("dev/urandom", "c", 1, 9, 0o666)
+    archive.add_device("dev/null", "c", 1, 3, 0o666)
+
+
+def stage_nuitka(root: Path) -> None:
+    dist, _ = compile_zone_init()
+    target = root / "lib" / "zone"
+    shutil.copytree(dist, target, symlinks=True)
+    for link in APPLET_LINKS:
+        (root / link).parent.mkdir(parents=True, exist_ok=True)
+        (root / link).symlink_to(f"/{ZONE_INIT}")
+    elves = [p for p in target.rglob("*") if p.is_file() and is_elf(p)]
+    libs = stage_libraries(closure(elves, DLOPENED), root)
+    strip(libs)
+
+
+# Large or host-only parts of the stdlib the zone never imports.
+DEV_STDLIB_SKIP = {
+    "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "distutils", "unittest",
+    "venv", "site-packages", "config-3.11-x86_64-linux-gnu", "__pycache__", "sqlite3", "curses", "dbm", "xmlrpc",
+    "wsgiref", "email", "http", "urllib", "html", "xml", "multiprocessing", "concurrent", "asyncio", "tomllib",
+}
+DEV_SITE_PACKAGES = ("cffi", "_cffi_backend", "msgpack", "pyroute2", "prctl", "_prctl")
+
+
+def _compile_tree(source: Path, target: Path, skip: set[str]) -> None:
+    """Copy a Python tree as sourceless .pyc (legacy layout) plus its extension modules."""
+    import py_compile
+
+    for path in sorted(source.rglob("*")):
+        rel = path.relative_to(source)
+        if any(part in skip for part in rel.parts) or path.is_dir():
+            continue
+        if path.suffix == ".py":
+            out = target / rel.with_suffix(".pyc")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            py_compile.compile(str(path), cfile=str(out), dfile=str(rel), doraise=True,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        elif path.suffix == ".so":
+            out = target / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, out)
+
+
+def stage_dev(root: Path) -> None:
+    """Plain interpreter + trimmed stdlib + our packages and dependencies as .pyc (no Nuitka)."""
+    import sysconfig
+
+    python = Path(os.path.realpath(sys.executable))
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    site = Path(sysconfig.get_paths()["purelib"])
+    usr_lib = root / "usr" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    (root / "usr" / "bin").mkdir(parents=True)
+    shutil.copyfile(python, root / "usr" / "bin" / "python3")
+    (root / "usr" / "bin" / "python3").chmod(0o755)
+    log("dev: compiling stdlib subset")
+    _compile_tree(stdlib, usr_lib, DEV_STDLIB_SKIP)
+    for item in site.iterdir():
+        name = item.name.split(".")[0]
+        if name in DEV_SITE_PACKAGES:
+            if item.is_dir():
+                _compile_tree(item, usr_lib / "site-packages" / item.name, {"__pycache__", "tests"})
+            elif item.suffix == ".so":
+                shutil.copyfile(item, usr_lib / "site-packages" / item.name)
+            elif item.suffix == ".py":
+                _compile_tree(site, usr_lib / "site-packages", set())  # tiny: single-module packages
+    for package in OUR_PACKAGES:
+        if (REPO / package).is_dir():
+            _compile_tree(REPO / package, usr_lib / "site-packages" / package, {"__pycache__"})
+    launcher = root / ZONE_INIT
+    launcher.parent.mkdir(parents=True)
+    launcher.write_text("#!/usr/bin/python3 -I\nimport sys\nfrom zoneinit.multicall import main\nsys.exit(main())\n")
+    launcher.chmod(0o755)
+    for link in APPLET_LINKS:
+        (root / link).parent.mkdir(parents=True, exist_ok=True)
+        (root / link).symlink_to(f"/{ZONE_INIT}")
+    elves = [root / "usr" / "bin" / "python3", *(p for p in usr_lib.rglob("*.so"))]
+    libs = stage_libraries(closure(elves, DLOPENED), root)
+    strip([*libs, *elves])
+
+
+# --- the product ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InitrdResult:
+    path: Path
+    size: int
+    files: int
+    uncompressed: int
+    seconds: float
+    cache_hit: bool
+
+
+def build_initrd(out_dir: str | Path, *, dev: bool = False, compression: str = "zstd") -> InitrdResult:
+    """Build the initramfs into ``out_dir``/initrd.cpio.<ext>; the same tree gives the same bytes."""
+    started = time.monotonic()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache_hit = False
+    with tempfile.TemporaryDirectory(prefix="initrd-") as tmp:
+        root = Path(tmp) / "root"
+        root.mkdir()
+        _stage_common(root)
+        if dev:
+            stage_dev(root)
+        else:
+            cache_hit = compile_zone_init()[1]
+            stage_nuitka(root)
+        archive = CpioArchive()
+        archive.add_tree(root)
+        _add_devices(archive)
+        log("packing cpio")
+        raw = archive.to_bytes()
+        data = compress(raw, compression)
+    suffix = {"zstd": ".zst", "gzip": ".gz", "none": ""}[compression]
+    path = out_dir / f"initrd{'-dev' if dev else ''}.cpio{suffix}"
+    path.write_bytes(data)
+    result = InitrdResult(path, len(data), len(archive.paths()), len(raw), time.monotonic() - started, cache_hit)
+    log(f"{path}: {result.size / 1e6:.2f} MB {compression} ({result.uncompressed / 1e6:.1f} MB raw), "
+        f"{result.files} entries, {result.seconds:.1f} s{' (compile cached)' if cache_hit else ''}")
+    return result
+
+
+def boot_initrd(initrd: str | Path, boot_modules: str | Path, out: str | Path) -> Path:
+    """Concatenate our initrd and the kernel image's boot-modules cpio into the file QEMU/Xen loads."""
+    out = Path(out)
+    out.write_bytes(concat_for_boot(Path(initrd).read_bytes(), Path(boot_modules).read_bytes()))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zonebuild.initrd", description="Build the zone initramfs.")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--dev", action="store_true", help="plain interpreter + .pyc instead of Nuitka (fast)")
+    parser.add_argument("--compression", choices=("zstd", "gzip", "none"), default="zstd")
+    args = parser.parse_args(argv)
+    try:
+        result = build_initrd(args.out, dev=args.dev, compression=args.compression)
+    except (StyroliteError, subprocess.CalledProcessError, OSError) as e:
+        print(f"initrd: {describe(e)}", file=sys.stderr)
+        return 1
+    print(result.path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

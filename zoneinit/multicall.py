@@ -1,0 +1,71 @@
+"""One binary, three programs: the zone's init, the Styrolite CLI and the in-zone ``zone`` tool.
+
+Nuitka compiles this module into a single standalone executable (zonebuild.initrd). The initramfs installs it
+once as ``/lib/zone/zone-init`` and points ``/bin/styrolite`` and ``/bin/zone`` at it; which program runs is
+chosen by the name it was started under (``basename(argv[0])``), busybox style. ``zone-multicall APPLET
+ARGS...`` also works, for tests and for the developer initrd.
+
+Applets are imported lazily so PID 1 never pays for the CLI's imports, and a module missing from a build is a
+clear one-line message, not a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+
+# applet name -> (module, function). "zone-init" is the name stage-0 (/init) execs us under.
+APPLETS: dict[str, tuple[str, str]] = {
+    "init": ("zoneinit.init", "main"),
+    "zone-init": ("zoneinit.init", "main"),
+    "styrolite": ("styrolite.cli", "main"),
+    "zone": ("zoneinit.zonectl", "main"),
+}
+EXIT_USAGE = 2
+EXIT_MISSING = 127
+
+
+def resolve(name: str) -> Callable[[], object]:
+    """The entry function of applet ``name``; raises LookupError with a readable reason."""
+    if name not in APPLETS:
+        raise LookupError(f"unknown applet {name!r} (known: {', '.join(sorted(APPLETS))})")
+    module_name, function_name = APPLETS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            raise LookupError(f"applet {name!r} is not in this build (module {module_name} is missing)") from e
+        raise
+    entry = getattr(module, function_name, None)
+    if not callable(entry):
+        raise LookupError(f"applet {name!r}: {module_name} has no {function_name}()")
+    return entry
+
+
+def applet_name(argv: list[str]) -> tuple[str, list[str]]:
+    """(applet, argv for it): by basename of argv[0], else ``multicall APPLET ...`` with argv shifted."""
+    base = os.path.basename(argv[0]) if argv else ""
+    if base in APPLETS:
+        return base, argv
+    if len(argv) > 1 and argv[1] in APPLETS:
+        return argv[1], argv[1:]
+    return base, argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    name, applet_argv = applet_name(argv)
+    try:
+        entry = resolve(name)
+    except LookupError as e:
+        print(f"zone-multicall: {e}", file=sys.stderr)
+        return EXIT_MISSING if name in APPLETS else EXIT_USAGE
+    sys.argv = applet_argv  # the applet's own argparse sees its name and arguments only
+    result = entry()
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
