@@ -2,32 +2,35 @@
 
 Naming rule: each field is the snake_case of its JSON name (``noNewPrivileges`` -> ``no_new_privileges``);
 where that is not mechanical the JSON name is given as ``field(metadata={"json": ...})``.
+``@model_class`` is ``@dataclass`` minus its import-time code generation (see modelclass.py).
 Optional objects are ``None`` when absent; lists and maps default to empty.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from styrolite.spec.modelclass import model_class
 
 
 def json_name(name: str) -> dict[str, str]:
     return {"json": name}
 
 
-@dataclass
+@model_class
 class Root:
     path: str
     readonly: bool = False
 
 
-@dataclass
+@model_class
 class IDMapping:
     container_id: int = field(metadata=json_name("containerID"))
     host_id: int = field(metadata=json_name("hostID"))
     size: int
 
 
-@dataclass
+@model_class
 class Mount:
     destination: str
     type: str | None = None
@@ -37,13 +40,13 @@ class Mount:
     gid_mappings: list[IDMapping] = field(default_factory=list)
 
 
-@dataclass
+@model_class
 class Box:
     height: int
     width: int
 
 
-@dataclass
+@model_class
 class User:
     uid: int = 0
     gid: int = 0
@@ -52,7 +55,7 @@ class User:
     username: str | None = None
 
 
-@dataclass
+@model_class
 class Capabilities:
     bounding: list[str] = field(default_factory=list)
     effective: list[str] = field(default_factory=list)
@@ -61,20 +64,20 @@ class Capabilities:
     ambient: list[str] = field(default_factory=list)
 
 
-@dataclass
+@model_class
 class Rlimit:
     type: str
     soft: int
     hard: int
 
 
-@dataclass
+@model_class
 class IOPriority:
     class_: str = field(metadata=json_name("class"))
     priority: int = 0
 
 
-@dataclass
+@model_class
 class Scheduler:
     policy: str
     nice: int = 0
@@ -85,13 +88,13 @@ class Scheduler:
     period: int = 0
 
 
-@dataclass
+@model_class
 class ExecCPUAffinity:
     initial: str | None = None
     final: str | None = None
 
 
-@dataclass
+@model_class
 class Process:
     cwd: str
     args: list[str] = field(default_factory=list)
@@ -110,7 +113,7 @@ class Process:
     exec_cpu_affinity: ExecCPUAffinity | None = field(default=None, metadata=json_name("execCPUAffinity"))
 
 
-@dataclass
+@model_class
 class Hook:
     path: str
     args: list[str] = field(default_factory=list)
@@ -118,7 +121,7 @@ class Hook:
     timeout: int | None = None
 
 
-@dataclass
+@model_class
 class Hooks:
     prestart: list[Hook] = field(default_factory=list)
     create_runtime: list[Hook] = field(default_factory=list)
@@ -128,13 +131,13 @@ class Hooks:
     poststop: list[Hook] = field(default_factory=list)
 
 
-@dataclass
+@model_class
 class Namespace:
     type: str
     path: str | None = None
 
 
-@dataclass
+@model_class
 class Device:
     type: str
     path: str
@@ -145,7 +148,7 @@ class Device:
     gid: int | None = None
 
 
-@dataclass
+@model_class
 class DeviceCgroup:
     allow: bool
     type: str | None = None  # "a", "c" or "b"; None means all
@@ -154,7 +157,7 @@ class DeviceCgroup:
     access: str | None = None  # any of "rwm"
 
 
-@dataclass
+@model_class
 class Memory:
     limit: int | None = None
     reservation: int | None = None
@@ -167,7 +170,7 @@ class Memory:
     check_before_update: bool | None = None
 
 
-@dataclass
+@model_class
 class CPU:
     shares: int | None = None
     quota: int | None = None
@@ -180,12 +183,12 @@ class CPU:
     idle: int | None = None
 
 
-@dataclass
+@model_class
 class Pids:
     limit: int
 
 
-@dataclass
+@model_class
 class WeightDevice:
     major: int
     minor: int
@@ -193,14 +196,14 @@ class WeightDevice:
     leaf_weight: int | None = None
 
 
-@dataclass
+@model_class
 class ThrottleDevice:
     major: int
     minor: int
     rate: int
 
 
-@dataclass
+@model_class
 class BlockIO:
     weight: int | None = None
     leaf_weight: int | None = None
@@ -213,25 +216,25 @@ class BlockIO:
         default_factory=list, metadata=json_name("throttleWriteIOPSDevice"))
 
 
-@dataclass
+@model_class
 class HugepageLimit:
     page_size: str
     limit: int
 
 
-@dataclass
+@model_class
 class NetworkPriority:
     name: str
     priority: int
 
 
-@dataclass
+@model_class
 class Network:
     class_id: int | None = field(default=None, metadata=json_name("classID"))
     priorities: list[NetworkPriority] = field(default_factory=list)
 
 
-@dataclass
+@model_class
 class Resources:
     devices: list[DeviceCgroup] = field(default_factory=list)
     memory: Memory | None = None
@@ -244,7 +247,7 @@ class Resources:
     unified: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
+@model_class
 class SeccompArg:
     index: int
     value: int
@@ -252,7 +255,7 @@ class SeccompArg:
     value_two: int = 0
 
 
-@dataclass
+@model_class
 class SeccompSyscall:
     names: list[str]
     action: str
@@ -260,7 +263,7 @@ class SeccompSyscall:
     args: list[SeccompArg] = field(default_factory=list)
 
 
-@dataclass
+@model_class
 class Seccomp:
     default_action: str
     default_errno_ret: int | None = None
@@ -271,19 +274,19 @@ class Seccomp:
     syscalls: list[SeccompSyscall] = field(default_factory=list)
 
 
-@dataclass
+@model_class
 class Personality:
     domain: str
     flags: list[str] = field(default_factory=list)
 
 
-@dataclass
+@model_class
 class TimeOffset:
     secs: int = 0
     nanosecs: int = 0
 
 
-@dataclass
+@model_class
 class Linux:
     namespaces: list[Namespace] = field(default_factory=list)
     uid_mappings: list[IDMapping] = field(default_factory=list)
@@ -301,7 +304,7 @@ class Linux:
     personality: Personality | None = None
 
 
-@dataclass
+@model_class
 class Spec:
     oci_version: str
     root: Root | None = None

@@ -128,64 +128,164 @@ def _type_label(tp: Any) -> str:
 
 
 # ---------------------------------------------------------------- decoding
+#
+# Each model type gets a decoder function, built once from its type hints and cached. Decoders do not
+# build JSON paths as they go (that was most of the parse time): a failure raises _Invalid, and each
+# enclosing list/object decoder adds its index/key while the exception travels up; ``decode`` then turns
+# the collected steps into the ConfigError's path.
+
+Decoder = typing.Callable[[object], Any]
+
+
+class _Invalid(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.steps: list[str | int] = []  # innermost first
+
+
+def _absolute_path(base: str, steps: list[str | int]) -> str:
+    path = base
+    for step in reversed(steps):
+        path = join_index(path, step) if isinstance(step, int) else join_key(path, step)
+    return path
 
 
 def decode(tp: Any, value: object, path: str) -> Any:
     """Decode ``value`` (from json.loads) as type ``tp``; ``path`` names it in errors."""
-    inner = _optional_inner(tp)
-    if inner is not None:
-        return None if value is None else decode(inner, value, path)
-    if tp is str:
-        if not isinstance(value, str):
-            raise _wrong_type(tp, value, path)
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise _wrong_type(tp, value, path)
-        return value
-    if tp is int:
-        # bool is an int subclass in Python, never in JSON; floats (even 1.0) are not Go integers either
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _wrong_type(tp, value, path)
-        if not INT_MIN <= value <= INT_MAX:
-            raise ConfigError(path, f"integer {value} out of range (must fit in int64 or uint64)")
-        return value
-    origin = typing.get_origin(tp)
-    if origin is list:
-        if not isinstance(value, list):
-            raise _wrong_type(tp, value, path)
-        (item_type,) = typing.get_args(tp)
-        return [decode(item_type, item, join_index(path, i)) for i, item in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _wrong_type(tp, value, path)
-        _key_type, item_type = typing.get_args(tp)
-        return {key: decode(item_type, item, join_key(path, key)) for key, item in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return decode_object(tp, value, path)
-    raise TypeError(f"model type {tp!r} at {path} has no JSON decoding")  # a bug in model.py, not in input
+    try:
+        return decoder_for(tp)(value)
+    except _Invalid as e:
+        raise ConfigError(_absolute_path(path, e.steps), e.message) from None
 
 
 def decode_object(cls: type[T], value: object, path: str) -> T:
-    if not isinstance(value, dict):
-        raise _wrong_type(cls, value, path)
-    kwargs: dict[str, Any] = {}
+    """Decode a JSON object as the model dataclass ``cls`` (e.g. ``Resources`` for ``update``)."""
+    return decode(cls, value, path)
+
+
+def _wrong_type(tp: Any, value: object) -> _Invalid:
+    return _Invalid(f"expected {_type_label(tp)}, got {json_type(value)}")
+
+
+def _decode_str(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise _wrong_type(str, value)
+
+
+def _decode_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _wrong_type(bool, value)
+
+
+def _decode_int(value: object) -> int:
+    # bool is an int subclass in Python, never in JSON; floats (even 1.0) are not Go integers either
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _wrong_type(int, value)
+    if not INT_MIN <= value <= INT_MAX:
+        raise _Invalid(f"integer {value} out of range (must fit in int64 or uint64)")
+    return value
+
+
+@cache
+def decoder_for(tp: Any) -> Decoder:
+    """The (cached) decoder for a model type hint."""
+    inner = _optional_inner(tp)
+    if inner is not None:
+        decode_inner = decoder_for(inner)
+        return lambda value: None if value is None else decode_inner(value)
+    if tp is str:
+        return _decode_str
+    if tp is bool:
+        return _decode_bool
+    if tp is int:
+        return _decode_int
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return _list_decoder(tp, decoder_for(typing.get_args(tp)[0]))
+    if origin is dict:
+        return _dict_decoder(tp, decoder_for(typing.get_args(tp)[1]))
+    if dataclasses.is_dataclass(tp):
+        return _object_decoder(tp)
+    raise TypeError(f"model type {tp!r} has no JSON decoding")  # a bug in model.py, not in input
+
+
+def _list_decoder(tp: Any, decode_item: Decoder) -> Decoder:
+    def decode_list(value: object) -> list[Any]:
+        if not isinstance(value, list):
+            raise _wrong_type(tp, value)
+        out = []
+        index = 0
+        try:
+            for index, item in enumerate(value):  # noqa: B007 (index is read in the handler)
+                out.append(decode_item(item))
+        except _Invalid as e:
+            e.steps.append(index)
+            raise
+        return out
+
+    return decode_list
+
+
+def _dict_decoder(tp: Any, decode_item: Decoder) -> Decoder:
+    def decode_dict(value: object) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise _wrong_type(tp, value)
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _Invalid(f"object keys must be strings, got {json_type(key)} {key!r}")
+            try:
+                out[key] = decode_item(item)
+            except _Invalid as e:
+                e.steps.append(key)
+                raise
+        return out
+
+    return decode_dict
+
+
+_ABSENT = object()
+
+
+def _object_decoder(cls: type) -> Decoder:
+    table = []
     for info in fields_of(cls):
-        field_path = join_key(path, info.json)
-        if info.json not in value:
-            if info.required:
-                raise ConfigError(field_path, f"required {_type_label(info.type)} is missing")
-            continue
-        raw = value[info.json]
-        if raw is None and not info.required and _optional_inner(info.type) is None:
-            # Go leaves a zero value for null; keep the model's default (empty list, False...)
-            continue
-        kwargs[info.name] = decode(info.type, raw, field_path)
-    return cls(**kwargs)
+        f = next(f for f in dataclasses.fields(cls) if f.name == info.name)
+        # Go leaves a zero value for null; keep the model's default (empty list, False...) likewise
+        null_means_default = not info.required and _optional_inner(info.type) is None
+        table.append((info.json, info.name, decoder_for(info.type), info.required, null_means_default,
+                      f.default, f.default_factory, _type_label(info.type)))
+    new = object.__new__  # the fields are filled in directly: no per-object __init__ call
+    missing = dataclasses.MISSING
+    post_init = getattr(cls, "__post_init__", None)
 
+    def decode_object_value(value: object) -> Any:
+        if not isinstance(value, dict):
+            raise _wrong_type(cls, value)
+        obj = new(cls)
+        attrs = obj.__dict__
+        for key, name, decode_field, required, null_means_default, default, factory, label in table:
+            raw = value.get(key, _ABSENT)
+            if raw is _ABSENT or (raw is None and null_means_default):
+                if required:
+                    error = _Invalid(f"required {label} is missing")
+                    error.steps.append(key)
+                    raise error
+                attrs[name] = default if factory is missing else factory()
+                continue
+            try:
+                attrs[name] = decode_field(raw)
+            except _Invalid as e:
+                e.steps.append(key)
+                raise
+        if post_init is not None:
+            post_init(obj)
+        return obj
 
-def _wrong_type(tp: Any, value: object, path: str) -> ConfigError:
-    return ConfigError(path, f"expected {_type_label(tp)}, got {json_type(value)}")
+    return decode_object_value
 
 
 # ---------------------------------------------------------------- public entry points
@@ -195,7 +295,7 @@ def parse_config(obj: object, *, validate: bool = True) -> Spec:
     """A decoded config.json document -> validated Spec (ConfigError on any problem)."""
     if not isinstance(obj, dict):
         raise ConfigError("", f"config must be a JSON object, got {json_type(obj)}")
-    spec = decode_object(Spec, obj, "")
+    spec = decode(Spec, obj, "")
     if validate:
         from styrolite.spec.validate import validate_spec
 
@@ -207,7 +307,7 @@ def parse_process(obj: object, *, validate: bool = True) -> Process:
     """A process.json document (``exec --process``) -> validated Process; paths are relative to it."""
     if not isinstance(obj, dict):
         raise ConfigError("", f"process must be a JSON object, got {json_type(obj)}")
-    process = decode_object(Process, obj, "")
+    process = decode(Process, obj, "")
     if validate:
         from styrolite.spec.validate import validate_process
 

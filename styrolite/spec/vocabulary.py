@@ -5,13 +5,13 @@ Kept in one place so that what Styrolite accepts and what it claims to support c
 
 from __future__ import annotations
 
-from styrolite.syscalls.constants import NAMESPACE_FLAGS
-
 OCI_VERSION_MIN = "1.0.0"
 OCI_VERSION_MAX = "1.2.1"
 SUPPORTED_MINORS = (0, 1, 2)  # 1.0.x .. 1.2.x
 
-NAMESPACE_TYPES: tuple[str, ...] = tuple(sorted(NAMESPACE_FLAGS))
+# config-linux.md namespace types (the CLONE_NEW* flags are in styrolite.syscalls.constants.NAMESPACE_FLAGS;
+# not imported here so that parsing a config never loads the cffi seam)
+NAMESPACE_TYPES: tuple[str, ...] = ("cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts")
 
 # include/uapi/linux/capability.h, in number order: CAPABILITIES[n] is capability number n.
 CAPABILITIES: tuple[str, ...] = (
