@@ -76,6 +76,12 @@ _ffi.cdef(_CDEF)
 _libc = _ffi.dlopen(None)
 _numbers = _SYSCALL_NUMBERS.get(platform.machine(), _SYSCALL_NUMBERS["x86_64"])
 
+# Parse every C type string the calls below use once, at import: cffi parses a type string the first time
+# it sees it (milliseconds each), and a freshly forked container child would otherwise pay that again.
+for _type in ("int", "long", "size_t", "unsigned int", "char[]", "struct mount_attr *", "struct open_how *",
+              "struct rlimit *", "struct sock_fprog *"):
+    _ffi.typeof(_type)
+
 
 def _cstr(value: str | None):
     return _ffi.NULL if value is None else _ffi.new("char[]", os.fsencode(value))
