@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import prctl  # at import time, so the forked container child does not pay for it
+
 from styrolite.errors import ConfigError, ContainerError
 from styrolite.spec.model import Capabilities
 from styrolite.syscalls import LINUX, Syscalls
@@ -170,8 +172,6 @@ def keep_caps_across_setuid() -> None:
 
     The kernel resets the flag at execve; ``apply_capabilities`` clears it once the sets are final.
     """
-    import prctl
-
     try:
         prctl.set_keepcaps(True)
     except OSError as e:
@@ -187,19 +187,18 @@ def apply_capabilities(caps: Capabilities | None, sys: Syscalls = LINUX) -> list
     """
     if caps is None:
         return []
-    import prctl
-
-    plan = plan_capabilities(caps, current_capabilities(), last_cap())
-    all_caps = range(last_cap() + 1)
+    current, kernel_last_cap = current_capabilities(), last_cap()
+    plan = plan_capabilities(caps, current, kernel_last_cap)
+    all_caps = range(kernel_last_cap + 1)
     try:
         # After setresuid with KEEPCAPS, effective is empty: regain CAP_SETPCAP etc. from permitted.
-        prctl.set_caps((_bits(current_capabilities()["CapPrm"]), prctl.CAP_EFFECTIVE, True))
+        permitted = [bit for bit in _bits(current["CapPrm"]) if bit < len(CAPABILITY_NAMES)]
+        prctl.set_caps((permitted, prctl.CAP_EFFECTIVE, True))
     except OSError as e:
         raise ContainerError("raise the effective capabilities to the permitted set") from e
 
-    bounding_now = current_capabilities()["CapBnd"]
     for bit in all_caps:
-        if bounding_now >> bit & 1 and not plan.bounding >> bit & 1:
+        if current["CapBnd"] >> bit & 1 and not plan.bounding >> bit & 1:
             try:
                 prctl.capbset_drop(bit)
             except OSError as e:

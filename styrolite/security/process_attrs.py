@@ -18,6 +18,8 @@ from __future__ import annotations
 import errno
 import os
 
+import prctl  # at import time, so the forked container child does not pay for it
+
 from styrolite.errors import ConfigError, ContainerError
 from styrolite.spec.model import Personality
 from styrolite.syscalls import LINUX, Syscalls
@@ -28,8 +30,6 @@ PERSONALITY_DOMAINS: dict[str, int] = {"LINUX": k.PER_LINUX, "LINUX32": k.PER_LI
 
 def set_no_new_privs() -> None:
     """PR_SET_NO_NEW_PRIVS=1: execve can never grant privileges again (setuid bits, file caps are ignored)."""
-    import prctl
-
     try:
         prctl.set_no_new_privs(1)
     except OSError as e:
@@ -38,8 +38,6 @@ def set_no_new_privs() -> None:
 
 def set_dumpable(dumpable: bool) -> None:
     """PR_SET_DUMPABLE: False hides /proc/self/{exe,mem,fd} of this process from same-uid processes."""
-    import prctl
-
     try:
         prctl.set_dumpable(1 if dumpable else 0)
     except OSError as e:
