@@ -215,6 +215,8 @@ def validate_linux(linux: Linux) -> None:
 
     if linux.time_offsets and "time" not in namespaces:
         raise ConfigError("linux.timeOffsets", "time offsets require a time namespace in linux.namespaces")
+    if linux.time_offsets and linux.namespaces[namespaces["time"]].path is not None:
+        raise ConfigError("linux.timeOffsets", "time offsets cannot be set on a joined time namespace (it has a path)")
     for clock, offset in linux.time_offsets.items():
         clock_path = join_key("linux.timeOffsets", clock)
         check_known(clock, v.TIME_OFFSET_CLOCKS, clock_path, "clock")

@@ -115,6 +115,9 @@ RULES = [
     # time namespace
     rule("time-offsets-without-timens", lambda c: c["linux"].update(timeOffsets={"monotonic": {"secs": 1}}),
          "linux.timeOffsets", "require a time namespace"),
+    rule("time-offsets-joined-timens", lambda c: (c["linux"]["namespaces"].append({"type": "time", "path": "/t"}),
+                                                  c["linux"].update(timeOffsets={"boottime": {"secs": 1}})),
+         "linux.timeOffsets", "cannot be set on a joined time namespace"),
     rule("time-offsets-unknown-clock", lambda c: (ns(c, "time"), c["linux"].update(timeOffsets={"realtime": {}})),
          "linux.timeOffsets.realtime", 'unknown clock "realtime" (expected one of: boottime, monotonic)'),
     rule("time-offsets-nanosecs", lambda c: (ns(c, "time"), c["linux"].update(
