@@ -129,6 +129,10 @@ class V1Manager(CgroupManager):
         limit, swap = m.limit, m.swap
         if limit == -1 and swap is None:
             swap = -1
+        if m.check_before_update and limit is not None and limit > 0:
+            usage = files.read_int(d, "memory.usage_in_bytes")
+            if usage is not None and limit < usage:
+                raise CgroupError(f"memory.limit {limit} is below the current usage {usage} (checkBeforeUpdate)")
         has_memsw = files.exists(d, "memory.memsw.limit_in_bytes")
         if swap is not None and not has_memsw:
             log.warning("cgroup v1 %s: memory.memsw.limit_in_bytes missing (swap accounting off); swap limit "

@@ -169,6 +169,11 @@ class V2Manager(CgroupManager):
         if "memory" not in available:
             return
         if m.limit is not None:
+            if m.check_before_update and m.limit > 0:
+                usage = files.read_int(self.directory, "memory.current")
+                if usage is not None and m.limit < usage:
+                    raise CgroupError(f"memory.limit {m.limit} is below the current usage {usage} "
+                                      "(checkBeforeUpdate)")
             files.write(self.directory, "memory.max", limit_value(m.limit))
         swap = swap_max(m.swap, m.limit)
         if swap is not None:

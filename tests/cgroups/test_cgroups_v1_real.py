@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from styrolite.cgroups import files
+from styrolite.cgroups import CgroupError, files
 from styrolite.spec.model import CPU, DeviceCgroup, Memory, Pids, Resources
 
 pytestmark = pytest.mark.root
@@ -178,3 +178,15 @@ def test_destroy_with_kill_removes_a_populated_cgroup(v1_cgroup, spawn_waiting):
     v1_cgroup.destroy(kill=True)
     assert child.process.wait() == -signal.SIGKILL
     assert not v1_cgroup.exists()
+
+
+def test_check_before_update_refuses_a_limit_below_usage(v1_cgroup, spawn_waiting):
+    child = spawn_waiting("data = b'z' * (16 << 20)\nprint('done', flush=True)\nsys.stdin.buffer.read(1)\n")
+    v1_cgroup.add_process(child.pid)
+    child.release()
+    assert child.readline() == "done"
+    with pytest.raises(CgroupError, match="below the current usage"):
+        v1_cgroup.update(Resources(memory=Memory(limit=4 * MiB, check_before_update=True)))
+    assert v1_cgroup.stats()["memory"]["limit"] is None
+    child.release()
+    assert child.finish()[0] == 0
