@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("text", "json"), default="text")
     p.add_argument("--debug", action="store_true", help="tracebacks for internal errors")
     p.add_argument("--systemd-cgroup", action="store_true", help=argparse.SUPPRESS)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="subcommand", metavar="COMMAND")
     sub.required = True
 
     def cmd(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.systemd_cgroup:
             raise StyroliteError("--systemd-cgroup: the systemd cgroup driver is not supported")
-        return int(COMMANDS[args.command](args) or 0)
+        return int(COMMANDS[args.subcommand](args) or 0)
     except KeyboardInterrupt:
         return 130
     except (StyroliteError, OSError) as e:

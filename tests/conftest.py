@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -88,7 +89,14 @@ def styrolite(state_root: Path) -> Callable[..., subprocess.CompletedProcess]:
     def run(*args: str, input: bytes | None = None, timeout: float = 60, check: bool = False,
             **kwargs) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "styrolite.cli", "--root", str(state_root), *args]
-        result = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout, cwd=REPO, **kwargs)
+        # files, not pipes: `create` leaves the container holding the stdio it inherited (as runc does),
+        # so a pipe would only reach EOF when the container exits
+        with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+            code = subprocess.run(cmd, input=input, stdout=stdout, stderr=stderr, timeout=timeout, cwd=REPO,
+                                  **kwargs).returncode
+            stdout.seek(0)
+            stderr.seek(0)
+            result = subprocess.CompletedProcess(cmd, code, stdout.read(), stderr.read())
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(args)} exited {result.returncode}: {result.stderr.decode()}")
         return result

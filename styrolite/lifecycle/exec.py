@@ -54,7 +54,7 @@ def exec_process(
     from styrolite.lifecycle.create import _send_console, _write_pid_file
 
     state = store.load(container_id)
-    require_status(state, ("running",), "exec into")
+    require_status(state, ("created", "running"), "exec into")
     spec = load_snapshot(store, state)
     use_terminal = process.terminal if terminal is None else terminal
     join = [(t, f"/proc/{state.pid}/ns/{k.NAMESPACE_PROC_NAMES[t]}") for t in JOIN_ORDER
