@@ -103,3 +103,21 @@ def test_vocabulary_numbers_match_the_kernel():
         assert getattr(resource, name, number) == number, name
     with open("/proc/sys/kernel/cap_last_cap") as f:
         assert int(f.read()) >= 40
+
+
+def test_vocabulary_agrees_with_the_seccomp_compiler():
+    """What the validator accepts (and features advertises) is exactly what styrolite.security compiles."""
+    seccomp = pytest.importorskip("styrolite.security.seccomp")
+    from styrolite.spec import vocabulary
+
+    assert set(vocabulary.SECCOMP_ARCHITECTURES) == set(seccomp.ARCHITECTURES)
+    assert set(vocabulary.SECCOMP_ACTIONS) == set(seccomp.ACTIONS)
+    assert set(features()["linux"]["seccomp"]["supportedFlags"]) == set(seccomp.FLAGS)
+
+
+def test_vocabulary_agrees_with_the_security_tables():
+    capabilities = pytest.importorskip("styrolite.security.capabilities")
+    rlimits = pytest.importorskip("styrolite.security.rlimits")
+
+    assert capabilities.CAPABILITY_NUMBERS == CAPABILITY_NUMBERS
+    assert rlimits.RLIMIT_NUMBERS == RLIMIT_NUMBERS
