@@ -118,6 +118,15 @@ def bind_console(root_fd: int, console_path: str, sys: Syscalls = LINUX) -> None
         raise ContainerError(f'bind console "{console_path}" on "/dev/console"') from e
 
 
+def mount_console(console_path: str, sys: Syscalls = LINUX) -> None:
+    """bind_console after pivot_root, for a pty opened from the container's own devpts."""
+    root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        bind_console(root_fd, console_path, sys)
+    finally:
+        os.close(root_fd)
+
+
 def setup_dev(root_fd: int, spec: Spec, sys: Syscalls = LINUX, *, userns: bool = False,
               console_path: str | None = None) -> None:
     if needs_dev_setup(spec):

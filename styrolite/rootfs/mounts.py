@@ -8,6 +8,7 @@ change, then mount_setattr(AT_RECURSIVE) for the ``r*`` options. Every call targ
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -76,9 +77,31 @@ def _mount_filesystem(root_fd: int, mount: Mount, options: MountOptions, sys: Sy
         if fstype in ("proc", "sysfs"):
             _refuse_symlink(root_fd, mount.destination, sys)
         flags = options.flags & ~k.MS_PROPAGATION
-        sys.mount(mount.source or fstype, fd_path(dir_fd), fstype, flags, options.data_string())
+        try:
+            sys.mount(mount.source or fstype, fd_path(dir_fd), fstype, flags, options.data_string())
+        except OSError as e:
+            if e.errno != errno.EPERM or fstype not in HOST_FALLBACK:
+                raise
+            _bind_host_instead(root_fd, dir_fd, mount, options, sys)
     finally:
         os.close(dir_fd)
+
+
+# A user namespace may not mount a fresh sysfs (no owned network namespace) or mqueue (no owned ipc
+# namespace); runc then binds the host's instead, with the same flags.
+HOST_FALLBACK = {"sysfs": "/sys", "mqueue": "/dev/mqueue"}
+
+
+def _bind_host_instead(root_fd: int, dir_fd: int, mount: Mount, options: MountOptions, sys: Syscalls) -> None:
+    source = HOST_FALLBACK[mount.type or ""]
+    try:
+        sys.mount(source, fd_path(dir_fd), None, k.MS_BIND | k.MS_REC)
+    except OSError as e:
+        raise ContainerError(f"a new {mount.type} is not permitted here (EPERM), and binding the host's "
+                             f"{source} instead failed") from e
+    if options.flags & ~_BIND_ONLY & ~k.MS_PROPAGATION:
+        with target(root_fd, mount.destination, sys) as where:
+            remount_bind(where, options, locked_flags(source), sys)
 
 
 def bind_source(mount: Mount, bundle: str) -> str:

@@ -66,13 +66,38 @@ class Outcome:
         return self.value
 
 
+def _map_user_namespace(pid: int) -> None:
+    """What the lead's parent does for a user namespace: container 0..65535 -> host 0..65535."""
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/{pid}/{name}", "w") as f:
+            f.write("0 0 65536\n")
+
+
+def _enter_user_namespace(ready_w: int, mapped_r: int) -> None:
+    """unshare(CLONE_NEWUSER), let the parent write the maps, then continue as pid 1 of a new pid
+    namespace (proc can only be mounted by a user namespace that owns its pid namespace)."""
+    LINUX.unshare(k.CLONE_NEWUSER)
+    os.write(ready_w, b"u")
+    assert os.read(mapped_r, 1) == b"m"
+    LINUX.unshare(k.CLONE_NEWPID)
+    pid = os.fork()
+    if pid:
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.waitstatus_to_exitcode(status))
+
+
 def in_container(spec: Spec, bundle: str, check: Callable[[], Any], *, extra_ns: int = 0,
-                 before: Callable[[], None] | None = None, console_path: str | None = None) -> Outcome:
+                 before: Callable[[], None] | None = None, console_path: str | None = None,
+                 userns: bool = False) -> Outcome:
     read_end, write_end = os.pipe()
+    ready_r, ready_w = os.pipe()
+    mapped_r, mapped_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never returns into pytest
         try:
             os.close(read_end)
+            if userns:
+                _enter_user_namespace(ready_w, mapped_r)
             LINUX.unshare(k.CLONE_NEWNS | extra_ns)
             if before is not None:
                 before()
@@ -89,6 +114,12 @@ def in_container(spec: Spec, bundle: str, check: Callable[[], Any], *, extra_ns:
         finally:
             os._exit(0)
     os.close(write_end)
+    if userns:
+        assert os.read(ready_r, 1) == b"u"
+        _map_user_namespace(pid)
+        os.write(mapped_w, b"m")
+    for fd in (ready_r, ready_w, mapped_r, mapped_w):
+        os.close(fd)
     chunks = []
     with os.fdopen(read_end, "rb") as pipe:
         while chunk := pipe.read():

@@ -296,3 +296,28 @@ def test_cgroup_on_unified_is_cgroup2(tmp_path) -> None:
     finally:
         os.close(root_fd)
     assert mounts(fake) == [("cgroup", f"{tmp_path}/sys/fs/cgroup", "cgroup2", k.MS_RDONLY | k.MS_NOSUID, None)]
+
+
+def test_sysfs_not_permitted_falls_back_to_the_hosts_sys(bundle: str) -> None:
+    config = minimal_config()
+    config["mounts"] = [{"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro", "nosuid"]}]
+    fake = PathRecorder()
+    fake.fail_on("mount", errno.EPERM, lambda args: args[2] == "sysfs")
+    prepare_rootfs(spec_from(config), bundle, fake)
+    sys_dir = os.path.join(bundle, "rootfs", "sys")
+    calls = mounts(fake)[2:5]
+    assert calls[0][2] == "sysfs"
+    assert calls[1] == ("/sys", sys_dir, None, k.MS_BIND | k.MS_REC, None)
+    assert calls[2] == (None, sys_dir, None,
+                        k.MS_BIND | k.MS_REMOUNT | k.MS_RDONLY | k.MS_NOSUID | locked_flags("/sys"), None)
+
+
+def test_console_after_pivot(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from styrolite.rootfs import mount_console
+
+    (tmp_path / "dev").mkdir()
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, *a, **kw: real_open(tmp_path if path == "/" else path, *a, **kw))
+    fake = PathRecorder()
+    mount_console("/dev/pts/0", fake)
+    assert mounts(fake) == [("/dev/pts/0", f"{tmp_path}/dev/console", None, k.MS_BIND, None)]

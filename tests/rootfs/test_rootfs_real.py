@@ -271,3 +271,31 @@ def test_cgroup_mount_matches_the_host_layout(bundle: str) -> None:
         assert "/sys/fs/cgroup/memory" in inside["subs"]
     assert "ro" in inside["top"][-1]["options"]
     assert inside["write"] == "EROFS"
+
+
+def test_inside_a_real_user_namespace(bundle: str) -> None:
+    """mknod is impossible, sysfs needs a network namespace we do not own (the host's /sys is bound), and
+    every bind remount must keep the flags the kernel locked (nosuid/nodev/noexec/relatime)."""
+    config = base_config()
+    config["linux"]["namespaces"] = [{"type": t} for t in ("pid", "mount", "user", "ipc")]
+    del config["hostname"]
+    config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 0, "size": 65536}]
+    config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 0, "size": 65536}]
+    config["root"]["readonly"] = True
+
+    def check():
+        return {"null": mounts_at("/dev/null"), "rdev": os.stat("/dev/null").st_rdev,
+                "sys": mounts_at("/sys"), "mqueue": mounts_at("/dev/mqueue"),
+                "proc_sys": write_error("/proc/sys/kernel/hostname"),
+                "cgroup": mounts_at("/sys/fs/cgroup"), "root": write_error("/x"), "pid": os.getpid(),
+                "uid_map": open("/proc/self/uid_map").read().split()}
+
+    inside = in_container(spec_from(config), bundle, check, userns=True, extra_ns=k.CLONE_NEWIPC).ok()
+    assert inside["uid_map"] == ["0", "0", "65536"]
+    assert inside["pid"] == 1
+    assert len(inside["null"]) == 1 and inside["rdev"] == os.makedev(1, 3)  # a bind of the host node
+    assert inside["sys"][-1]["fstype"] == "sysfs" and "ro" in inside["sys"][-1]["options"]
+    assert inside["mqueue"][-1]["fstype"] == "mqueue"
+    assert inside["proc_sys"] == "EROFS"
+    assert inside["root"] == "EROFS"
+    assert "ro" in inside["cgroup"][-1]["options"]
