@@ -1,0 +1,140 @@
+"""Boot inputs for a zone, prepared once and cached by content hash.
+
+* the kernel OCI image -> unpacked (every blob's digest verified by zonebuild's OCI reader) under
+  ``<cache>/host/kernel/<manifest digest>/``: /kernel/image, addons.squashfs, boot-modules.cpio;
+* our initrd + the kernel's boot-modules cpio -> one concatenated initrd (the kernel accepts concatenated
+  cpio archives), ``<cache>/host/initrd/<sha256 of both>.img``;
+* defaults (kernel image, initrd, built-in busybox app image, root images) come from zonebuild.
+
+The cache is ``$ZONE_CACHE`` or the repository's ``.cache`` (zonebuild's choice, shared with it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from host import progress
+from host.errors import HostError
+from host.zonebuild_import import ensure_zonebuild
+
+
+def cache_root() -> Path:
+    ensure_zonebuild()
+    from zonebuild.kernel_image import cache_dir
+    return cache_dir() / "host"
+
+
+@dataclass(frozen=True)
+class PreparedKernel:
+    image: Path           # bzImage for direct kernel boot
+    addons: Path          # addons.squashfs (all modules)
+    boot_modules: Path    # uncompressed cpio of the boot-critical modules
+    metadata: dict[str, str]
+    digest: str           # manifest digest of the kernel OCI image
+
+
+def sha256_of(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def cached_dir(target: Path, build: Callable[[Path], None]) -> Path:
+    """Build into a private temp dir beside ``target`` and rename it into place (safe against a parallel build)."""
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        build(scratch)
+        try:
+            os.rename(scratch, target)
+        except OSError:
+            if not target.is_dir():   # a parallel build won the race: theirs is as good as ours
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def cached_file(target: Path, build: Callable[[Path], None]) -> Path:
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, scratch_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    scratch = Path(scratch_name)
+    try:
+        build(scratch)
+        os.replace(scratch, target)
+    finally:
+        scratch.unlink(missing_ok=True)
+    return target
+
+
+def prepare_kernel(layout: str | Path) -> PreparedKernel:
+    """Verify and unpack the kernel OCI image (once per manifest digest)."""
+    ensure_zonebuild()
+    from zonebuild.kernel_image import KernelImageError, parse_metadata, unpack_kernel_image
+    from zonebuild.oci import ImageError, open_image
+
+    try:
+        digest = open_image(layout).manifest_digest or ""
+    except ImageError as e:
+        raise HostError(f"kernel image {layout}") from e
+    if not digest:
+        raise HostError(f"kernel image {layout}: no manifest digest")
+    target = cache_root() / "kernel" / digest.removeprefix("sha256:")[:32]
+
+    def unpack(scratch: Path) -> None:
+        with progress.step(f"verifying and unpacking kernel image {Path(layout).name}"):
+            try:
+                unpack_kernel_image(layout, scratch)
+            except (KernelImageError, ImageError) as e:
+                raise HostError(f"kernel image {layout}") from e
+
+    root = cached_dir(target, unpack)
+    kernel_dir = root / "kernel"
+    for name in ("image", "addons.squashfs", "boot-modules.cpio"):
+        if not (kernel_dir / name).is_file():
+            raise HostError(f"kernel image {layout}: missing /kernel/{name}")
+    return PreparedKernel(
+        image=kernel_dir / "image",
+        addons=kernel_dir / "addons.squashfs",
+        boot_modules=kernel_dir / "boot-modules.cpio",
+        metadata=parse_metadata((kernel_dir / "metadata").read_text()),
+        digest=digest,
+    )
+
+
+def boot_initrd(initrd: Path, kernel: PreparedKernel) -> Path:
+    """Our initrd with the kernel's boot modules appended, cached by the hash of both."""
+    if not initrd.is_file():
+        raise HostError(f"initrd {initrd}: no such file")
+    ensure_zonebuild()
+    from zonebuild.cpio import concat_for_boot
+
+    key = sha256_of(initrd, kernel.boot_modules)[:32]
+
+    def concat(out: Path) -> None:
+        out.write_bytes(concat_for_boot(initrd.read_bytes(), kernel.boot_modules.read_bytes()))
+
+    return cached_file(cache_root() / "initrd" / f"{key}.img", concat)
+
+
+def default_kernel_image() -> Path:
+    """The kernel OCI image built from Debian's linux-image-cloud-amd64 (zonebuild caches it per .deb)."""
+    ensure_zonebuild()
+    from zonebuild.kernel_image import cached_kernel_image
+    with progress.step("kernel image (linux-image-cloud-amd64)"):
+        return cached_kernel_image()
