@@ -213,7 +213,11 @@ def test_load_config_invalid_json_names_file_and_line(tmp_path):
     assert "invalid JSON" in str(info.value)
 
 
-@pytest.mark.parametrize("text", ['{"ociVersion": NaN}', "\xff\xfe", "[" * 100000, '{"a": 1' + "0" * 5000 + "}"])
+@pytest.mark.parametrize(
+    "text",
+    ['{"ociVersion": NaN}', "\xff\xfe", "[" * 100000, '{"a": 1' + "0" * 5000 + "}"],
+    ids=["nan", "not-utf8", "too-deep", "huge-integer"],
+)
 def test_load_config_rejects_non_json(tmp_path, text):
     file = tmp_path / "config.json"
     file.write_bytes(text.encode("latin-1"))

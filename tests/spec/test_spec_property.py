@@ -49,14 +49,14 @@ def _accepts_or_config_error(parse, doc: object) -> None:
     assert parse(json.loads(json.dumps(to_json_obj(result)))) == result
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(json_values)
 def test_random_documents(doc):
     _accepts_or_config_error(parse_config, doc)
     _accepts_or_config_error(parse_process, doc)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(POSITIONS), json_values)
 def test_random_value_spliced_into_a_valid_config(position, value):
     doc = copy.deepcopy(BASE)
