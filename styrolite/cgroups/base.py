@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import signal as signal_module
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 from styrolite.errors import StyroliteError
-from styrolite.spec.model import Resources
+from styrolite.spec.model import Device, Resources
 
 
 class CgroupError(StyroliteError):
@@ -46,12 +47,18 @@ class CgroupManager(ABC):
         """Move ``pid`` (all its threads) into the cgroup."""
 
     @abstractmethod
-    def apply(self, resources: Resources | None) -> None:
-        """Set every limit of ``resources``, including the device policy, at container creation."""
+    def apply(self, resources: Resources | None, devices: Sequence[Device] = ()) -> None:
+        """Set every limit of ``resources``, including the device policy, at container creation.
+
+        ``devices`` are the spec's ``linux.devices`` nodes: they are allowed (rwm) in the device policy.
+        """
 
     @abstractmethod
-    def update(self, resources: Resources) -> None:
-        """Change the limits ``resources`` names, leave the rest (``styrolite update``)."""
+    def update(self, resources: Resources, devices: Sequence[Device] = ()) -> None:
+        """Change the limits ``resources`` names, leave the rest (``styrolite update``).
+
+        The device policy is rebuilt only when ``resources.devices`` is non-empty (pass ``devices`` again then).
+        """
 
     @abstractmethod
     def stats(self) -> dict[str, dict[str, Any]]:

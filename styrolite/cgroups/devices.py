@@ -6,7 +6,9 @@ for the devices both match; then the default set is allowed, so no config can ta
 
 from __future__ import annotations
 
-from styrolite.spec.model import DeviceCgroup
+from collections.abc import Iterable
+
+from styrolite.spec.model import Device, DeviceCgroup
 
 DEFAULT_ALLOWED_DEVICES: tuple[DeviceCgroup, ...] = (
     DeviceCgroup(allow=True, type="c", major=None, minor=None, access="m"),  # mknod of any char device
@@ -37,10 +39,17 @@ def normalized(rule: DeviceCgroup) -> DeviceCgroup:
                         key="rwm".index)))
 
 
-def effective_rules(spec_rules: list[DeviceCgroup]) -> list[DeviceCgroup]:
-    """Deny everything, then the spec's rules in order, then the defaults."""
+def node_rules(devices: Iterable[Device]) -> list[DeviceCgroup]:
+    """Every ``linux.devices`` node the runtime creates is usable (rwm), as with runc: listing a device
+    there is how a config asks for it. FIFOs (``p``) have no cgroup rule."""
+    return [DeviceCgroup(allow=True, type="b" if d.type == "b" else "c", major=d.major, minor=d.minor, access="rwm")
+            for d in devices if d.type in ("b", "c", "u") and d.major is not None and d.minor is not None]
+
+
+def effective_rules(spec_rules: list[DeviceCgroup], devices: Iterable[Device] = ()) -> list[DeviceCgroup]:
+    """Deny everything, then the spec's rules in order, then the ``linux.devices`` nodes, then the defaults."""
     deny_all = DeviceCgroup(allow=False, type="a", access="rwm")
-    return [deny_all, *(normalized(r) for r in spec_rules), *DEFAULT_ALLOWED_DEVICES]
+    return [deny_all, *(normalized(r) for r in spec_rules), *node_rules(devices), *DEFAULT_ALLOWED_DEVICES]
 
 
 def v1_rule_texts(rule: DeviceCgroup) -> list[str]:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal as signal_module
+from collections.abc import Sequence
 from typing import Any
 
 from styrolite.cgroups import files
@@ -18,7 +19,7 @@ from styrolite.cgroups.base import CgroupError, CgroupManager, empty_stats
 from styrolite.cgroups.devices import effective_rules, v1_rule_texts
 from styrolite.cgroups.v2 import V2Manager, unified_key_controller
 from styrolite.cgroups.waiting import wait_until
-from styrolite.spec.model import Resources
+from styrolite.spec.model import Device, Resources
 
 log = logging.getLogger("styrolite")
 
@@ -88,11 +89,11 @@ class V1Manager(CgroupManager):
             raise errors[0]
 
     # resources -------------------------------------------------------------------------------------------
-    def apply(self, resources: Resources | None) -> None:
-        self._set(resources or Resources(), initial=True)
+    def apply(self, resources: Resources | None, devices: Sequence[Device] = ()) -> None:
+        self._set(resources or Resources(), initial=True, devices=devices)
 
-    def update(self, resources: Resources) -> None:
-        self._set(resources, initial=False)
+    def update(self, resources: Resources, devices: Sequence[Device] = ()) -> None:
+        self._set(resources, initial=False, devices=devices)
 
     def _missing(self, controller: str, what: str) -> bool:
         """True (after one warning line) when the host has no v1 ``controller``."""
@@ -101,7 +102,7 @@ class V1Manager(CgroupManager):
         log.warning("cgroup v1 %s: controller %r not available on this host; %s ignored", self.path, controller, what)
         return True
 
-    def _set(self, r: Resources, initial: bool) -> None:
+    def _set(self, r: Resources, initial: bool, devices: Sequence[Device] = ()) -> None:
         if r.memory is not None and not self._missing("memory", "memory limits"):
             self._set_memory(r)
         if r.cpu is not None:
@@ -120,7 +121,7 @@ class V1Manager(CgroupManager):
                                     (("hcaHandles", "hca_handle"), ("hcaObjects", "hca_object")) if key in limits]
                 files.write(self._dir("rdma"), "rdma.max", " ".join(parts))
         if (initial or r.devices) and not self._missing("devices", "the device policy"):
-            self._set_devices(r)
+            self._set_devices(r, devices)
         if r.unified:
             self._set_unified(r)
 
@@ -236,9 +237,9 @@ class V1Manager(CgroupManager):
             for priority in n.priorities:
                 files.write(self._dir("net_prio"), "net_prio.ifpriomap", f"{priority.name} {priority.priority}")
 
-    def _set_devices(self, r: Resources) -> None:
+    def _set_devices(self, r: Resources, devices: Sequence[Device]) -> None:
         d = self._dir("devices")
-        rules = effective_rules(r.devices)
+        rules = effective_rules(r.devices, devices)
         for rule in rules:
             for text in v1_rule_texts(rule):
                 files.write(d, "devices.allow" if rule.allow else "devices.deny", text)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal as signal_module
+from collections.abc import Sequence
 from typing import Any
 
 from styrolite.cgroups import files
@@ -21,7 +22,7 @@ from styrolite.cgroups.convert import cpu_max, cpu_weight_from_shares, io_weight
 from styrolite.cgroups.devicefilter import device_filter_program
 from styrolite.cgroups.devices import effective_rules
 from styrolite.cgroups.waiting import wait_until
-from styrolite.spec.model import Resources
+from styrolite.spec.model import Device, Resources
 from styrolite.syscalls import LINUX, Syscalls
 
 log = logging.getLogger("styrolite")
@@ -124,13 +125,13 @@ class V2Manager(CgroupManager):
         return self.available_controllers()
 
     # resources -------------------------------------------------------------------------------------------
-    def apply(self, resources: Resources | None) -> None:
-        self._set(resources or Resources(), initial=True)
+    def apply(self, resources: Resources | None, devices: Sequence[Device] = ()) -> None:
+        self._set(resources or Resources(), initial=True, devices=devices)
 
-    def update(self, resources: Resources) -> None:
-        self._set(resources, initial=False)
+    def update(self, resources: Resources, devices: Sequence[Device] = ()) -> None:
+        self._set(resources, initial=False, devices=devices)
 
-    def _set(self, r: Resources, initial: bool) -> None:
+    def _set(self, r: Resources, initial: bool, devices: Sequence[Device] = ()) -> None:
         needed = _needed_controllers(r)
         for key in r.unified:
             controller = unified_key_controller(key)
@@ -152,7 +153,7 @@ class V2Manager(CgroupManager):
             log.warning("cgroup v2 %s: net_cls/net_prio do not exist on cgroup v2; network resources are ignored",
                         self.path)
         if self.manage_devices and (initial or r.devices):
-            install_device_program(self.directory, device_filter_program(effective_rules(r.devices)), self.sys)
+            install_device_program(self.directory, device_filter_program(effective_rules(r.devices, devices)), self.sys)
         self.set_unified(r.unified, available)
 
     def _set_memory(self, r: Resources, available: set[str]) -> None:

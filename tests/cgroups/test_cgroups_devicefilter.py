@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from styrolite.cgroups.bpf import install_device_program, load_device_program
 from styrolite.cgroups.devicefilter import device_filter_program, disassemble
 from styrolite.cgroups.devices import DEFAULT_ALLOWED_DEVICES, effective_rules, normalized, v1_rule_texts
-from styrolite.spec.model import DeviceCgroup
+from styrolite.spec.model import Device, DeviceCgroup
 from styrolite.syscalls import constants as k
 from styrolite.syscalls.fake import RecordingSyscalls
 
@@ -124,6 +124,17 @@ def test_effective_rules_deny_first_then_spec_then_defaults():
     assert run_program(program, "b", 8, 0, "m") == 1
     assert run_program(program, "b", 8, 0, "r") == 0
     assert run_program(program, "c", 136, 2, "w") == 1
+
+
+def test_linux_devices_nodes_are_allowed_after_the_spec_rules():
+    nodes = [Device(type="c", path="/dev/fuse", major=10, minor=229), Device(type="p", path="/dev/fifo"),
+             Device(type="b", path="/dev/sda", major=8, minor=0)]
+    rules = effective_rules([DeviceCgroup(allow=False, type="c", major=10, minor=229)], nodes)
+    program = device_filter_program(rules)
+    assert run_program(program, "c", 10, 229, "w") == 1
+    assert run_program(program, "b", 8, 0, "r") == 1
+    assert run_program(program, "b", 8, 1, "r") == 0
+    assert len(rules) == 2 + 2 + len(DEFAULT_ALLOWED_DEVICES)
 
 
 def test_v1_rule_texts():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from styrolite.cgroups import CgroupError, files
-from styrolite.spec.model import CPU, DeviceCgroup, Memory, Pids, Resources
+from styrolite.spec.model import CPU, Device, DeviceCgroup, Memory, Pids, Resources
 
 pytestmark = pytest.mark.root
 
@@ -190,3 +190,10 @@ def test_check_before_update_refuses_a_limit_below_usage(v1_cgroup, spawn_waitin
     assert v1_cgroup.stats()["memory"]["limit"] is None
     child.release()
     assert child.finish()[0] == 0
+
+
+def test_linux_devices_nodes_are_allowed(v1_cgroup):
+    v1_cgroup.apply(Resources(), devices=[Device(type="c", path="/dev/fuse", major=10, minor=229)])
+    listing = files.read(v1_cgroup.directories["devices"], "devices.list").splitlines()
+    assert "c 10:229 rwm" in listing
+    assert "c 10:200 rwm" not in listing
