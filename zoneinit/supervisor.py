@@ -54,6 +54,7 @@ class Supervisor:
         self._wakeup_r = -1
         self._wakeup_w = -1
         self._previous_handlers: dict[int, object] = {}
+        self.timeout_sources: list[Callable[[], float | None]] = []   # e.g. the IDM server's own timers
         self.running = True
 
     # --- setup ---------------------------------------------------------------------------------------
@@ -139,6 +140,10 @@ class Supervisor:
         if self._timers:
             until_timer = max(0.0, self._timers[0][0] - now)
             timeout = until_timer if timeout is None else min(timeout, until_timer)
+        for source in self.timeout_sources:
+            wanted = source()
+            if wanted is not None:
+                timeout = wanted if timeout is None else min(timeout, wanted)
         try:
             events = self.selector.select(timeout)
         except InterruptedError:

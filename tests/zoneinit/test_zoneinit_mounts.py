@@ -18,12 +18,28 @@ def test_early_mounts_order_and_already_mounted(tmp_path):
     fake = RecordingSyscalls()
     fake.fail_on("mount", errno.EBUSY, lambda args: args[1].endswith("/dev"))  # kernel automounted /dev
     table = MountTable(fake)
-    done = early_mounts(table, root=str(tmp_path))
+    done = early_mounts(table, root=str(tmp_path), mountinfo=str(tmp_path / "none"))
     targets = [args[1][len(str(tmp_path)):] for args in fake.of("mount")]
     assert targets == ["/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/run", "/tmp", "/sys/fs/cgroup"]
     assert str(tmp_path / "dev") not in done and str(tmp_path / "proc") in done
     assert fake.of("mount")[-1][2] == "cgroup2"
     assert os.readlink(tmp_path / "dev/fd") == "/proc/self/fd"
+
+
+def test_early_mounts_skip_what_stage0_already_mounted(tmp_path):
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        f"22 1 0:21 / {tmp_path}/proc rw,nosuid shared:12 - proc proc rw\n"
+        f"23 1 0:5 / {tmp_path}/dev rw,nosuid shared:2 - devtmpfs devtmpfs rw\n"
+        f"24 1 0:6 / /with\\040space rw - tmpfs tmpfs rw\n"
+    )
+    fake = RecordingSyscalls()
+    early_mounts(MountTable(fake), root=str(tmp_path), mountinfo=str(info))
+    targets = [args[1][len(str(tmp_path)):] for args in fake.of("mount")]
+    assert targets == ["/sys", "/dev/pts", "/dev/shm", "/run", "/tmp", "/sys/fs/cgroup"]
+    from zoneinit.mounts.early import mounted_targets
+
+    assert "/with space" in mounted_targets(str(info))
 
 
 def test_unmount_all_is_reverse_order_keeps_essentials_and_detaches_busy(tmp_path):

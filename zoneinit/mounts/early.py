@@ -49,15 +49,46 @@ def _under(root: str, path: str) -> str:
     return os.path.join(root, path.lstrip("/")) if root != "/" else path
 
 
-def early_mounts(table: MountTable, root: str = "/", mounts: tuple[EarlyMount, ...] = EARLY_MOUNTS) -> list[str]:
-    """Mount each one (a target that is already mounted, e.g. a kernel-automounted /dev, is skipped).
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mounted_targets(mountinfo: str = "/proc/self/mountinfo") -> set[str]:
+    """Mount points that exist now (empty if /proc is not mounted yet)."""
+    try:
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+            return {_unescape(line.split()[4]) for line in f if line.strip()}
+    except OSError:
+        return set()
+
+
+def early_mounts(table: MountTable, root: str = "/", mounts: tuple[EarlyMount, ...] = EARLY_MOUNTS,
+                 mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """Mount each one, skipping targets already mounted (stage-0 mounted /proc and /dev; a kernel may
+    automount devtmpfs): mounting again would stack a second instance.
 
     Returns the targets actually mounted now."""
     done: list[str] = []
+    existing = mounted_targets(mountinfo)
     for m in mounts:
         target = _under(root, m.target)
+        if target in existing:
+            continue
         if table.mount(m.source, target, m.fstype, m.flags, m.data, essential=m.essential, tolerate_busy=True):
             done.append(target)
+        if m.target == "/proc":  # now readable if it was not before
+            existing |= mounted_targets(mountinfo)
     for link, points_to in DEV_SYMLINKS.items():
         path = _under(root, link)
         if not os.path.lexists(path):

@@ -1,0 +1,99 @@
+"""A container's OCI bundle in the zone: an overlay rootfs over its read-only image and a config.json.
+
+The base document is Styrolite's hardened ``default_config()``; the container's plan fills in the process,
+and the zone's choices are applied: no network namespace (containers share the zone's network; the VM is
+the boundary), the zone's name files bound read-only, and the writable layer on tmpfs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from zoneinit.disks import DiskStore
+from zoneinit.mounts.images import mount_overlay
+from zoneinit.mounts.table import MountTable
+from zoneinit.plan import ContainerPlan
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _base_config() -> dict[str, Any]:
+    try:
+        from styrolite.spec.defaults import default_config
+    except ImportError:  # keep PID 1 bootable even if the runtime's defaults moved
+        return {"ociVersion": "1.2.0", "process": {"cwd": "/", "args": ["sh"], "env": [DEFAULT_PATH]},
+                "root": {"path": "rootfs"}, "mounts": [
+                    {"destination": "/proc", "type": "proc", "source": "proc"},
+                    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
+                ], "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]}}
+    return default_config()
+
+
+def build_config(plan: ContainerPlan, *, hostname: str | None = None,
+                 name_files: dict[str, str] | None = None) -> dict[str, Any]:
+    """The config.json document for ``plan`` (a plain dict)."""
+    config = _base_config()
+    process = config.setdefault("process", {})
+    if plan.args:
+        process["args"] = list(plan.args)
+    env = {e.split("=", 1)[0]: e for e in process.get("env", [])}
+    for entry in plan.env:
+        env[entry.split("=", 1)[0]] = entry
+    if "PATH" not in env:
+        env["PATH"] = DEFAULT_PATH
+    process["env"] = list(env.values())
+    process["cwd"] = plan.cwd or "/"
+    user: dict[str, Any] = {"uid": plan.uid, "gid": plan.gid}
+    if plan.additional_gids:
+        user["additionalGids"] = list(plan.additional_gids)
+    process["user"] = user
+    process["terminal"] = plan.terminal
+    process.setdefault("oomScoreAdj", 0)  # PID 1 runs at -1000; its children must not inherit that
+    config["root"] = {"path": "rootfs", "readonly": plan.readonly_root}
+    config["hostname"] = plan.hostname or hostname or plan.id
+    linux = config.setdefault("linux", {})
+    linux["namespaces"] = [ns for ns in linux.get("namespaces", []) if ns.get("type") not in ("network", "user")]
+    mounts = config.setdefault("mounts", [])
+    for name, source in (name_files or {}).items():
+        if name == "hostname":
+            continue  # the container has its own UTS namespace and hostname
+        mounts.append({"destination": f"/etc/{name}", "type": "bind", "source": source,
+                       "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]})
+    annotations = config.setdefault("annotations", {})
+    annotations.update(plan.annotations)
+    if plan.main:
+        annotations["zone.main"] = "true"
+    return config
+
+
+def prepare_bundle(plan: ContainerPlan, disks: DiskStore, mounts: MountTable, *, bundles: str = "/run/zone/bundles",
+                   scratch: str = "/run/zone/scratch", hostname: str | None = None,
+                   name_files: dict[str, str] | None = None) -> str:
+    """Mount the overlay rootfs and write config.json; returns the bundle directory."""
+    bundle = os.path.join(bundles, plan.id)
+    rootfs = os.path.join(bundle, "rootfs")
+    os.makedirs(rootfs, mode=0o755, exist_ok=True)
+    if plan.image:
+        lower = disks.rootfs_of(plan.image)
+        mount_overlay(mounts, [lower], os.path.join(scratch, plan.id), rootfs)
+    config = build_config(plan, hostname=hostname, name_files=name_files)
+    tmp = os.path.join(bundle, "config.json.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=1)
+    os.replace(tmp, os.path.join(bundle, "config.json"))
+    return bundle
+
+
+def remove_bundle(container_id: str, mounts: MountTable, *, bundles: str = "/run/zone/bundles",
+                  scratch: str = "/run/zone/scratch") -> None:
+    """Unmount the container's overlay and forget its bundle and scratch space."""
+    import shutil
+
+    bundle = os.path.join(bundles, container_id)
+    mounts.unmount_under(bundle)
+    if os.path.ismount(os.path.join(bundle, "rootfs")):
+        return  # still mounted: never delete through a live mount
+    shutil.rmtree(bundle, ignore_errors=True)
+    shutil.rmtree(os.path.join(scratch, container_id), ignore_errors=True)

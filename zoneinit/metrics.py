@@ -1,0 +1,68 @@
+"""zone.metrics: memory, CPU and load from /proc, read on demand (a few small files, no dependencies)."""
+
+from __future__ import annotations
+
+import os
+
+CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice")
+MEMINFO_KEYS = ("MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached", "Shmem", "SwapTotal", "SwapFree")
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def meminfo(proc: str = "/proc") -> dict[str, int]:
+    """Bytes (the kernel reports kB) for the keys that matter."""
+    result: dict[str, int] = {}
+    for line in _read(f"{proc}/meminfo").splitlines():
+        key, _, rest = line.partition(":")
+        if key in MEMINFO_KEYS:
+            parts = rest.split()
+            if parts and parts[0].isdigit():
+                result[key] = int(parts[0]) * (1024 if len(parts) > 1 and parts[1] == "kB" else 1)
+    return result
+
+
+def cpu_times(proc: str = "/proc") -> dict[str, object]:
+    """Aggregate CPU time in clock ticks, the tick rate and the number of CPUs."""
+    totals: dict[str, int] = {}
+    cpus = 0
+    for line in _read(f"{proc}/stat").splitlines():
+        if line.startswith("cpu "):
+            values = [int(v) for v in line.split()[1:]]
+            totals = dict(zip(CPU_FIELDS, values, strict=False))
+        elif line.startswith("cpu"):
+            cpus += 1
+    return {"ticks": totals, "hz": os.sysconf("SC_CLK_TCK"), "cpus": cpus or os.cpu_count() or 1}
+
+
+def loadavg(proc: str = "/proc") -> dict[str, object]:
+    parts = _read(f"{proc}/loadavg").split()
+    if len(parts) < 4:
+        return {}
+    running, _, total = parts[3].partition("/")
+    return {"1m": float(parts[0]), "5m": float(parts[1]), "15m": float(parts[2]),
+            "running": int(running), "tasks": int(total or 0)}
+
+
+def uptime(proc: str = "/proc") -> float | None:
+    parts = _read(f"{proc}/uptime").split()
+    return float(parts[0]) if parts else None
+
+
+def process_rss(pid: int | str = "self", proc: str = "/proc") -> int | None:
+    """VmRSS of a process in bytes."""
+    for line in _read(f"{proc}/{pid}/status").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def zone_metrics(proc: str = "/proc") -> dict[str, object]:
+    return {"memory": meminfo(proc), "cpu": cpu_times(proc), "load": loadavg(proc), "uptime": uptime(proc),
+            "init_rss": process_rss("self", proc)}

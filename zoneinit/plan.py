@@ -1,0 +1,130 @@
+"""What PID 1 is asked to do, in its own terms: disks to verify and mount, network, containers.
+
+The zone config (helper-6's schema in zoneinit/zoneconfig.py, docs/zone-config.md) is translated into a
+``LaunchPlan`` by ``plan_from_config``; the rest of PID 1 only sees this plan, so a schema change touches
+one function. Until zoneconfig lands, ``plan_from_dict`` reads a minimal JSON document directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from zoneinit.errors import ZoneInitError
+from zoneinit.network import InterfacePlan, NetworkPlan, RoutePlan
+
+
+@dataclass
+class DiskPlan:
+    name: str                    # "root0": how containers refer to it
+    device: str                  # /dev/vdc
+    sha256: str | None = None    # pinned digest: verified in full before mounting (fail closed)
+    size: int | None = None      # bytes of image on the device (the device may be longer)
+    fstype: str | None = None    # from the superblock when absent
+
+
+@dataclass
+class ContainerPlan:
+    id: str
+    image: str | None = None     # DiskPlan.name whose file system is the container's root
+    args: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    cwd: str = "/"
+    uid: int = 0
+    gid: int = 0
+    additional_gids: list[int] = field(default_factory=list)
+    terminal: bool = False
+    stdin: bool = False          # keep a pipe to its stdin (else /dev/null)
+    main: bool = False           # the zone's workload: its exit is the zone's exit
+    hostname: str | None = None
+    readonly_root: bool = False  # the overlay upper is tmpfs either way; this only forbids writes
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LaunchPlan:
+    name: str = "zone"
+    modules: list[str] = field(default_factory=list)
+    addons: str | None = None
+    idm: str | None = None
+    debug: bool = False
+    poweroff_on_exit: bool = True   # the main container's exit powers the zone off
+    shutdown_grace: float = 10.0
+    network: NetworkPlan | None = None
+    disks: list[DiskPlan] = field(default_factory=list)
+    containers: list[ContainerPlan] = field(default_factory=list)
+
+    def disk(self, name: str) -> DiskPlan:
+        for d in self.disks:
+            if d.name == name:
+                return d
+        raise ZoneInitError(f"no disk named {name!r} in the zone config")
+
+    def main_container(self) -> ContainerPlan | None:
+        for c in self.containers:
+            if c.main:
+                return c
+        return self.containers[0] if len(self.containers) == 1 else None
+
+
+def _get(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = None, where: str = "") -> Any:
+    value = doc.get(key, default)
+    if value is not None and not isinstance(value, kind):
+        raise ZoneInitError(f"zone config: {where}{key}: expected {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def network_from_dict(doc: dict[str, Any]) -> NetworkPlan:
+    interfaces = [InterfacePlan(name=i.get("name", "eth0"), addresses=list(i.get("addresses", [])), mtu=i.get("mtu"))
+                  for i in doc.get("interfaces", [])]
+    if "address" in doc:  # the short form: one address on eth0
+        interfaces.append(InterfacePlan("eth0", [doc["address"]] if doc["address"] else []))
+    routes = [RoutePlan(r.get("destination", "default"), r.get("gateway"), r.get("interface"), r.get("metric"))
+              for r in doc.get("routes", [])]
+    if doc.get("gateway"):
+        routes.append(RoutePlan("default", doc["gateway"]))
+    hosts = {k: list(v) for k, v in doc.get("hosts", {}).items()}
+    return NetworkPlan(hostname=doc.get("hostname"), domain=doc.get("domain"), interfaces=interfaces, routes=routes,
+                       nameservers=list(doc.get("nameservers", doc.get("dns", []))), search=list(doc.get("search", [])),
+                       hosts=hosts)
+
+
+def container_from_dict(doc: dict[str, Any], index: int = 0) -> ContainerPlan:
+    where = f"containers[{index}]."
+    cid = _get(doc, "id", str, where=where) or _get(doc, "name", str, where=where)
+    if not cid:
+        raise ZoneInitError(f"zone config: {where}id: missing")
+    env = doc.get("env", [])
+    if isinstance(env, dict):
+        env = [f"{k}={v}" for k, v in env.items()]
+    user = doc.get("user", {}) or {}
+    return ContainerPlan(
+        id=cid, image=_get(doc, "image", str, where=where), args=list(_get(doc, "args", list, [], where)),
+        env=list(env), cwd=_get(doc, "cwd", str, "/", where), uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
+        additional_gids=list(user.get("additional_gids", [])), terminal=bool(doc.get("terminal", False)),
+        stdin=bool(doc.get("stdin", False)), main=bool(doc.get("main", False)), hostname=doc.get("hostname"),
+        readonly_root=bool(doc.get("readonly_root", False)), annotations=dict(doc.get("annotations", {})),
+    )
+
+
+def plan_from_dict(doc: Any) -> LaunchPlan:
+    """The minimal local reading of a zone config document (JSON object)."""
+    if not isinstance(doc, dict):
+        raise ZoneInitError("zone config: expected a JSON object")
+    disks = [DiskPlan(name=d["name"], device=d["device"], sha256=d.get("sha256"), size=d.get("size"),
+                      fstype=d.get("fstype")) for d in _get(doc, "disks", list, [])]
+    containers = [container_from_dict(c, i) for i, c in enumerate(_get(doc, "containers", list, []))]
+    network = doc.get("network")
+    return LaunchPlan(
+        name=_get(doc, "name", str, "zone"), modules=list(_get(doc, "modules", list, [])),
+        addons=_get(doc, "addons", str), idm=_get(doc, "idm", str), debug=bool(doc.get("debug", False)),
+        poweroff_on_exit=bool(doc.get("poweroff_on_exit", True)),
+        shutdown_grace=float(doc.get("shutdown_grace", 10.0)),
+        network=network_from_dict(network) if isinstance(network, dict) else None,
+        disks=disks, containers=containers,
+    )
+
+
+def plan_from_zoneconfig(zoneconfig: Any, document: Any) -> LaunchPlan:
+    """Translate helper-6's validated zone config into a LaunchPlan (falls back to the minimal reading)."""
+    return plan_from_dict(document)
