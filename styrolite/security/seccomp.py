@@ -62,6 +62,7 @@ ARCHITECTURES = {
 }
 
 _MAX_ARGS = 6
+_MAX_ERRNO_RET = 4094
 _UINT64_MAX = (1 << 64) - 1
 
 
@@ -84,12 +85,16 @@ class SeccompFilter:
     def load(self, sys: Syscalls = LINUX) -> None:
         """Install the filter on the calling process (needs no_new_privs or CAP_SYS_ADMIN; see module doc)."""
         try:
-            sys.seccomp_set_mode_filter(self.program, self.flags)
+            result = sys.seccomp_set_mode_filter(self.program, self.flags)
         except OSError as e:
             hint = ""
             if e.errno == errno_module.EACCES:
                 hint = ": set no_new_privs first or keep CAP_SYS_ADMIN until the filter is loaded"
             raise ContainerError(f"load the seccomp filter ({self.instructions} instructions){hint}") from e
+        if result > 0 and self.flags & k.SECCOMP_FILTER_FLAG_TSYNC:
+            # With TSYNC the kernel reports the thread it could not synchronise instead of failing.
+            raise ContainerError(f"load the seccomp filter: SECCOMP_FILTER_FLAG_TSYNC could not synchronise "
+                                 f"thread {result}")
 
 
 def validate_seccomp(seccomp: Seccomp, path: str = "linux.seccomp") -> None:
@@ -130,8 +135,10 @@ def _validate_action(action: str, errno_ret: int | None, action_path: str, errno
     if errno_ret is not None:
         if action not in _RETURN_CODE_ACTIONS:
             raise ConfigError(errno_path, f"only valid with SCMP_ACT_ERRNO or SCMP_ACT_TRACE, not {action}")
-        if isinstance(errno_ret, bool) or not isinstance(errno_ret, int) or not 0 <= errno_ret <= 0xFFFF:
-            raise ConfigError(errno_path, f"must be an integer in 0..65535, not {errno_ret!r}")
+        # The kernel caps ERRNO data at MAX_ERRNO (4095) and libseccomp refuses it; TRACE data is 16 bits.
+        limit = _MAX_ERRNO_RET if action == "SCMP_ACT_ERRNO" else 0xFFFF
+        if isinstance(errno_ret, bool) or not isinstance(errno_ret, int) or not 0 <= errno_ret <= limit:
+            raise ConfigError(errno_path, f"must be an integer in 0..{limit} for {action}, not {errno_ret!r}")
 
 
 def action_value(action: str, errno_ret: int | None) -> int:
@@ -177,14 +184,17 @@ def _build(ctx, seccomp: Seccomp, default: int, path: str) -> list[str]:
             scmp.check(lib.seccomp_attr_set(ctx, FLAGS[flag][0], 1), f"seccomp_attr_set({flag})")
     except OSError as e:
         raise ContainerError(f"{path}.flags: this kernel or libseccomp does not support them") from e
+    warnings: list[str] = []
     for index, arch in enumerate(seccomp.architectures):
         token = scmp.resolve_arch(ARCHITECTURES[arch])
         if token == 0:
             raise ConfigError(f"{path}.architectures[{index}]", f"libseccomp {scmp.version()} does not know {arch}")
         result = lib.seccomp_arch_add(ctx, token)
-        if result < 0 and -result != errno_module.EEXIST:  # the native arch is always there
+        if result < 0 and -result == errno_module.EDOM:
+            # Other endianness (ppc64, s390x on x86_64): no process on this machine can use it.
+            warnings.append(f"{path}.architectures[{index}]: {arch} cannot run on this machine: skipped")
+        elif result < 0 and -result != errno_module.EEXIST:  # the native arch is always there
             raise ConfigError(f"{path}.architectures[{index}]", f"cannot add {arch}: {os.strerror(-result)}")
-    warnings: list[str] = []
     for index, rule in enumerate(seccomp.syscalls):
         warnings += _add_rule(ctx, rule, default, f"{path}.syscalls[{index}]")
     return warnings

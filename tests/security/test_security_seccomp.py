@@ -57,8 +57,10 @@ def test_actions_map_to_libseccomp_words():
          "linux.seccomp.syscalls[3].action", "SCMP_ACT_BOOM"),
         (allow_all_but(SeccompSyscall(["mkdir"], "SCMP_ACT_NOTIFY")), "linux.seccomp.syscalls[0].action",
          "not supported"),
-        (allow_all_but(SeccompSyscall(["mkdir"], "SCMP_ACT_ERRNO", errno_ret=70000)),
-         "linux.seccomp.syscalls[0].errnoRet", "0..65535"),
+        (allow_all_but(SeccompSyscall(["mkdir"], "SCMP_ACT_ERRNO", errno_ret=4095)),
+         "linux.seccomp.syscalls[0].errnoRet", "0..4094"),
+        (Seccomp(default_action="SCMP_ACT_TRACE", default_errno_ret=70000), "linux.seccomp.defaultErrnoRet",
+         "0..65535"),
         (allow_all_but(SeccompSyscall([], "SCMP_ACT_ERRNO")), "linux.seccomp.syscalls[0].names", "at least one"),
         (allow_all_but(SeccompSyscall(["mkdir", ""], "SCMP_ACT_ERRNO")), "linux.seccomp.syscalls[0].names[1]",
          "syscall name"),
@@ -82,6 +84,13 @@ def test_bad_profiles_name_the_json_path(profile, path, fragment):
 def test_unknown_syscall_is_skipped_with_a_warning_naming_its_path():
     compiled = compile_filter(allow_all_but(SeccompSyscall(["mkdir", "no_such_call"], "SCMP_ACT_ERRNO")))
     assert compiled.warnings == ("linux.seccomp.syscalls[0].names[1]: unknown syscall 'no_such_call' skipped",)
+
+
+def test_architectures_of_the_other_endianness_are_skipped_with_a_warning():
+    compiled = compile_filter(allow_all_but(architectures=["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64",
+                                                           "SCMP_ARCH_S390X"]))
+    assert compiled.warnings == ("linux.seccomp.architectures[2]: SCMP_ARCH_S390X cannot run on this machine: "
+                                 "skipped",)
 
 
 def test_export_bpf_is_a_sock_filter_array_ending_in_a_return():
@@ -347,3 +356,14 @@ def test_default_profile_runs_python_threads_and_subprocesses(forked):
         return done.returncode, done.stdout, done.stderr
 
     assert forked(child).ok() == [0, "thread\n0\n", ""]
+
+
+def test_tsync_failure_names_the_thread():
+    class TsyncFails(RecordingSyscalls):
+        def seccomp_set_mode_filter(self, program: bytes, flags: int = 0) -> int:
+            super().seccomp_set_mode_filter(program, flags)
+            return 4242
+
+    compiled = compile_filter(allow_all_but(flags=["SECCOMP_FILTER_FLAG_TSYNC"]))
+    with pytest.raises(ContainerError, match="thread 4242"):
+        compiled.load(sys=TsyncFails())
