@@ -166,6 +166,8 @@ def validate_mount(mount: Mount, path: str) -> None:
     dest_path = join_key(path, "destination")
     check_absolute(mount.destination, dest_path, "destination")
     check_no_dotdot(mount.destination, dest_path)
+    if (mount.type == "bind" or "bind" in mount.options or "rbind" in mount.options) and not mount.source:
+        raise ConfigError(join_key(path, "source"), "a bind mount needs a source")
     validate_mappings(mount.uid_mappings, join_key(path, "uidMappings"))
     validate_mappings(mount.gid_mappings, join_key(path, "gidMappings"))
     if bool(mount.uid_mappings) != bool(mount.gid_mappings):

@@ -69,6 +69,8 @@ RULES = [
          'destination "data" must be absolute'),
     rule("mount-dotdot", lambda c: c["mounts"].append({"destination": "/data/../etc"}), "mounts[7].destination",
          "must not contain '..'"),
+    rule("bind-without-source", lambda c: c["mounts"].append({"destination": "/d", "options": ["rbind"]}),
+         "mounts[7].source", "a bind mount needs a source"),
     rule("mount-mapping-size", lambda c: c["mounts"].append({
         "destination": "/d", "uidMappings": [{"containerID": 0, "hostID": 0, "size": 0}],
         "gidMappings": [{"containerID": 0, "hostID": 0, "size": 1}]}),
