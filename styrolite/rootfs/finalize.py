@@ -70,6 +70,12 @@ def _existing(root_fd: int, path: str, sys: Syscalls) -> Iterator[int | None]:
         os.close(fd)
 
 
+def _mount_target(fd: int, path: str) -> str:
+    """``/proc/self/fd/N`` when the container has a /proc; else the plain path (after the pivot there is no
+    host left to escape to, only the image's own links)."""
+    return fd_path(fd) if os.path.isdir("/proc/self/fd") else path
+
+
 def mask_path(root_fd: int, path: str, sys: Syscalls = LINUX) -> None:
     """/dev/null over a file, an empty read-only tmpfs over a directory."""
     try:
@@ -77,9 +83,9 @@ def mask_path(root_fd: int, path: str, sys: Syscalls = LINUX) -> None:
             if fd is None:
                 return
             if stat.S_ISDIR(os.fstat(fd).st_mode):
-                sys.mount("tmpfs", fd_path(fd), "tmpfs", k.MS_RDONLY, None)
+                sys.mount("tmpfs", _mount_target(fd, path), "tmpfs", k.MS_RDONLY, None)
             else:
-                sys.mount("/dev/null", fd_path(fd), None, k.MS_BIND)
+                sys.mount("/dev/null", _mount_target(fd, path), None, k.MS_BIND)
     except OSError as e:
         raise ContainerError(f'mask "{path}"') from e
 
@@ -90,10 +96,12 @@ def readonly_path(root_fd: int, path: str, sys: Syscalls = LINUX) -> None:
         with _existing(root_fd, path, sys) as fd:
             if fd is None:
                 return
-            sys.mount(fd_path(fd), fd_path(fd), None, k.MS_BIND | k.MS_REC)
+            where = _mount_target(fd, path)
+            sys.mount(where, where, None, k.MS_BIND | k.MS_REC)
         with _existing(root_fd, path, sys) as fd:  # re-open: now names the new bind
             assert fd is not None
-            remount_bind(fd_path(fd), _READ_ONLY, locked_flags(fd_path(fd)), sys)
+            where = _mount_target(fd, path)
+            remount_bind(where, _READ_ONLY, locked_flags(where), sys)
     except OSError as e:
         raise ContainerError(f'make "{path}" read-only') from e
 

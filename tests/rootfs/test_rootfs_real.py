@@ -299,3 +299,16 @@ def test_inside_a_real_user_namespace(bundle: str) -> None:
     assert inside["proc_sys"] == "EROFS"
     assert inside["root"] == "EROFS"
     assert "ro" in inside["cgroup"][-1]["options"]
+
+
+def test_masks_and_readonly_paths_without_a_container_proc(bundle: str) -> None:
+    config = base_config()
+    config["mounts"] = [m for m in config["mounts"] if m["destination"] != "/proc"]
+    config["linux"]["maskedPaths"] = ["/etc/hostname"]
+    config["linux"]["readonlyPaths"] = ["/etc"]
+
+    def check():
+        return {"proc": os.listdir("/proc"), "hostname": open("/etc/hostname").read(), "etc": write_error("/etc/x")}
+
+    inside = in_container(spec_from(config), bundle, check).ok()
+    assert inside == {"proc": [], "hostname": "", "etc": "EROFS"}
