@@ -367,3 +367,9 @@ def test_tsync_failure_names_the_thread():
     compiled = compile_filter(allow_all_but(flags=["SECCOMP_FILTER_FLAG_TSYNC"]))
     with pytest.raises(ContainerError, match="thread 4242"):
         compiled.load(sys=TsyncFails())
+
+
+def test_compiling_the_same_profile_twice_reuses_the_filter():
+    first = compile_filter(allow_all_but(SeccompSyscall(["mkdir"], "SCMP_ACT_ERRNO", errno_ret=3)))
+    assert compile_filter(allow_all_but(SeccompSyscall(["mkdir"], "SCMP_ACT_ERRNO", errno_ret=3))) is first
+    assert compile_filter(allow_all_but(SeccompSyscall(["mkdir"], "SCMP_ACT_ERRNO", errno_ret=4))) is not first
