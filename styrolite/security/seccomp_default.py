@@ -22,6 +22,8 @@ CPython need), with these differences, all towards denying more:
 
 from __future__ import annotations
 
+import functools
+
 from styrolite.security import libseccomp as scmp
 from styrolite.spec.model import Seccomp, SeccompArg, SeccompSyscall
 from styrolite.syscalls import constants as k
@@ -99,12 +101,17 @@ ENOSYS = 38
 PERSONALITIES_ALLOWED = (0x0, 0x0008, 0x20000, 0x20008, 0xFFFFFFFF)
 
 
+@functools.cache
+def _known_allowed() -> tuple[str, ...]:
+    return tuple(name for name in ALLOWED if scmp.resolve_syscall(name) != scmp.NR_SCMP_ERROR)
+
+
 def default_profile() -> Seccomp:
     """A fresh ``Seccomp`` (callers may modify it). Names this libseccomp cannot resolve are left out, so
     compiling it gives no warnings; they are denied by the default action anyway."""
     from styrolite.security.seccomp import native_architectures
 
-    known = [name for name in ALLOWED if scmp.resolve_syscall(name) != scmp.NR_SCMP_ERROR]
+    known = list(_known_allowed())
     return Seccomp(
         default_action="SCMP_ACT_ERRNO",
         default_errno_ret=1,  # EPERM
