@@ -12,7 +12,6 @@ layers; ``dir/.wh..wh..opq`` hides everything the lower layers had in ``dir``. N
 
 from __future__ import annotations
 
-import contextlib
 import os
 import posixpath
 import shutil
@@ -110,13 +109,13 @@ class LayerApplier:
         except (tarfile.TarError, EOFError, OSError, ValueError) as e:
             raise LayerError(f"{label}: corrupt or truncated layer tarball ({e or type(e).__name__})") from e
 
-    def finish(self) -> None:
-        """Restore directory mtimes the tar entries asked for (writing children changed them)."""
-        for rel, mtime in sorted(self._dir_mtimes.items(), reverse=True):
-            path = self.root / rel if rel else self.root
-            with contextlib.suppress(FileNotFoundError):
-                if path.is_dir() and not path.is_symlink():
-                    os.utime(path, (mtime, mtime), follow_symlinks=False)
+    def finish(self, default_mtime: int = 0) -> None:
+        """Give every directory a reproducible mtime: the one its tar entry asked for (writing children
+        changed it), else ``default_mtime`` (the root and parents no layer listed)."""
+        for dirpath, _, _ in sorted(os.walk(self.root), reverse=True):
+            rel = os.path.relpath(dirpath, self.root)
+            mtime = self._dir_mtimes.get("" if rel == "." else rel, default_mtime)
+            os.utime(dirpath, (mtime, mtime), follow_symlinks=False)
 
     def _apply_member(self, tar: tarfile.TarFile, member: tarfile.TarInfo, created: set[str]) -> None:
         rel = clean_member_name(member.name)
@@ -200,4 +199,4 @@ class LayerApplier:
                     raise LayerError(f"entry {member.name!r}: set xattr {key[len(XATTR_PAX_PREFIX):]!r}") from e
         if not member.issym():
             os.chmod(target, member.mode & 0o7777)  # after chown: chown clears setuid bits
-            os.utime(target, (int(member.mtime), int(member.mtime)))
+        os.utime(target, (int(member.mtime), int(member.mtime)), follow_symlinks=False)
