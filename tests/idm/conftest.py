@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import selectors
+import termios
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -9,6 +12,7 @@ from typing import Any
 import pytest
 
 from zoneinit.idm.client import IdmClient
+from zoneinit.idm.exec_bridge import ExecProcess, ExecService
 from zoneinit.idm.server import IdmServer, run_until
 from zoneinit.idm.transport import socket_pair
 
@@ -75,3 +79,47 @@ def connect(loop: LoopThread) -> Iterator[Callable[..., IdmClient]]:
     yield make
     for c in clients:
         c.close()
+
+
+def install_exec(loop: LoopThread) -> ExecService:
+    """ExecService with a test spawn: posix_spawn with pipes or a pty; exits reaped through a pidfd."""
+    server = loop.server
+    service: ExecService
+
+    def reap(pid: int, pidfd: int) -> None:
+        server.unwatch(pidfd)
+        os.close(pidfd)
+        _, status = os.waitpid(pid, 0)
+        service.process_exited(pid, status)
+
+    def spawn(payload: dict[str, Any]) -> ExecProcess:
+        cmd = payload["command"]
+        env = dict(os.environ) | (payload.get("env") or {})
+        if payload.get("tty"):
+            master, slave = os.openpty()
+            if payload.get("rows"):
+                termios.tcsetwinsize(slave, (payload["rows"], payload["cols"]))
+            actions = [(os.POSIX_SPAWN_DUP2, slave, n) for n in (0, 1, 2)]
+            pid = os.posix_spawnp(cmd[0], cmd, env, file_actions=actions, setsid=True)
+            os.close(slave)
+            proc = ExecProcess(pid, tty=master)
+        else:
+            (r0, w0), (r1, w1), (r2, w2) = os.pipe(), os.pipe(), os.pipe()
+            actions = [(os.POSIX_SPAWN_DUP2, r0, 0), (os.POSIX_SPAWN_DUP2, w1, 1), (os.POSIX_SPAWN_DUP2, w2, 2)]
+            pid = os.posix_spawnp(cmd[0], cmd, env, file_actions=actions)
+            for fd in (r0, w1, w2):
+                os.close(fd)
+            proc = ExecProcess(pid, stdin=w0, stdout=r1, stderr=r2)
+        pidfd = os.pidfd_open(pid)
+        server.watch(pidfd, selectors.EVENT_READ, lambda _mask: reap(pid, pidfd))
+        return proc
+
+    service = ExecService(server, spawn)
+    return service
+
+
+
+@pytest.fixture
+def exec_service() -> Callable[[LoopThread], ExecService]:
+    """exec_service(loop): register exec handlers that spawn real local processes."""
+    return install_exec

@@ -3,10 +3,7 @@ and credit-based flow control (the sender stops at zero credit; memory stays bou
 
 from __future__ import annotations
 
-import os
-import selectors
 import signal
-import termios
 import threading
 import time
 import tracemalloc
@@ -15,50 +12,12 @@ from typing import Any
 import pytest
 
 from zoneinit.idm.errors import INVALID_ARGUMENT, RemoteError
-from zoneinit.idm.exec_bridge import ExecProcess, ExecService
 from zoneinit.idm.server import Request
 from zoneinit.idm.streams import DEFAULT_WINDOW
 
 
-def install_exec(loop) -> ExecService:
-    """ExecService with a test spawn: posix_spawn with pipes or a pty; exits reaped through a pidfd."""
-    server = loop.server
-    service: ExecService
-
-    def reap(pid: int, pidfd: int) -> None:
-        server.unwatch(pidfd)
-        os.close(pidfd)
-        _, status = os.waitpid(pid, 0)
-        service.process_exited(pid, status)
-
-    def spawn(payload: dict[str, Any]) -> ExecProcess:
-        cmd = payload["command"]
-        env = dict(os.environ) | (payload.get("env") or {})
-        if payload.get("tty"):
-            master, slave = os.openpty()
-            if payload.get("rows"):
-                termios.tcsetwinsize(slave, (payload["rows"], payload["cols"]))
-            actions = [(os.POSIX_SPAWN_DUP2, slave, n) for n in (0, 1, 2)]
-            pid = os.posix_spawnp(cmd[0], cmd, env, file_actions=actions, setsid=True)
-            os.close(slave)
-            proc = ExecProcess(pid, tty=master)
-        else:
-            (r0, w0), (r1, w1), (r2, w2) = os.pipe(), os.pipe(), os.pipe()
-            actions = [(os.POSIX_SPAWN_DUP2, r0, 0), (os.POSIX_SPAWN_DUP2, w1, 1), (os.POSIX_SPAWN_DUP2, w2, 2)]
-            pid = os.posix_spawnp(cmd[0], cmd, env, file_actions=actions)
-            for fd in (r0, w1, w2):
-                os.close(fd)
-            proc = ExecProcess(pid, stdin=w0, stdout=r1, stderr=r2)
-        pidfd = os.pidfd_open(pid)
-        server.watch(pidfd, selectors.EVENT_READ, lambda _mask: reap(pid, pidfd))
-        return proc
-
-    service = ExecService(server, spawn)
-    return service
-
-
-def test_exec_stdin_stdout_round_trip_and_exit_code(loop, connect) -> None:
-    install_exec(loop)
+def test_exec_stdin_stdout_round_trip_and_exit_code(loop, connect, exec_service) -> None:
+    exec_service(loop)
     client = connect()
     proc = client.exec(["sh", "-c", "tr a-z A-Z; echo done >&2; exit 3"])
     assert proc.pid > 0
@@ -68,8 +27,8 @@ def test_exec_stdin_stdout_round_trip_and_exit_code(loop, connect) -> None:
     assert code == 3
 
 
-def test_exec_interactive_writes_and_reads(loop, connect) -> None:
-    install_exec(loop)
+def test_exec_interactive_writes_and_reads(loop, connect, exec_service) -> None:
+    exec_service(loop)
     client = connect()
     proc = client.exec(["cat"])
     for i in range(5):
@@ -81,8 +40,8 @@ def test_exec_interactive_writes_and_reads(loop, connect) -> None:
     assert proc.wait(10) == 0
 
 
-def test_exec_signal_death_is_128_plus_signo(loop, connect) -> None:
-    install_exec(loop)
+def test_exec_signal_death_is_128_plus_signo(loop, connect, exec_service) -> None:
+    exec_service(loop)
     client = connect()
     proc = client.exec(["sleep", "100"])
     proc.signal(signal.SIGKILL)
@@ -90,8 +49,8 @@ def test_exec_signal_death_is_128_plus_signo(loop, connect) -> None:
     assert proc.wait(10) == 137
 
 
-def test_exec_tty_with_resize(loop, connect) -> None:
-    install_exec(loop)
+def test_exec_tty_with_resize(loop, connect, exec_service) -> None:
+    exec_service(loop)
     client = connect()
     proc = client.exec(["sh", "-c", "stty size; read x; stty size"], tty=True, rows=24, cols=80)
     seen = b""
@@ -107,8 +66,8 @@ def test_exec_tty_with_resize(loop, connect) -> None:
     assert proc.wait(10) == 0
 
 
-def test_exec_bad_arguments(loop, connect) -> None:
-    install_exec(loop)
+def test_exec_bad_arguments(loop, connect, exec_service) -> None:
+    exec_service(loop)
     client = connect()
     with pytest.raises(RemoteError) as exc:
         client.exec([])
@@ -187,8 +146,8 @@ def test_sender_stops_at_zero_credit_until_the_reader_consumes(loop, connect) ->
     assert stream.wait(10) == {"exit_code": 0}
 
 
-def test_memory_stays_bounded_while_a_process_writes_much_more_to_a_slow_reader(loop, connect) -> None:
-    install_exec(loop)
+def test_memory_bounded_while_a_process_writes_much_more_to_a_slow_reader(loop, connect, exec_service) -> None:
+    exec_service(loop)
     client = connect()
     total = 32 << 20
     tracemalloc.start()
@@ -208,8 +167,8 @@ def test_memory_stays_bounded_while_a_process_writes_much_more_to_a_slow_reader(
     assert peak < 4 << 20, f"peak {peak} bytes while moving {total}"
 
 
-def test_host_disconnect_mid_stream_keeps_the_process_running(loop, connect) -> None:
-    service = install_exec(loop)
+def test_host_disconnect_mid_stream_keeps_the_process_running(loop, connect, exec_service) -> None:
+    service = exec_service(loop)
     first = connect()
     proc = first.exec(["sh", "-c", "head -c 10000000 /dev/zero; exit 4"])
     pid = proc.pid
@@ -223,8 +182,8 @@ def test_host_disconnect_mid_stream_keeps_the_process_running(loop, connect) -> 
     assert second.call("ping")["pong"]
 
 
-def test_concurrent_execs(loop, connect) -> None:
-    install_exec(loop)
+def test_concurrent_execs(loop, connect, exec_service) -> None:
+    exec_service(loop)
     client = connect()
     results: dict[int, tuple] = {}
 
