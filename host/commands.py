@@ -90,9 +90,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
     zone = existing_zone(args.zone)
     if not args.console:
         from host.zones import container_logs
-        text = container_logs(zone)
-        if text is not None:
-            sys.stdout.write(text)
+        data = container_logs(zone)
+        if data is not None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
             return 0
     try:
         data = zone.console_log.read_bytes()

@@ -138,3 +138,61 @@ def default_kernel_image() -> Path:
     from zonebuild.kernel_image import cached_kernel_image
     with progress.step("kernel image (linux-image-cloud-amd64)"):
         return cached_kernel_image()
+
+
+def default_initrd(dev: bool = False) -> Path:
+    """Our initrd for the current source tree (Nuitka product; ``dev``: the fast plain-interpreter packager),
+    cached by zonebuild's source digest so an unchanged tree is not repacked."""
+    ensure_zonebuild()
+    from zonebuild.initrd import InitrdError, build_initrd, source_digest
+
+    kind = "dev" if dev else "nuitka"
+    target = cache_root() / "initrd-built" / f"{source_digest()}-{kind}.cpio.zst"
+
+    def build(out: Path) -> None:
+        with progress.step(f"building the zone initrd ({kind}; a cold Nuitka compile takes minutes)"):
+            try:
+                result = build_initrd(out.parent / f"{out.name}.d", dev=dev)
+            except InitrdError as e:
+                raise HostError("build initrd") from e
+            os.replace(result.path, out)
+            shutil.rmtree(result.path.parent, ignore_errors=True)
+
+    return cached_file(target, build)
+
+
+@dataclass(frozen=True)
+class PreparedRoot:
+    path: Path
+    fstype: str
+    config: dict[str, object]    # the image's runtime config: Entrypoint, Cmd, Env, WorkingDir, User...
+
+
+def default_app_image() -> Path:
+    """The built-in busybox OCI image (zonebuild, from Debian's busybox-static)."""
+    ensure_zonebuild()
+    from zonebuild.busybox_image import cached_busybox_image
+    return cached_busybox_image()
+
+
+def resolve_app_image(name: str | None) -> Path:
+    """'busybox' (or nothing) -> the built-in image; anything else must be an OCI layout dir or a tar."""
+    if name in (None, "", "busybox", "default"):
+        return default_app_image()
+    path = Path(name)
+    if not path.exists():
+        raise HostError(f"image {name!r}: no such OCI layout directory or archive (or use 'busybox')")
+    return path.resolve()
+
+
+def prepare_root_image(image: Path) -> PreparedRoot:
+    """OCI image -> read-only root image (squashfs), cached by the image's config digest (zonebuild)."""
+    ensure_zonebuild()
+    from zonebuild.rootimage import RootImageError, build_root_image
+
+    with progress.step(f"root image from {image.name}"):
+        try:
+            built = build_root_image(image, cache_root() / "root")
+        except RootImageError as e:
+            raise HostError(f"image {image}") from e
+    return PreparedRoot(built.path, built.fstype, dict(built.config))

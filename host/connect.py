@@ -1,0 +1,38 @@
+"""Open the IDM link to a zone: QEMU's virtio-serial unix socket (Xen: the vchan, host.xen).
+
+The blocking client is helper-5's (``host.idm`` when present, else the core in ``zoneinit.idm.client``).
+QEMU accepts the socket connection at once; data we send waits in the socket until PID 1 opens the port,
+so ``hello`` simply takes as long as the boot does (``timeout`` bounds it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from host.errors import BackendError
+from host.state import ZoneDir
+
+
+def client_class() -> Any:
+    try:
+        from host.idm import IdmClient  # type: ignore[attr-defined]
+    except ImportError:
+        from zoneinit.idm.client import IdmClient
+    return IdmClient
+
+
+def connect(zone: ZoneDir, *, timeout: float = 30.0, events: bool = True) -> Any:
+    """A connected, greeted IDM client for ``zone``; BackendError if the zone does not answer."""
+    from zoneinit.idm.errors import IdmError
+
+    definition = zone.load()
+    if definition.backend == "xen":
+        from host.xen import connect_vchan
+        return connect_vchan(zone, timeout=timeout, events=events)
+    if not zone.idm_socket.exists():
+        raise BackendError(f"zone {zone.name!r} has no IDM socket (is it running?)")
+    try:
+        return client_class().connect_unix(str(zone.idm_socket), connect_timeout=5.0, timeout=timeout,
+                                           events=events, name="zonehost")
+    except IdmError as e:
+        raise BackendError(f"IDM to zone {zone.name!r}") from e

@@ -1,0 +1,101 @@
+"""Real zones under QEMU, driven through the zonehost CLI: boot, run, exit codes, exec, shutdown."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+LONG_RUNNING = ["sh", "-c", "echo started; exec sleep 100000"]
+
+
+def describe(host, name: str, result) -> str:
+    return f"rc={result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}\nconsole:\n" \
+           f"{host.console(name)[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def running_zone(zonehost):
+    """One detached zone (busybox, a long-running main container) shared by the read-only checks."""
+    name = "lifecycle"
+    result = zonehost.run("--json", "-d", "--name", name, "busybox", "--", *LONG_RUNNING)
+    assert result.returncode == 0, describe(zonehost, name, result)
+    yield name, json.loads(result.stdout)
+    zonehost("rm", "-f", name, timeout=120)
+
+
+def test_boot_emits_ready_event_with_phase_timings(running_zone):
+    _name, ready = running_zone
+    boot = ready["ready"]
+    assert boot["clock"] == "boottime"
+    phases = {p["name"]: p for p in boot["phases"]}
+    for phase in ("addons", "config", "containers", "ready"):
+        assert phase in phases, sorted(phases)
+    assert all(p["start"] >= 0 for p in boot["phases"])
+    assert phases["ready"]["start"] >= phases["containers"]["start"]
+    assert not any("error" in p for p in boot["phases"]), boot
+
+
+def test_ps_shows_the_zone_and_its_container(zonehost, running_zone):
+    name, _ = running_zone
+    result = zonehost("--json", "ps")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows[name]["status"] == "running"
+    assert [c.get("id") for c in rows[name]["containers"]] == ["main"]
+
+
+def test_logs_returns_the_container_output(zonehost, running_zone):
+    name, _ = running_zone
+    result = zonehost("logs", name)
+    assert result.returncode == 0 and "started" in result.stdout, result
+
+
+def test_exec_round_trips_stdin_to_stdout(zonehost, running_zone):
+    name, _ = running_zone
+    result = zonehost("exec", "-i", name, "sh", "-c", "tr a-z A-Z; echo err >&2; exit 3",
+                      input="ping from the host\n", timeout=120)
+    assert result.returncode == 3, result
+    assert result.stdout == "PING FROM THE HOST\n"
+    assert result.stderr == "err\n"
+
+
+def test_exec_with_a_tty(zonehost, running_zone):
+    name, _ = running_zone
+    result = zonehost("exec", "-t", name, "sh", "-c", "tty; test -t 1 && echo is-a-tty", timeout=120)
+    assert result.returncode == 0, result
+    assert "/dev/pts/" in result.stdout and "is-a-tty" in result.stdout
+
+
+def test_container_exit_code_is_the_cli_exit_code(zonehost):
+    result = zonehost.run("--rm", "--timing", "--name", "exit7", "busybox", "--",
+                          "sh", "-c", "echo hello from the zone; exit 7")
+    assert result.returncode == 7, describe(zonehost, "exit7", result)
+    assert result.stdout == "hello from the zone\n"
+    assert "zone ready at" in result.stderr
+    assert not (zonehost.state / "exit7").exists()   # --rm
+
+
+def test_sigkill_death_is_137(zonehost):
+    result = zonehost.run("--name", "killed", "busybox", "--", "sh", "-c", "echo dying; kill -9 $$")
+    assert result.returncode == 137, describe(zonehost, "killed", result)
+    assert "dying" in result.stdout
+    ps = json.loads(zonehost("--json", "ps").stdout)
+    row = next(r for r in ps if r["name"] == "killed")
+    assert row["status"] == "stopped" and row["exit_code"] == 137
+    assert zonehost("rm", "killed").returncode == 0
+
+
+def test_stop_is_a_clean_power_off(zonehost):
+    name = "stopme"
+    result = zonehost.run("-d", "--name", name, "busybox", "--", *LONG_RUNNING)
+    assert result.returncode == 0, describe(zonehost, name, result)
+    started = time.monotonic()
+    result = zonehost("stop", name, timeout=120)
+    assert result.returncode == 0, describe(zonehost, name, result)
+    assert "clean shutdown" in result.stdout, describe(zonehost, name, result)
+    assert time.monotonic() - started < 60
+    console = zonehost.console(name)
+    assert "Power down" in console or "power off" in console.lower(), console[-3000:]
+    assert zonehost("rm", name).returncode == 0
