@@ -9,7 +9,7 @@ from styrolite.spec.features import features
 from styrolite.spec.model import Spec
 from styrolite.spec.parse import ConfigFileError, load_config, load_process, parse_config, parse_process, read_json
 from styrolite.spec.serialize import to_json_obj
-from styrolite.spec.validate import validate_process, validate_spec
+from styrolite.spec.validate import validate_process, validate_resources, validate_spec
 from styrolite.spec.vocabulary import CAPABILITY_NUMBERS, RLIMIT_NUMBERS
 
 __all__ = [
@@ -28,5 +28,6 @@ __all__ = [
     "read_json",
     "to_json_obj",
     "validate_process",
+    "validate_resources",
     "validate_spec",
 ]
