@@ -304,7 +304,7 @@ def parse_config(obj: object, *, validate: bool = True) -> Spec:
 
 
 def parse_process(obj: object, *, validate: bool = True) -> Process:
-    """A process.json document (``exec --process``) -> validated Process; paths are relative to it."""
+    """A process.json document (``exec --process``) -> validated Process; error paths start at its top."""
     if not isinstance(obj, dict):
         raise ConfigError("", f"process must be a JSON object, got {json_type(obj)}")
     process = decode(Process, obj, "")
@@ -316,23 +316,27 @@ def parse_process(obj: object, *, validate: bool = True) -> Process:
 
 
 def read_json(file: str) -> object:
-    """Read a JSON document; unreadable or malformed files raise ConfigFileError naming file and line."""
+    """Read a JSON document; unreadable or malformed files raise ConfigFileError naming file and line.
+
+    The message already says everything, so the OSError/JSONDecodeError is not chained: ``describe()``
+    prints one clean line instead of repeating the errno text.
+    """
     try:
         with open(file, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise ConfigFileError(file, "", f"cannot read: {e.strerror or e}") from e
+        raise ConfigFileError(file, "", f"cannot read: {e.strerror or e}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise ConfigFileError(file, "", f"line {line}: invalid UTF-8") from e
+        raise ConfigFileError(file, "", f"line {line}: invalid UTF-8") from None
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as e:
-        raise ConfigFileError(file, "", f"line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from e
+        raise ConfigFileError(file, "", f"line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from None
     except (ValueError, RecursionError) as e:
-        raise ConfigFileError(file, "", f"invalid JSON: {e}") from e
+        raise ConfigFileError(file, "", f"invalid JSON: {e}") from None
 
 
 def _reject_constant(name: str) -> object:

@@ -202,6 +202,7 @@ def test_load_config_missing_file_names_it(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(file)
     assert str(info.value) == f"{file}: cannot read: No such file or directory"
+    assert describe(info.value) == str(info.value)
 
 
 def test_load_config_invalid_json_names_file_and_line(tmp_path):
