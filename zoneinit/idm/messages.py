@@ -132,6 +132,26 @@ def _name_field(body: dict, key: str, kind: str, msg_id: int) -> str:
 
 def parse(body: Any) -> Message:
     """Validate a decoded body into a Message. Raises SchemaError naming the problem (and the id if known)."""
+    # Fast path for well-formed current-version messages; anything unusual takes the careful path below.
+    if type(body) is dict and body.get("v") == VERSION:
+        msg_id = body.get("id", 0)
+        kind = body.get("t")
+        if type(msg_id) is int and 0 <= msg_id <= MAX_ID and type(body["v"]) is int:
+            if kind in (REQUEST, EVENT):
+                name = body.get("type")
+                if type(name) is str and 0 < len(name) <= MAX_NAME:
+                    return Message(kind, msg_id, name, body.get("p"))
+            elif kind == DATA:
+                channel = body.get("ch")
+                payload = body.get("p")
+                if type(channel) is str and 0 < len(channel) <= MAX_NAME and type(payload) is bytes:
+                    return Message(kind, msg_id, "", payload, channel)
+            elif kind == RESPONSE:
+                return Message(kind, msg_id, "", body.get("p"))
+    return _parse_checked(body)
+
+
+def _parse_checked(body: Any) -> Message:
     if type(body) is not dict:
         raise SchemaError(f"message body must be a map, not {type(body).__name__}")
     raw_id = body.get("id", 0)
