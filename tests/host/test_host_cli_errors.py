@@ -83,3 +83,20 @@ def test_entry_point_process_has_no_traceback(tmp_path):
     assert result.returncode == 1
     assert result.stderr == "zonehost: no zone named 'ghost'\n"
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["run", "/no/such/image"], "image '/no/such/image': no such OCI layout directory"),
+    (["run", "-e", "NOEQUALS", "busybox"], "env: 'NOEQUALS' is not KEY=VALUE"),
+    (["run", "--name", "Bad Name", "busybox"], "name: 'Bad Name'"),
+    (["run", "--address", "10.0.2.999/24", "busybox"], "network.address"),
+    (["run", "--kernel", "/no/kernel", "busybox"], "kernel image '/no/kernel'"),
+    (["run", "--initrd", "/no/initrd", "busybox"], "initrd '/no/initrd'"),
+])
+def test_bad_run_input_fails_fast_with_one_line(capsys, tmp_path, argv, needle):
+    code, out, err = run_cli(capsys, "--state-dir", str(tmp_path), *argv)
+    assert code == 1
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], err
+    assert not any(tmp_path.iterdir())   # nothing was created

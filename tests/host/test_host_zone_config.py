@@ -1,0 +1,53 @@
+"""The zone config the host writes for `run`: validated by the zone's own parser (no boot)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from host.images import PreparedKernel, PreparedRoot
+from host.zonedef import NetworkDef, ZoneDef
+from host.zones import network_document, zone_config_document
+from zoneinit.zoneconfig import parse_zone_config
+
+
+def fake_inputs(tmp_path: Path) -> tuple[PreparedKernel, PreparedRoot]:
+    addons = tmp_path / "addons.squashfs"
+    addons.write_bytes(b"addons" * 100)
+    root = tmp_path / "root.squashfs"
+    root.write_bytes(b"root" * 100)
+    kernel = PreparedKernel(image=tmp_path / "image", addons=addons, boot_modules=tmp_path / "boot.cpio",
+                            metadata={}, digest="sha256:" + "0" * 64)
+    image_config = {"Entrypoint": ["/bin/entry"], "Cmd": ["default"], "Env": ["PATH=/bin", "A=image"],
+                    "WorkingDir": "/work"}
+    return kernel, PreparedRoot(root, "squashfs", image_config)
+
+
+def test_run_config_has_pinned_disks_and_one_main_container(tmp_path):
+    kernel, root = fake_inputs(tmp_path)
+    definition = ZoneDef(name="web", kernel_image="/k", initrd="/i", command=["echo", "hi"], env={"A": "cli"})
+    config = parse_zone_config(zone_config_document(definition, kernel, root))
+    assert config.name == "web" and config.hostname == "web"
+    assert [(d.name, d.role, d.device) for d in config.disks] == [
+        ("addons", "addons", "/dev/vda"), ("root0", "root", "/dev/vdc")]
+    assert [d.size for d in config.disks] == [600, 400]
+    assert all(d.sha256.startswith("sha256:") for d in config.disks)
+    (container,) = config.containers
+    assert container.name == "main" and container.main and container.image == "root0"
+    assert container.args == ["/bin/entry", "echo", "hi"]     # docker semantics: override replaces Cmd
+    assert "A=cli" in container.env and "A=image" not in container.env
+    assert container.cwd == "/work"
+    assert config.options.poweroff_on_exit
+    assert config.network is None
+
+
+def test_xen_devices_and_network(tmp_path):
+    kernel, root = fake_inputs(tmp_path)
+    definition = ZoneDef(name="web", kernel_image="/k", initrd="/i", network=NetworkDef())
+    config = parse_zone_config(zone_config_document(definition, kernel, root, disk_prefix="xvd"))
+    assert [d.device for d in config.disks] == ["/dev/xvda", "/dev/xvdc"]
+    assert config.network is not None and config.network.ipv4 is not None
+    assert (config.network.ipv4.address, config.network.ipv4.prefix, config.network.ipv4.gateway) == (
+        "10.0.2.15", 24, "10.0.2.2")
+    assert config.network.dns == ["10.0.2.3"]
+    assert network_document(NetworkDef(address="fd00::5/64", gateway=None, dns=[]))["ipv6"] == {
+        "address": "fd00::5", "prefix": 64}
