@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 import uuid
@@ -187,6 +188,8 @@ def follow_output(client: Any, container: str, out: Any = None, err: Any = None)
         target.write(data)
         target.flush()
     result = stream.wait(30)
+    if isinstance(result, dict) and result.get("error"):
+        progress.note(f"container {container}: {result['error']}")
     code = result.get("exit_code") if isinstance(result, dict) else None
     if not isinstance(code, int):
         reply = client.call("container.wait", {"id": container}, timeout=None)
@@ -196,15 +199,17 @@ def follow_output(client: Any, container: str, out: Any = None, err: Any = None)
     return code
 
 
+def _raise_interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run_zone(args: argparse.Namespace) -> int:
     definition = definition_from_args(args)
     zone, backend = create_and_boot(definition, daemonize=args.detach)
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)   # `kill zonehost` stops the zone too
+    client = None
     try:
         client = connect(zone, timeout=args.timeout)
-    except BaseException:
-        backend.quit()
-        raise
-    try:
         ready = wait_ready(client, zone, args.timeout)
         if args.timing:
             print(f"zonehost: {format_timing(ready)}", file=sys.stderr, flush=True)
@@ -212,24 +217,39 @@ def run_zone(args: argparse.Namespace) -> int:
             from host.cli import emit
             emit(args, {"name": zone.name, "ready": ready.get("boot")}, zone.name)
             return 0
-        main = ready.get("main") or MAIN_CONTAINER
-        try:
-            code = follow_output(client, main)
-        except KeyboardInterrupt:
-            progress.note(f"interrupted: stopping zone {zone.name}")
-            client.close()
-            stop_zone(zone, timeout=10)
-            return 130
+        code = follow_output(client, ready.get("main") or MAIN_CONTAINER)
         zone.update_runtime(exit_code=code)
-    finally:
+    except KeyboardInterrupt:
+        progress.note(f"interrupted: stopping zone {zone.name}")
+        _close(client)
+        stop_zone(zone, timeout=10)
+        if definition.remove_on_exit:
+            zone.remove()
+        return 130
+    except BaseException:
+        _close(client)
+        if not args.detach or not backend.running():
+            progress.note(f"zone {zone.name}: console log in {zone.console_log}")
         with contextlib.suppress(Exception):
-            client.close()
+            backend.quit()
+        if definition.remove_on_exit:
+            zone.remove()
+        raise
+    finally:
+        _close(client)
+        signal.signal(signal.SIGTERM, previous_term)
     if not backend.wait(POWEROFF_WAIT):
         progress.note(f"zone {zone.name} did not power off within {POWEROFF_WAIT:.0f} s: stopping it")
         stop_zone(zone, timeout=10)
     if definition.remove_on_exit:
         zone.remove()
     return code
+
+
+def _close(client: Any) -> None:
+    if client is not None:
+        with contextlib.suppress(Exception):
+            client.close()
 
 
 # --- exec -----------------------------------------------------------------------------------------------------

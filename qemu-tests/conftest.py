@@ -41,14 +41,22 @@ class ZoneInputs:
 
 
 @pytest.fixture(scope="session")
-def zone_inputs() -> ZoneInputs:
+def kernel_image() -> Path:
+    """The kernel OCI image (ZONE_TEST_KERNEL, or built from Debian's linux-image-cloud-amd64, cached)."""
     from host import images
 
-    kernel = Path(os.environ["ZONE_TEST_KERNEL"]) if os.environ.get("ZONE_TEST_KERNEL") else \
-        images.default_kernel_image()
-    initrd = Path(os.environ["ZONE_TEST_INITRD"]) if os.environ.get("ZONE_TEST_INITRD") else \
-        images.default_initrd(dev=False)
-    return ZoneInputs(kernel, initrd, images.default_app_image())
+    override = os.environ.get("ZONE_TEST_KERNEL")
+    return Path(override) if override else images.default_kernel_image()
+
+
+@pytest.fixture(scope="session")
+def zone_inputs(kernel_image: Path) -> ZoneInputs:
+    """Kernel image + our Nuitka initrd (ZONE_TEST_INITRD, or built from this tree, cached) + busybox image."""
+    from host import images
+
+    override = os.environ.get("ZONE_TEST_INITRD")
+    initrd = Path(override) if override else images.default_initrd(dev=False)
+    return ZoneInputs(kernel_image, initrd, images.default_app_image())
 
 
 @dataclass
