@@ -2,14 +2,19 @@
 
 Order (each module's docstring says why)::
 
+    filter = compile_filter(linux.seccomp)    # seccomp: in the PARENT, before fork (errors early, cached)
+    --- fork ---
     set_dumpable(False)                       # process_attrs: CVE-2019-5736 defence, first
     apply_rlimits(process.rlimits)            # rlimits: needs CAP_SYS_RESOURCE to raise, before setuid
     set_oom_score_adj / set_personality / set_umask
+    [filter.load()]                           # here instead, if noNewPrivileges is false (needs CAP_SYS_ADMIN)
     keep_caps_across_setuid()                 # capabilities: PR_SET_KEEPCAPS before the uid change
     setgroups / setresgid / setresuid         # (the container init's user step)
-    apply_capabilities(process.capabilities)  # capabilities: bounding, I/P/E, ambient
+    apply_capabilities(process.capabilities)  # capabilities: bounding, I/P/E, ambient; returns warnings
     set_no_new_privs()                        # process_attrs: if process.noNewPrivileges
-    seccomp_filter.load()                     # seccomp: last before execve (compiled before fork)
+    filter.load()                             # seccomp: last before execve, if noNewPrivileges is true
+
+tests/security/test_security_sequence.py runs exactly this and checks the result from the exec'd program.
 """
 
 from styrolite.security.capabilities import (
