@@ -51,7 +51,7 @@ def _print(obj: Any, as_json: bool) -> None:
 def _ps(containers: list[dict[str, Any]]) -> None:
     print(f"{'ID':<24} {'STATUS':<10} {'PID':>7}  COMMAND")
     for c in containers:
-        command = " ".join(c.get("command") or [])
+        command = " ".join(c.get("args") or c.get("command") or [])
         print(f"{c.get('id', '?'):<24} {c.get('status', '?'):<10} {c.get('pid') or '-':>7}  {command}")
 
 
@@ -86,7 +86,12 @@ def run(args: argparse.Namespace) -> int:
             )
             return attach(session, tty_mode=args.tty)
         elif args.command == "logs":
-            stream, _info = client.open_stream("container.logs", {"id": args.container, "follow": args.follow})
+            if not args.follow:
+                result = client.call("container.logs", {"id": args.container})
+                sys.stdout.buffer.write(result.get("data") or b"")
+                sys.stdout.buffer.flush()
+                return 0
+            stream, _info = client.open_stream("container.logs", {"id": args.container, "follow": True})
             for channel, data in iter(stream.read, None):
                 target = sys.stderr.buffer if channel == "stderr" else sys.stdout.buffer
                 target.write(data)

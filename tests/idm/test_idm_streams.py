@@ -73,7 +73,7 @@ def test_exec_bad_arguments(loop, connect, exec_service) -> None:
         client.exec([])
     assert exc.value.code == INVALID_ARGUMENT
     with pytest.raises(RemoteError) as exc:
-        client.call("exec.resize", {"id": 999, "rows": 10, "cols": 10})
+        client.call("exec.resize", {"stream": 999, "rows": 10, "cols": 10})
     assert exc.value.code == "not-found"
     with pytest.raises(RemoteError):
         client.exec(["/no/such/binary"])

@@ -24,9 +24,11 @@ def zone_socket(loop, exec_service, tmp_path) -> str:
     exec_service(loop)
     loop.server.register("zone.info", lambda req: {"zone": "test-zone", "kernel": os.uname().release})
     loop.server.register("container.list", lambda req: {"containers": [
-        {"id": "web", "status": "running", "pid": 42, "command": ["httpd", "-f"]}]})
+        {"id": "web", "status": "running", "pid": 42, "args": ["httpd", "-f"]}]})
 
-    def logs(req: Request) -> None:
+    def logs(req: Request) -> dict | None:
+        if not req.arg("follow"):
+            return {"id": req.arg("id"), "data": b"snapshot of " + req.arg("id").encode() + b"\n"}
         stream = req.open_stream()
         req.reply({"window": stream.window})
         stream.send("stdout", f"log of {req.arg('id')}\n".encode())
@@ -50,10 +52,12 @@ def test_ping_info_ps_logs(zone_socket, capsys) -> None:
     assert zonectl.main(["--socket", zone_socket, "info"]) == 0
     assert zonectl.main(["--socket", zone_socket, "ps"]) == 0
     assert zonectl.main(["--socket", zone_socket, "logs", "web"]) == 0
+    assert zonectl.main(["--socket", zone_socket, "logs", "-f", "web"]) == 0
     out = capsys.readouterr()
     assert "pong from test-zone" in out.out
     assert "zone: test-zone" in out.out
     assert "web" in out.out and "running" in out.out and "httpd -f" in out.out
+    assert "snapshot of web" in out.out
     assert "log of web" in out.out and "warning" in out.err
 
 

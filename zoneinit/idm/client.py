@@ -194,10 +194,10 @@ class ExecSession:
         return self.stream.iter("stderr")
 
     def resize(self, rows: int, cols: int) -> None:
-        self.stream.client.call("exec.resize", {"id": self.id, "rows": rows, "cols": cols})
+        self.stream.client.call("exec.resize", {"stream": self.id, "rows": rows, "cols": cols})
 
     def signal(self, signo: int) -> None:
-        self.stream.client.call("exec.signal", {"id": self.id, "signal": signo})
+        self.stream.client.call("exec.signal", {"stream": self.id, "signal": signo})
 
     def wait(self, timeout: float | None = None) -> int:
         result = self.stream.wait(timeout)

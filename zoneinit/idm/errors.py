@@ -19,7 +19,6 @@ CREDIT_EXCEEDED = "credit-exceeded"
 INVALID_ARGUMENT = "invalid-argument"
 NOT_FOUND = "not-found"
 HANDLER_FAILED = "handler-failed"
-SESSION_RESET = "session-reset"
 CLOSED = "closed"
 TIMEOUT = "timeout"
 

@@ -52,7 +52,7 @@ def validate_exec_payload(payload: Any) -> dict[str, Any]:
     """Check the exec request fields (docs/idm.md); IdmError(invalid-argument) names the bad one."""
     if not isinstance(payload, dict):
         raise IdmError("exec payload must be a map", INVALID_ARGUMENT)
-    command = payload.get("command")
+    command = payload.get("command", payload.get("args"))
     if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
         raise IdmError("exec: 'command' must be a non-empty list of strings", INVALID_ARGUMENT)
     env = payload.get("env")
@@ -61,7 +61,7 @@ def validate_exec_payload(payload: Any) -> dict[str, Any]:
         or (isinstance(env, list) and all(isinstance(e, str) and "=" in e for e in env))
     ):
         raise IdmError("exec: 'env' must be a map of strings or a list of NAME=VALUE", INVALID_ARGUMENT)
-    for key, kinds in (("cwd", (str,)), ("user", (str, int)), ("container", (str,)), ("tty", (bool,)),
+    for key, kinds in (("cwd", (str,)), ("user", (str, int, dict)), ("container", (str,)), ("tty", (bool,)),
                        ("rows", (int,)), ("cols", (int,))):
         value = payload.get(key)
         if value is not None and not isinstance(value, kinds):
@@ -257,14 +257,15 @@ class ExecService:
 
     def _exec(self, req: Request) -> None:
         payload = validate_exec_payload(req.payload)
+        payload.setdefault("command", payload.get("args"))
         proc = self.spawn(payload)
         stream = req.open_stream()
-        req.reply({"pid": proc.pid, "window": stream.window})
+        req.reply({"pid": proc.pid, "stream": stream.id, "window": stream.window, "tty": proc.tty is not None})
         bridge = ExecBridge(self.server, stream, proc, on_done=lambda b: self.by_pid.pop(b.proc.pid, None))
         self.by_pid[proc.pid] = bridge
 
     def _find(self, req: Request) -> ExecBridge:
-        sid = req.arg("id")
+        sid = req.arg("stream")
         for bridge in self.by_pid.values():
             if bridge.stream.id == sid and bridge.stream.conn is req.conn:
                 return bridge

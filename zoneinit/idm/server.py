@@ -46,7 +46,7 @@ from zoneinit.idm.framing import DEFAULT_MAX_FRAME
 from zoneinit.idm.streams import DEFAULT_WINDOW, MAX_WINDOW, Stream, negotiate_window
 from zoneinit.idm.transport import SocketTransport, Transport
 
-DURABLE_EVENTS = frozenset({"container.exit", "exec.exit", "zone.ready"})
+DURABLE_EVENTS = frozenset({"container.exit", "zone.ready"})
 OUTPUT_HIGH_WATER = 4 << 20  # stop reading a peer's requests while this much output waits for it
 PROBE_INTERVAL = 0.25  # seconds between checks for a device peer coming back
 MAX_LOCAL_CLIENTS = 16

@@ -140,3 +140,19 @@ def connect_unix(path: str, timeout: float = 10.0) -> SocketTransport:
         sock.close()
         raise ConnectionClosed(f"connect to {path}: {e.strerror or e}") from e
     return SocketTransport(sock)
+
+
+def find_virtio_port(name: str, sys_root: str = "/sys/class/virtio-ports") -> str:
+    """The /dev node of the virtio-serial port QEMU named ``name`` (no udev in a zone to make symlinks)."""
+    try:
+        entries = sorted(os.listdir(sys_root))
+    except FileNotFoundError:
+        entries = []
+    for entry in entries:
+        try:
+            with open(os.path.join(sys_root, entry, "name")) as f:
+                if f.read().strip() == name:
+                    return f"/dev/{entry}"
+        except OSError:
+            continue
+    raise FileNotFoundError(f"no virtio-serial port named {name!r} under {sys_root}")
