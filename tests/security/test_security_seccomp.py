@@ -283,6 +283,7 @@ def test_default_profile_allows_no_denied_name():
 
 
 BUSYBOX = "/bin/busybox"
+EHWPOISON = 133  # not in Python's errno module
 
 
 @pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="needs busybox-static")
@@ -373,3 +374,43 @@ def test_compiling_the_same_profile_twice_reuses_the_filter():
     first = compile_filter(allow_all_but(SeccompSyscall(["mkdir"], "SCMP_ACT_ERRNO", errno_ret=3)))
     assert compile_filter(allow_all_but(SeccompSyscall(["mkdir"], "SCMP_ACT_ERRNO", errno_ret=3))) is first
     assert compile_filter(allow_all_but(SeccompSyscall(["mkdir"], "SCMP_ACT_ERRNO", errno_ret=4))) is not first
+
+
+def test_every_explicitly_denied_syscall_is_refused_by_the_filter(forked):
+    """Each DENIED name that exists natively, called with zero arguments, gets the profile's own errno.
+
+    The default errno is changed to one no kernel path returns here (EHWPOISON), so the answer can only
+    come from the filter, not from the kernel refusing the arguments.
+    """
+    from cffi import FFI
+
+    from styrolite.security import default_profile
+    from styrolite.security.seccomp_default import DENIED
+
+    profile = default_profile()
+    profile.default_errno_ret = EHWPOISON
+    compiled = compile_filter(profile)
+    numbers = {name: scmp.resolve_syscall(name) for name in DENIED}
+    natives = {name: number for name, number in numbers.items() if number >= 0}
+    ffi = FFI()
+    ffi.cdef("long syscall(long number, ...);")
+    libc = ffi.dlopen(None)
+    zero = ffi.cast("long", 0)
+
+    def child():
+        set_no_new_privs()
+        compiled.load()
+        answers = {}
+        for name, number in natives.items():
+            result = libc.syscall(ffi.cast("long", number), zero, zero, zero, zero, zero, zero)
+            answers[name] = ffi.errno if result == -1 else f"returned {result}"
+        return answers
+
+    answers = forked(child).ok()
+    assert len(answers) >= 50
+    assert {name: answer for name, answer in answers.items() if answer != EHWPOISON} == {}
+
+
+def test_trace_action_without_a_tracer_fails_with_enosys(forked, tmp_path):
+    profile = allow_all_but(SeccompSyscall(["mkdir", "mkdirat"], "SCMP_ACT_TRACE", errno_ret=7))
+    assert forked(load_in_child(profile, lambda: errno_of(lambda: os.mkdir(tmp_path / "x")))).ok() == errno.ENOSYS
