@@ -1,6 +1,6 @@
 """Open the IDM link to a zone: QEMU's virtio-serial unix socket (Xen: the vchan, host.xen).
 
-The blocking client is helper-5's (``host.idm`` when present, else the core in ``zoneinit.idm.client``).
+The blocking client is ``host.idm`` (the protocol core lives in ``zoneinit.idm.client``).
 QEMU accepts the socket connection at once; data we send waits in the socket until PID 1 opens the port,
 so ``hello`` simply takes as long as the boot does (``timeout`` bounds it).
 """
@@ -13,17 +13,10 @@ from host.errors import BackendError
 from host.state import ZoneDir
 
 
-def client_class() -> Any:
-    try:
-        from host.idm import IdmClient  # type: ignore[attr-defined]
-    except ImportError:
-        from zoneinit.idm.client import IdmClient
-    return IdmClient
-
-
 def connect(zone: ZoneDir, *, timeout: float = 30.0, events: bool = True) -> Any:
     """A connected, greeted IDM client for ``zone``; BackendError if the zone does not answer."""
-    from zoneinit.idm.errors import IdmError
+    from host.idm import IdmError
+    from host.idm import connect as idm_connect
 
     definition = zone.load()
     if definition.backend == "xen":
@@ -32,7 +25,6 @@ def connect(zone: ZoneDir, *, timeout: float = 30.0, events: bool = True) -> Any
     if not zone.idm_socket.exists():
         raise BackendError(f"zone {zone.name!r} has no IDM socket (is it running?)")
     try:
-        return client_class().connect_unix(str(zone.idm_socket), connect_timeout=5.0, timeout=timeout,
-                                           events=events, name="zonehost")
+        return idm_connect(str(zone.idm_socket), timeout=timeout, events=events, name="zonehost")
     except IdmError as e:
         raise BackendError(f"IDM to zone {zone.name!r}") from e

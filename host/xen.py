@@ -152,6 +152,6 @@ def connect_vchan(zone: ZoneDir, *, timeout: float = 30.0, events: bool = True) 
         from zoneinit.idm.vchan import connect_vchan_client  # type: ignore[import-not-found]
     except ImportError as e:
         raise BackendError("IDM over vchan is not available in this build (zoneinit.idm.vchan)") from e
-    from host.connect import client_class
+    from host.idm import connect_transport
     transport = connect_vchan_client(domid, timeout=timeout)
-    return client_class()(transport, timeout=timeout, events=events, name="zonehost")
+    return connect_transport(transport, timeout=timeout, events=events, name="zonehost")
