@@ -7,6 +7,7 @@ directory deleted, and the error says which step failed and why.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -23,6 +24,8 @@ from styrolite.namespaces import plan_namespaces, write_id_mappings
 from styrolite.spec.model import Spec
 from styrolite.state import ContainerState, StateStore, process_start_time, validate_id
 from styrolite.syscalls import LINUX, Syscalls
+
+log = logging.getLogger("styrolite")
 
 
 @dataclass
@@ -122,24 +125,29 @@ def _launch(store: StateStore, state: ContainerState, spec: Spec, bundle: str, r
         from styrolite.security import compile_filter
 
         seccomp_filter = compile_filter(linux.seccomp)
+        for warning in seccomp_filter.warnings:
+            log.warning("%s", warning)
 
     cgroup = open_cgroup(linux.cgroups_path if linux else None, state.id)
     cleanup.cgroup = cgroup
     cgroup.create()
-    cgroup.apply(linux.resources if linux else None)
+    # the device policy also admits the nodes the container is given (linux.devices)
+    cgroup.apply(linux.resources if linux else None, devices=linux.devices if linux else ())
     state.cgroup_path = cgroup.path
     state.cgroups_path_config = linux.cgroups_path if linux else None
 
     fifo = store.exec_fifo(state.id)
     os.mkfifo(fifo, 0o600)
+    fifo_fd = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)  # read end for the init; never blocks
     ctx = LaunchContext(spec=spec, bundle=bundle, rootfs=rootfs, plan=plan, seccomp_filter=seccomp_filter,
-                        exec_fifo=fifo, stdio=stdio, terminal=terminal, preserve_fds=preserve_fds, sys=sys)
+                        exec_fifo_fd=fifo_fd, stdio=stdio, terminal=terminal, preserve_fds=preserve_fds, sys=sys)
     parent, child = SyncChannel.pair()
     setup_pid = os.fork()
     if setup_pid == 0:  # pragma: no cover - runs in the child
         parent.close()
         setup_child_main(ctx, child)
     child.close()
+    os.close(fifo_fd)
     cleanup.pids.append(setup_pid)
     try:
         parent.receive("userns", "set up the user namespace")

@@ -10,6 +10,7 @@ import errno as errno_module
 import os
 import platform
 import resource
+from collections.abc import Callable
 
 from cffi import FFI
 
@@ -87,9 +88,11 @@ def _cstr(value: str | None):
     return _ffi.NULL if value is None else _ffi.new("char[]", os.fsencode(value))
 
 
-def _check(result: int, call: str, args: str) -> int:
+def _check(result: int, call: str, args: str | Callable[[], str]) -> int:
+    """Raise on failure; ``args`` may be a callable so hot calls (mount) format their text only on failure."""
     if result < 0:
-        raise KernelError(_ffi.errno, call, args)
+        err = _ffi.errno
+        raise KernelError(err, call, args if isinstance(args, str) else args())
     return result
 
 
@@ -114,7 +117,8 @@ class LinuxSyscalls:
         self, source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
     ) -> None:
         result = _libc.mount(_cstr(source), _cstr(target), _cstr(fstype), flags, _cstr(data))
-        _check(result, "mount", f"{source!r}, {target!r}, {fstype!r}, {k.mount_flag_names(flags)}, {data!r}")
+        _check(result, "mount",
+               lambda: f"{source!r}, {target!r}, {fstype!r}, {k.mount_flag_names(flags)}, {data!r}")
 
     def umount2(self, target: str, flags: int = 0) -> None:
         _check(_libc.umount2(_cstr(target), flags), "umount2", f"{target!r}, {flags}")
