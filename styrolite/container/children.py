@@ -40,7 +40,7 @@ class LaunchContext:
     rootfs: str
     plan: NamespacePlan
     seccomp_filter: Any = None
-    exec_fifo: str | None = None
+    exec_fifo_fd: int | None = None  # opened O_RDWR by the runtime: a user-namespaced init could not open it
     stdio: Stdio = field(default_factory=Stdio)
     terminal: bool = False
     preserve_fds: int = 0
@@ -92,7 +92,7 @@ def container_init_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
         os.setsid()
         if not ctx.terminal:
             ctx.stdio.install()
-        fifo_fd = os.open(ctx.exec_fifo, os.O_RDWR | os.O_CLOEXEC) if ctx.exec_fifo else None
+        fifo_fd = ctx.exec_fifo_fd
         spec, process = ctx.spec, ctx.spec.process
         assert process is not None
         new_mount_ns = ctx.plan.creates("mount")
