@@ -52,6 +52,12 @@ class LoopThread:
         self.server.close()
 
 
+@pytest.fixture(scope="session")
+def loop_thread() -> type[LoopThread]:
+    """The LoopThread class, for fixtures with a wider scope than ``loop``."""
+    return LoopThread
+
+
 @pytest.fixture
 def loop() -> Iterator[LoopThread]:
     server = IdmServer(info=lambda: {"zone": "test-zone", "boot": {"mounts": 0.01, "idm": 0.02}})

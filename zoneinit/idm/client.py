@@ -1,7 +1,7 @@
 """The blocking IDM client core (host CLI, ``/bin/zone``): one reader thread, calls from any thread.
 
 ``call`` sends a request and waits for its response (``RemoteError`` carries the zone's error code),
-``events()`` yields zone events (acknowledged automatically, so durable ones are not resent), and
+``events()`` yields zone events (each acknowledged once taken, so durable ones are not resent), and
 ``exec`` returns an ``ExecSession`` whose stdin/stdout/stderr are credit-controlled channels: the client
 grants the zone more bytes only as the caller consumes them, so neither end buffers without bound.
 Imports stay light (stdlib + msgpack) so ``/bin/zone`` inside the zone can use it too.
@@ -316,7 +316,22 @@ class IdmClient:
             return None
         if item is None:
             self._events.put(None)  # keep the end marker for other consumers
+            return None
+        self._ack(item.seq)
         return item
+
+    def _ack(self, seq: int) -> None:
+        """Acknowledge (cumulatively) once the application has taken the event: durable ones stop being resent.
+
+        Sent from the consuming thread, never from the reader thread, so a slow write can't stall reading.
+        """
+        with self._lock:
+            if seq <= self._acked or self.closed.is_set():
+                return
+            self._acked = seq
+            msg_id = next(self._ids)
+        with contextlib.suppress(IdmError):
+            self._send(m.request(msg_id, "events.ack", {"upto": seq}))
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
         """Iterate zone events until the connection closes (or no event arrives within ``timeout``)."""
@@ -415,7 +430,6 @@ class IdmClient:
             self._shutdown(reason)
 
     def _dispatch_all(self, items: list[m.Message | ProtocolError]) -> None:
-        max_seq = 0
         for item in items:
             if isinstance(item, ProtocolError):
                 self.protocol_errors.append(item)
@@ -425,16 +439,11 @@ class IdmClient:
                 self._resolve(item)
             elif kind == m.EVENT:
                 self._events.put(Event(item.id, item.type, item.payload))
-                max_seq = max(max_seq, item.id)
             else:
                 with self._lock:
                     stream = self._streams.get(item.id)
                 if stream is not None:
                     stream._deliver(item)
-        if max_seq > self._acked:
-            self._acked = max_seq
-            with contextlib.suppress(IdmError):
-                self._send(m.request(self._next_id(), "events.ack", {"upto": max_seq}))
 
     def _resolve(self, msg: m.Message) -> None:
         with self._lock:

@@ -129,7 +129,7 @@ class IdmServer:
         self.info = info or dict
         self.log = log or (lambda _msg: None)
         self.durable_types = set(DURABLE_EVENTS)
-        self.stats = {"sessions": 0, "protocol_errors": 0, "events_dropped": 0, "requests": 0}
+        self.stats = {"sessions": 0, "protocol_errors": 0, "events_dropped": 0, "requests": 0, "probes": 0}
         self._sel = selectors.EpollSelector()
         self._handlers: dict[str, Handler] = {
             "hello": self._hello,
@@ -426,6 +426,7 @@ class IdmServer:
 
     def _probe(self, transport: Transport, name: str) -> None:
         """A device whose peer left reports HUP (and reads EOF) until the peer is back; check without spinning."""
+        self.stats["probes"] += 1
         poller = select.poll()
         poller.register(transport.fileno(), select.POLLIN | select.POLLOUT)
         revents = sum(ev for _fd, ev in poller.poll(0))
