@@ -51,6 +51,7 @@ OUTPUT_HIGH_WATER = 4 << 20  # stop reading a peer's requests while this much ou
 PROBE_INTERVAL = 0.25  # seconds between checks for a device peer coming back
 MAX_LOCAL_CLIENTS = 16
 MAX_UNACKED = 65536
+MAX_STREAMS = 1024  # open streams per connection
 
 Handler = Callable[["Request"], Any]
 
@@ -94,6 +95,8 @@ class Request:
         sid = self.id
         if sid in self.conn.streams:
             raise IdmError(f"stream {sid} is already open")
+        if len(self.conn.streams) >= MAX_STREAMS:
+            raise IdmError(f"too many open streams on this connection (limit {MAX_STREAMS})", INVALID_ARGUMENT)
         stream = Stream(self.conn, sid, negotiate_window(window or self.arg("window"), self.server.max_window))
         self.conn.streams[sid] = stream
         return stream
@@ -228,6 +231,9 @@ class IdmServer:
                 self.stats["events_dropped"] += 1
         subscribers = [c for c in self._conns if c.subscribed and not c.closed]
         for conn in subscribers:
+            if not durable and conn.pending_output > OUTPUT_HIGH_WATER:
+                self.stats["events_dropped"] += 1  # a peer that stopped reading: don't pile up chatter for it
+                continue
             conn.send(msg)
         if not subscribers and not durable:
             self._pending.append(msg)
