@@ -306,8 +306,8 @@ class IdmServer:
             stream.abort()
         self.stats["sessions"] += 1
         req.reply(self._hello_payload())
-        if req.arg("events", False) is True:
-            conn.subscribed = True
+        conn.subscribed = req.arg("events", False) is True
+        if conn.subscribed:
             backlog = sorted([*self._unacked.values(), *self._pending], key=lambda msg: msg.id)
             self._pending.clear()
             for msg in backlog:
