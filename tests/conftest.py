@@ -20,19 +20,11 @@ BUSYBOX = "/bin/busybox"
 
 
 def _busybox_rootfs(target: Path) -> Path:
+    from zonebuild.busybox_image import stage_rootfs
+
     if not os.path.exists(BUSYBOX):
         pytest.skip("Debian's busybox-static is not installed (apt-get install busybox-static)")
-    for d in ("bin", "sbin", "etc", "tmp", "proc", "sys", "dev", "root", "var", "usr/bin"):
-        (target / d).mkdir(parents=True, exist_ok=True)
-    os.chmod(target / "tmp", 0o1777)
-    shutil.copy2(BUSYBOX, target / "bin" / "busybox")
-    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split()
-    for applet in applets:
-        link = target / "bin" / applet
-        if not link.exists():
-            os.symlink("busybox", link)
-    (target / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n")
-    (target / "etc" / "group").write_text("root:x:0:\ntty:x:5:\nnogroup:x:65534:\n")
+    stage_rootfs(Path(BUSYBOX), target)
     return target
 
 
