@@ -45,7 +45,8 @@ REPO = Path(__file__).resolve().parent.parent
 STAGE0_SOURCE = Path(__file__).resolve().parent / "stage0" / "init.c"
 ENTRY = REPO / "zoneinit" / "multicall.py"
 OUR_PACKAGES = ("zoneinit", "styrolite")
-# Imported lazily (inside functions) by our code, so Nuitka must be told to take them along.
+# Imported lazily (inside functions) by our code, so Nuitka must be told to take them along. The pyroute2
+# subpackages excluded below are never imported by IPRoute (checked against sys.modules after use).
 LAZY_PACKAGES = ("pyroute2",)
 EXTRA_MODULES = ("_cffi_backend", "msgpack", "prctl", "_prctl")
 DLOPENED = ("libseccomp.so.2", "libc.so.6", "libgcc_s.so.1")
@@ -59,17 +60,14 @@ NUITKA_FLAGS = (
     "--noinclude-pytest-mode=nofollow",
     "--noinclude-unittest-mode=nofollow",
     "--nofollow-import-to=*.tests",
-    "--nofollow-import-to=pyroute2.nftables",
-    "--nofollow-import-to=pyroute2.ipset",
-    "--nofollow-import-to=pyroute2.ipdb",
-    "--nofollow-import-to=pyroute2.ndb",
-    "--nofollow-import-to=pyroute2.netns.nslink",
-    "--nofollow-import-to=pyroute2.remote",
-    "--nofollow-import-to=pyroute2.cli",
     "--nofollow-import-to=pyroute2.dhcp",
-    "--nofollow-import-to=pyroute2.ethtool",
-    "--nofollow-import-to=pyroute2.wiset",
-    "--nofollow-import-to=pyroute2.nslink",
+    "--nofollow-import-to=pyroute2.bsd",
+    "--nofollow-import-to=pyroute2.nftables",
+    "--nofollow-import-to=pyroute2.wirouting",
+    "--nofollow-import-to=pyroute2.fixtures",
+    "--nofollow-import-to=pyroute2.decoder",
+    "--nofollow-import-to=pyroute2.plan9",
+    "--nofollow-import-to=pyroute2.inotify",
     "--nofollow-import-to=pydoc",
     "--nofollow-import-to=doctest",
 )
@@ -156,7 +154,7 @@ def _run_with_heartbeat(command: list[str], what: str, env: dict[str, str], log_
 
 
 def _nuitka_command(output_dir: Path) -> list[str]:
-    command = [sys.executable, "-m", "nuitka", *NUITKA_FLAGS, "--jobs", str(os.cpu_count() or 2),
+    command = [sys.executable, "-m", "nuitka", *NUITKA_FLAGS, f"--jobs={os.cpu_count() or 2}",
                f"--output-dir={output_dir}", "--output-filename=zone-init", "--assume-yes-for-downloads"]
     for package in (*OUR_PACKAGES, *LAZY_PACKAGES):
         if package in OUR_PACKAGES and not (REPO / package).is_dir():
@@ -249,22 +247,26 @@ DEV_STDLIB_SKIP = {
     "venv", "site-packages", "config-3.11-x86_64-linux-gnu", "__pycache__", "sqlite3", "curses", "dbm", "xmlrpc",
     "wsgiref", "email", "http", "urllib", "html", "xml", "multiprocessing", "concurrent", "asyncio", "tomllib",
 }
-DEV_SITE_PACKAGES = ("cffi", "_cffi_backend", "msgpack", "pyroute2", "prctl", "_prctl")
+DEV_SITE_PACKAGES = ("cffi", "_cffi_backend", "pycparser", "msgpack", "pyroute2", "prctl", "_prctl")
+
+
+def _compile_file(source: Path, out: Path, display_name: str) -> None:
+    """One sourceless .pyc; unchecked-hash pycs carry no source mtime, so they are reproducible."""
+    import py_compile
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    py_compile.compile(str(source), cfile=str(out), dfile=display_name, doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
 
 
 def _compile_tree(source: Path, target: Path, skip: set[str]) -> None:
     """Copy a Python tree as sourceless .pyc (legacy layout) plus its extension modules."""
-    import py_compile
-
     for path in sorted(source.rglob("*")):
         rel = path.relative_to(source)
         if any(part in skip for part in rel.parts) or path.is_dir():
             continue
         if path.suffix == ".py":
-            out = target / rel.with_suffix(".pyc")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            py_compile.compile(str(path), cfile=str(out), dfile=str(rel), doraise=True,
-                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+            _compile_file(path, target / rel.with_suffix(".pyc"), str(rel))
         elif path.suffix == ".so":
             out = target / rel
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -284,15 +286,17 @@ def stage_dev(root: Path) -> None:
     (root / "usr" / "bin" / "python3").chmod(0o755)
     log("dev: compiling stdlib subset")
     _compile_tree(stdlib, usr_lib, DEV_STDLIB_SKIP)
-    for item in site.iterdir():
-        name = item.name.split(".")[0]
-        if name in DEV_SITE_PACKAGES:
-            if item.is_dir():
-                _compile_tree(item, usr_lib / "site-packages" / item.name, {"__pycache__", "tests"})
-            elif item.suffix == ".so":
-                shutil.copyfile(item, usr_lib / "site-packages" / item.name)
-            elif item.suffix == ".py":
-                _compile_tree(site, usr_lib / "site-packages", set())  # tiny: single-module packages
+    site_target = usr_lib / "site-packages"
+    site_target.mkdir(parents=True, exist_ok=True)
+    for item in sorted(site.iterdir()):
+        if item.name.split(".")[0] not in DEV_SITE_PACKAGES:
+            continue
+        if item.is_dir():
+            _compile_tree(item, site_target / item.name, {"__pycache__", "tests"})
+        elif item.suffix == ".so":
+            shutil.copyfile(item, site_target / item.name)
+        elif item.suffix == ".py":  # a single-module distribution (prctl.py)
+            _compile_file(item, site_target / f"{item.stem}.pyc", item.name)
     for package in OUR_PACKAGES:
         if (REPO / package).is_dir():
             _compile_tree(REPO / package, usr_lib / "site-packages" / package, {"__pycache__"})
@@ -340,7 +344,7 @@ def build_initrd(out_dir: str | Path, *, dev: bool = False, compression: str = "
         _add_devices(archive)
         log("packing cpio")
         raw = archive.to_bytes()
-        data = compress(raw, compression)
+        data = compress(raw, compression, level=3 if dev else 19)  # dev: pack fast, it is rebuilt often
     suffix = {"zstd": ".zst", "gzip": ".gz", "none": ""}[compression]
     path = out_dir / f"initrd{'-dev' if dev else ''}.cpio{suffix}"
     path.write_bytes(data)
