@@ -1,5 +1,8 @@
 """The real kernel calls, through cffi in ABI mode over the C library (no compiler needed at install).
 
+The C declarations live in ffi_build.py; cffi's out-of-line ABI mode turns them into the pure-Python
+module _kernel_ffi.py, so importing the seam needs neither pycparser nor a parse at start-up.
+
 Calls that glibc wraps are called by name; the newer ones go through ``syscall(2)`` with the number
 for this architecture. Every failure raises ``KernelError`` naming the call, its arguments and errno.
 """
@@ -8,42 +11,11 @@ from __future__ import annotations
 
 import errno as errno_module
 import os
-import platform
 import resource
 from collections.abc import Callable
 
-from cffi import FFI
-
 from styrolite.syscalls import constants as k
-
-_CDEF = """
-long syscall(long number, ...);
-int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data);
-int umount2(const char *target, int flags);
-int unshare(int flags);
-int setns(int fd, int nstype);
-int sethostname(const char *name, size_t len);
-int setdomainname(const char *name, size_t len);
-int reboot(int cmd);
-int personality(unsigned long persona);
-int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5);
-struct rlimit { unsigned long rlim_cur; unsigned long rlim_max; };
-struct sock_fprog { unsigned short len; void *filter; };
-int setrlimit(int resource, const struct rlimit *rlim);
-
-struct open_how {
-    uint64_t flags;
-    uint64_t mode;
-    uint64_t resolve;
-};
-
-struct mount_attr {
-    uint64_t attr_set;
-    uint64_t attr_clr;
-    uint64_t propagation;
-    uint64_t userns_fd;
-};
-"""
+from styrolite.syscalls._kernel_ffi import ffi as _ffi
 
 # Syscall numbers without a glibc 2.36 wrapper we can rely on.
 _SYSCALL_NUMBERS = {
@@ -72,10 +44,8 @@ class KernelError(OSError):
         return str(self.strerror)
 
 
-_ffi = FFI()
-_ffi.cdef(_CDEF)
 _libc = _ffi.dlopen(None)
-_numbers = _SYSCALL_NUMBERS.get(platform.machine(), _SYSCALL_NUMBERS["x86_64"])
+_numbers = _SYSCALL_NUMBERS.get(os.uname().machine, _SYSCALL_NUMBERS["x86_64"])
 
 # Parse every C type string the calls below use once, at import: cffi parses a type string the first time
 # it sees it (milliseconds each), and a freshly forked container child would otherwise pay that again.
