@@ -144,3 +144,37 @@ def test_truncated_archive_and_garbage(tmp_path: Path) -> None:
     (tmp_path / "junk.tar").write_bytes(b"not a tar at all" * 100)
     with pytest.raises(ImageError, match="not a readable tar"):
         open_image(tmp_path / "junk.tar")
+
+
+def _layout_with_layer(root: Path, layer: bytes) -> Path:
+    from zonebuild.ocilayout import MEDIA_LAYER_TAR, LayoutWriter
+
+    writer = LayoutWriter(root)
+    descriptor = writer.add_bytes(layer, MEDIA_LAYER_TAR)
+    writer.add_image({"architecture": "amd64", "os": "linux",
+                      "rootfs": {"type": "layers", "diff_ids": [descriptor.digest]}}, [descriptor])
+    return root
+
+
+def test_oci_layout_with_escaping_layer_writes_nothing_outside(tmp_path: Path) -> None:
+    layout = _layout_with_layer(tmp_path / "layout", _tar([("ok", "file", b"1"), ("../../escaped", "file", b"x")]))
+    with pytest.raises(ImageError) as info:
+        unpack_image(open_image(layout), tmp_path / "out" / "root")
+    assert "'..'" in describe(info.value)
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "out" / "escaped").exists()
+
+
+def test_oci_layout_missing_or_tampered_blobs(tmp_path: Path) -> None:
+    layout = _layout_with_layer(tmp_path / "layout", _tar([("f", "file", b"data")]))
+    index = json.loads((layout / "index.json").read_text())
+    manifest_blob = layout / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads(manifest_blob.read_text())
+    config_blob = layout / "blobs" / "sha256" / manifest["config"]["digest"].split(":")[1]
+    config_blob.write_text(config_blob.read_text().replace("amd64", "arm64"))  # same size, other bytes
+    with pytest.raises(ImageError, match="digest mismatch"):
+        open_image(layout)
+    config_blob.unlink()
+    with pytest.raises(ImageError, match="missing blob"):
+        open_image(layout)
+    with pytest.raises(ImageError, match="not an OCI image layout"):
+        open_image(tmp_path)
