@@ -249,6 +249,9 @@ class IdmClient:
         self.closed = threading.Event()
         self.close_reason: IdmError | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._notify = getattr(transport, "clear_notification", None)  # event-channel transports
+        self._space = threading.Condition()
+        self._wakeups = 0
         self._reader = threading.Thread(target=self._read_loop, name="idm-reader", daemon=True)
         self._reader.start()
         self.info: dict[str, Any] = {}
@@ -396,13 +399,18 @@ class IdmClient:
             while frame:
                 if self.closed.is_set():
                     raise self.close_reason or ConnectionClosed("connection closed")
+                seen = self._wakeups
                 n = self.transport.write(frame)
                 if n > 0:
                     frame = frame[n:]
                     continue
-                poller = select.poll()
-                poller.register(self.transport.fileno(), select.POLLOUT)
-                poller.poll(500)
+                if self._notify is not None:  # the reader thread sees "space freed" notifications
+                    with self._space:
+                        self._space.wait_for(lambda seen=seen: self._wakeups != seen, 0.5)
+                else:
+                    poller = select.poll()
+                    poller.register(self.transport.fileno(), select.POLLOUT)
+                    poller.poll(500)
 
     def _forget_stream(self, sid: int) -> None:
         with self._lock:
@@ -418,12 +426,19 @@ class IdmClient:
                 ready = dict(poller.poll())
                 if self._wake_r in ready:
                     break
-                data = self.transport.read(READ_SIZE)
-                if data is None:
-                    continue
-                if not data:
-                    break
-                self._dispatch_all(self._decoder.feed(data))
+                if self._notify is not None:
+                    self._notify()
+                    with self._space:
+                        self._wakeups += 1
+                        self._space.notify_all()
+                while (data := self.transport.read(READ_SIZE)) is not None:
+                    if not data:
+                        raise EOFError
+                    self._dispatch_all(self._decoder.feed(data))
+                    if self._notify is None:
+                        break  # level-triggered: poll again
+        except EOFError:
+            pass
         except Exception as e:
             reason = ConnectionClosed(f"reader stopped: {type(e).__name__}: {e}")
         if not self.closed.is_set():

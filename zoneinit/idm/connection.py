@@ -35,6 +35,8 @@ class Connection:
         self.subscribed = False  # receives events (said hello with events=true)
         self.closed = False
         self.interest = selectors.EVENT_READ  # what the server's epoll set watches for
+        self.notify = getattr(transport, "clear_notification", None)  # event-channel transports (transport.py)
+        self.last_read = 0
 
     def send(self, msg: m.Message) -> None:
         if self.closed:
@@ -66,9 +68,11 @@ class Connection:
         """Read once; the decoded items, or None when the peer went away."""
         data = self.transport.read(READ_SIZE)
         if data is None:
+            self.last_read = 0
             return []
         if not data:
             return None
+        self.last_read = len(data)
         return self.decoder.feed(data)
 
     def forget_stream(self, sid: int) -> None:

@@ -368,14 +368,28 @@ class IdmServer:
             if result is not None:
                 req.reply(result)
 
-    def _on_conn(self, conn: Connection, mask: int) -> None:
+    def _on_conn(self, conn: Connection, mask: int, *, woken: bool = True) -> None:
         if conn.closed:
             return
+        if conn.notify is not None and woken:
+            # An event-channel transport (vchan): its one fd signals both "data arrived" and "space freed",
+            # and the notification must be consumed or the fd stays readable.
+            try:
+                conn.notify()
+            except OSError as e:
+                self.log(f"idm: {conn.name}: {e}")
+                self._drop(conn)
+                return
+            mask |= selectors.EVENT_WRITE
         if mask & selectors.EVENT_WRITE:
             self._flush(conn)
             if conn.closed:
                 return
-        if mask & selectors.EVENT_READ:
+        if not mask & selectors.EVENT_READ or conn.pending_output >= OUTPUT_HIGH_WATER:
+            return
+        # A socket is level-triggered (read once, get called again); a notified transport is not: drain it.
+        budget = 16 if conn.notify is not None else 1
+        for _ in range(budget):
             try:
                 items = conn.receive()
             except OSError as e:
@@ -388,7 +402,12 @@ class IdmServer:
                 self._dispatch(conn, item)
                 if conn.closed:
                     return
-            self._output_pending(conn)
+            if not conn.last_read:
+                break
+        else:
+            if conn.notify is not None:
+                self.call_later(0, lambda: self._on_conn(conn, selectors.EVENT_READ, woken=False))
+        self._output_pending(conn)
 
     def _output_pending(self, conn: Connection) -> None:
         if self._in_service:
@@ -413,6 +432,8 @@ class IdmServer:
         events = selectors.EVENT_WRITE if pending else 0
         if pending < OUTPUT_HIGH_WATER:  # a peer that does not read its replies gets no new requests served
             events |= selectors.EVENT_READ
+        if conn.notify is not None:
+            events = selectors.EVENT_READ  # space freed is signalled on the same readable fd
         if events != conn.interest:
             conn.interest = events
             self._sel.modify(conn.transport.fileno(), events, lambda mask: self._on_conn(conn, mask))
@@ -433,10 +454,19 @@ class IdmServer:
     def _probe(self, transport: Transport, name: str) -> None:
         """A device whose peer left reports HUP (and reads EOF) until the peer is back; check without spinning."""
         self.stats["probes"] += 1
-        poller = select.poll()
-        poller.register(transport.fileno(), select.POLLIN | select.POLLOUT)
-        revents = sum(ev for _fd, ev in poller.poll(0))
-        if revents & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+        peer_present = getattr(transport, "peer_present", None)
+        if peer_present is not None:
+            try:
+                present = peer_present()
+            except OSError as e:
+                self.log(f"idm: {name}: {e}")
+                present = False
+        else:
+            poller = select.poll()
+            poller.register(transport.fileno(), select.POLLIN | select.POLLOUT)
+            revents = sum(ev for _fd, ev in poller.poll(0))
+            present = not revents & (select.POLLHUP | select.POLLERR | select.POLLNVAL)
+        if not present:
             self.call_later(PROBE_INTERVAL, lambda: self._probe(transport, name))
             return
         self.log(f"idm: {name} peer is back; new session")

@@ -4,6 +4,18 @@
 right now (non-blocking), and ``b""`` when the peer is gone. ``write(data)`` returns how many bytes were
 accepted (0 when it would block) and raises ``ConnectionClosed`` when the peer is gone. Both ends poll
 ``fileno()`` for readiness; transports here are always non-blocking.
+
+Two optional methods serve event-channel transports such as a Xen vchan, whose one descriptor (the
+event channel) becomes readable on any notification, "data arrived" or "space freed", is always
+writable, and stays readable until the notification is consumed:
+
+* ``clear_notification()``: consume the pending notification (without blocking when none is pending:
+  callers invoke it on every wake-up of the descriptor). When a transport has it, both ends call
+  it on every wake-up, then retry writes and drain reads until ``read`` returns None, and never wait
+  for writability with POLLOUT.
+* ``peer_present() -> bool``: for a persistent transport whose peer left: is a peer there again? (it may
+  re-arm itself, e.g. a vchan server re-initialising for the next client). Without it the server checks
+  the descriptor for POLLHUP.
 """
 
 from __future__ import annotations
