@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="zone address CIDR (implies --net)")
     run.add_argument("--kernel", help="kernel OCI image layout (default: built from linux-image-cloud-amd64)")
     run.add_argument("--initrd", help="zone initrd (default: built by zonebuild)")
+    run.add_argument("--kernel-arg", action="append", default=[], metavar="ARG",
+                     help="extra kernel command line word (e.g. zone.debug)")
     run.add_argument("--timing", action="store_true", help="print the zone's boot phase timings")
     run.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the zone to be ready")
     run.add_argument("image", metavar="IMAGE", nargs="?",

@@ -76,9 +76,28 @@ def network_document(network: NetworkDef) -> dict[str, Any]:
     return {"interface": "eth0", family: address, "dns": list(network.dns)}
 
 
-def prepare_boot(definition: ZoneDef, zone: ZoneDir, disk_prefix: str = "vd") -> BootFiles:
+def write_config_disk(document: dict[str, Any], out: Path) -> None:
+    """Validate the config exactly as the zone will, then write the disk.
+
+    Two encodings exist today: zonebuild's header+JSON disk (``ZONECFG1``, zoneinit/zoneconfig.py) and a raw
+    JSON document padded with NULs, which is what PID 1's reader (zoneinit/configdisk.py) accepts now.
+    ``ZONE_CONFIG_FORMAT=zonecfg`` selects the former; the default is what PID 1 reads.
+    """
     ensure_zonebuild()
-    from zonebuild.configdisk import write_config_disk
+    from zonebuild.configdisk import build_config
+    from zonebuild.configdisk import write_config_disk as write_zonecfg
+
+    from zoneinit.zoneconfig import dumps
+
+    config = build_config(document)
+    if os.environ.get("ZONE_CONFIG_FORMAT") == "zonecfg":
+        write_zonecfg(config, out)
+        return
+    body = dumps(config).encode()
+    out.write_bytes(body + b"\0" * (-len(body) % 4096 or 4096))
+
+
+def prepare_boot(definition: ZoneDef, zone: ZoneDir, disk_prefix: str = "vd") -> BootFiles:
 
     kernel = images.prepare_kernel(definition.kernel_image)
     initrd = images.boot_initrd(Path(definition.initrd), kernel)
@@ -110,6 +129,7 @@ def definition_from_args(args: argparse.Namespace) -> ZoneDef:
         network=network,
         backend=args.backend,
         remove_on_exit=args.rm,
+        cmdline_extra=list(args.kernel_arg),
     )
     if args.image not in ("busybox", "default") and not Path(args.image).exists():
         raise HostError(f"image {args.image!r}: no such OCI layout directory or archive (or use 'busybox')")
@@ -162,19 +182,60 @@ def format_timing(ready: dict[str, Any]) -> str:
     return head + (": " + ", ".join(parts) if parts else "")
 
 
-def wait_ready(client: Any, zone: ZoneDir, timeout: float) -> dict[str, Any]:
-    from zoneinit.idm.errors import IdmError
+class ZoneExited(HostError):
+    """The main container ended (or the zone shut down) before the zone reported ready."""
 
+    def __init__(self, message: str, exit_code: int | None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def wait_ready(client: Any, zone: ZoneDir, timeout: float) -> dict[str, Any]:
+    """The ``zone.ready`` payload. A main-container exit before it (a container that could not be created,
+    or finished during boot) raises ZoneExited carrying the exit code; a lost link raises BackendError."""
+    from host.idm import IdmError
+
+    deadline = time.monotonic() + timeout
+    early_exit: dict[str, Any] | None = None
     with progress.step(f"waiting for zone {zone.name} to be ready"):
-        try:
-            event = client.wait_event("zone.ready", timeout=timeout)
-        except IdmError as e:
-            raise BackendError(f"zone {zone.name!r} did not become ready (console: {zone.console_log})") from e
-    payload = event.payload if isinstance(event.payload, dict) else {}
-    zone.update_runtime(ready=payload.get("boot"), ready_wall=time.time())
+        while True:
+            remaining = deadline - time.monotonic()
+            event = client.next_event(max(remaining, 0.0)) if remaining > 0 else None
+            if event is None:
+                show_console_tail(zone)
+                reason = "the IDM link closed" if client.closed.is_set() else f"no ready event within {timeout:.0f} s"
+                if early_exit is not None:
+                    raise ZoneExited(_exit_message(early_exit), early_exit.get("exit_code"))
+                raise BackendError(f"zone {zone.name!r} did not become ready ({reason}; console: {zone.console_log})")
+            payload = event.payload if isinstance(event.payload, dict) else {}
+            if event.type == "zone.ready":
+                break
+            if event.type == "container.exit" and payload.get("main"):
+                early_exit = payload
+            elif event.type == "zone.shutdown" and early_exit is not None:
+                raise ZoneExited(_exit_message(early_exit), early_exit.get("exit_code"))
+            elif event.type == "zone.error":
+                progress.note(f"zone error: {payload}")
+    with contextlib.suppress(IdmError, OSError):
+        zone.update_runtime(ready=payload.get("boot"), ready_wall=time.time())
     for error in payload.get("errors") or []:
         progress.note(f"zone reported a boot error: {error}")
     return payload
+
+
+def _exit_message(payload: dict[str, Any]) -> str:
+    text = f"container {payload.get('id')!r} exited with {payload.get('exit_code')} during boot"
+    return f"{text}: {payload['error']}" if payload.get("error") else text
+
+
+def show_console_tail(zone: ZoneDir, lines: int = 8) -> None:
+    """The last console lines, as progress notes: usually they say why a zone did not come up."""
+    try:
+        text = zone.console_log.read_text(errors="replace")
+    except OSError:
+        return
+    for line in text.splitlines()[-lines:]:
+        progress.note(f"console: {line}")
 
 
 def follow_output(client: Any, container: str, out: Any = None, err: Any = None) -> int:
@@ -209,7 +270,8 @@ def run_zone(args: argparse.Namespace) -> int:
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)   # `kill zonehost` stops the zone too
     client = None
     try:
-        client = connect(zone, timeout=args.timeout)
+        with progress.step(f"booting zone {zone.name} (until PID 1 answers on IDM)"):
+            client = connect(zone, timeout=args.timeout)
         ready = wait_ready(client, zone, args.timeout)
         if args.timing:
             print(f"zonehost: {format_timing(ready)}", file=sys.stderr, flush=True)
@@ -219,6 +281,14 @@ def run_zone(args: argparse.Namespace) -> int:
             return 0
         code = follow_output(client, ready.get("main") or MAIN_CONTAINER)
         zone.update_runtime(exit_code=code)
+    except ZoneExited as e:
+        _close(client)
+        zone.update_runtime(exit_code=e.exit_code)
+        print(f"zonehost: {e}", file=sys.stderr, flush=True)
+        backend.wait(POWEROFF_WAIT) or stop_zone(zone, timeout=10)
+        if definition.remove_on_exit:
+            zone.remove()
+        return e.exit_code if isinstance(e.exit_code, int) else 1
     except KeyboardInterrupt:
         progress.note(f"interrupted: stopping zone {zone.name}")
         _close(client)
