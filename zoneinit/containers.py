@@ -176,9 +176,8 @@ class ContainerManager:
         try:
             self.create(plan)
             return self.start(plan.id)
-        except Exception as e:
-            self.log.error(f"container {plan.id}", e)
-            return None
+        except Exception:
+            return None  # already logged and reported by _failed
 
     def signal(self, container_id: str, signum: int, all_processes: bool = False) -> None:
         container = self.get(container_id)
@@ -249,6 +248,7 @@ class ContainerManager:
 
         container.status = "failed"
         container.error = describe(error)
+        self.log.error(f"container {container.id} failed", error)
         container.exit_code = EXIT_CREATE_FAILED
         container.finished_at = time.time()
         self._close_fds(container)

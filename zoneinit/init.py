@@ -22,7 +22,8 @@ from typing import Any
 from styrolite.syscalls import LINUX, Syscalls
 from zoneinit.cmdline import ZoneCmdline, read_cmdline
 from zoneinit.console import ConsoleLog, attach_console
-from zoneinit.mounts import MountTable, early_mounts, enable_cgroup_controllers
+from zoneinit.mounts import EARLY_MOUNTS, MountTable, early_mounts, enable_cgroup_controllers
+from zoneinit.mounts.early import EarlyMount
 from zoneinit.plan import LaunchPlan
 from zoneinit.supervisor import SHUTDOWN_SIGNALS, Supervisor
 from zoneinit.timing import BootTimeline, Phase
@@ -75,9 +76,12 @@ def set_oom_score_adj(value: int = -1000) -> None:
 
 
 class ZoneInit:
-    def __init__(self, *, sys: Syscalls = LINUX, paths: ZonePaths | None = None, pid1: bool | None = None) -> None:
+    def __init__(self, *, sys: Syscalls = LINUX, paths: ZonePaths | None = None, pid1: bool | None = None,
+                 console: bool = True, early: tuple[EarlyMount, ...] = EARLY_MOUNTS) -> None:
         self.paths = paths or ZonePaths()
         self.pid1 = os.getpid() == 1 if pid1 is None else pid1
+        self.use_console = console
+        self.early = early
         self.log = ConsoleLog()
         self.sys = sys if self.pid1 else _NoPowerOff(sys, self.log)
         self.timeline = BootTimeline()
@@ -121,11 +125,14 @@ class ZoneInit:
 
     def boot(self) -> None:
         with self.phase("early-mounts"):
-            early_mounts(self.mounts)
-            if self.pid1:
+            early_mounts(self.mounts, mounts=self.early)
+            if self.pid1 and self.use_console:
                 attach_console()
             enable_cgroup_controllers()
-            set_oom_score_adj(-1000)
+            try:
+                set_oom_score_adj(-1000)
+            except OSError as e:  # needs CAP_SYS_RESOURCE: a zone has it, a test host may not
+                self.log.warn(f"oom_score_adj -1000: {e.strerror}")
         with self.phase("cmdline"):
             self.cmdline = read_cmdline(self.paths.cmdline)
             self.log.debug = self.cmdline.debug
@@ -335,7 +342,9 @@ class ZoneInit:
 
     def _main_exited(self, container: Any) -> None:
         if self.plan.poweroff_on_exit and self.shutdown is not None:
-            self.request_shutdown("poweroff", f"main container {container.id} exited with {container.exit_code}")
+            reason = f"main container {container.id} exited with {container.exit_code}"
+            # from the loop's next turn: whatever reported the exit (a failed create...) finishes first
+            self.supervisor.call_later(0, lambda: self.request_shutdown("poweroff", reason))
 
     # --- shutdown ----------------------------------------------------------------------------------
     def _make_shutdown(self) -> None:
@@ -363,21 +372,31 @@ class ZoneInit:
         self.shutdown.request(action, reason)
 
     def _announce_power_off(self, action: str, reason: str) -> None:
-        """Give the IDM link a moment to carry the last events (container.exit, zone.shutdown)."""
+        """Let the IDM link carry the last events before the power goes.
+
+        The main container's exit event is waited for until the host acknowledges it, up to
+        ``plan.exit_ack_wait`` seconds: a main container that exits at once must not power the zone off
+        before the host has even connected and learnt its exit code."""
         server = self.server
         if server is None:
             return
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + max(self.plan.exit_ack_wait, 0.0)
+        flush_deadline = time.monotonic() + 2.0
+        while True:
             server.service()
             pending = 0
             for conn in server.connections:
                 with contextlib.suppress(Exception):
                     conn.flush()
                 pending += conn.pending_output
-            if not pending:
+            unacked = sum(1 for msg in getattr(server, "_unacked", {}).values()  # TODO(helper-5): public API
+                          if msg.type == "container.exit" and (msg.payload or {}).get("main"))
+            now = time.monotonic()
+            if (not unacked or now >= deadline) and (not pending or now >= flush_deadline):
                 return
-            time.sleep(0.01)
+            timeout = server.timeout()
+            self.supervisor.selector.select(0.02 if timeout is None else min(timeout, 0.02))
+            self.supervisor.reap()
 
     # --- reporting -----------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:

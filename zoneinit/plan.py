@@ -50,6 +50,7 @@ class LaunchPlan:
     debug: bool = False
     poweroff_on_exit: bool = True   # the main container's exit powers the zone off
     shutdown_grace: float = 10.0
+    exit_ack_wait: float = 10.0     # before powering off: wait this long for the host to ack the exit event
     network: NetworkPlan | None = None
     disks: list[DiskPlan] = field(default_factory=list)
     containers: list[ContainerPlan] = field(default_factory=list)
@@ -120,6 +121,7 @@ def plan_from_dict(doc: Any) -> LaunchPlan:
         addons=_get(doc, "addons", str), idm=_get(doc, "idm", str), debug=bool(doc.get("debug", False)),
         poweroff_on_exit=bool(doc.get("poweroff_on_exit", True)),
         shutdown_grace=float(doc.get("shutdown_grace", 10.0)),
+        exit_ack_wait=float(doc.get("exit_ack_wait", 10.0)),
         network=network_from_dict(network) if isinstance(network, dict) else None,
         disks=disks, containers=containers,
     )
