@@ -209,4 +209,5 @@ def test_bad_digest_fails_closed(tmp_path, root_image):
     finally:
         out = _finish(proc)
     assert "refusing to mount" in out
-    assert not any(line.split()[4].startswith("/run/zone/images") for line in open("/proc/self/mountinfo"))
+    with open("/proc/self/mountinfo") as f:
+        assert not any(line.split()[4].startswith("/run/zone/images") for line in f)
