@@ -55,6 +55,7 @@ def build_config(plan: ContainerPlan, *, hostname: str | None = None,
     config["hostname"] = plan.hostname or hostname or plan.id
     linux = config.setdefault("linux", {})
     linux["namespaces"] = [ns for ns in linux.get("namespaces", []) if ns.get("type") not in ("network", "user")]
+    _apply_limits(linux, plan)
     mounts = config.setdefault("mounts", [])
     for name, source in (name_files or {}).items():
         if name == "hostname":
@@ -66,6 +67,20 @@ def build_config(plan: ContainerPlan, *, hostname: str | None = None,
     if plan.main:
         annotations["zone.main"] = "true"
     return config
+
+
+CPU_PERIOD = 100_000  # microseconds
+
+
+def _apply_limits(linux: dict[str, Any], plan: ContainerPlan) -> None:
+    """The config's ``limits`` as cgroup resources (memory bytes, CPU quota per period, pids)."""
+    resources = linux.setdefault("resources", {})
+    if plan.memory_limit:
+        resources.setdefault("memory", {})["limit"] = int(plan.memory_limit)
+    if plan.cpus:
+        resources.setdefault("cpu", {}).update({"quota": int(plan.cpus * CPU_PERIOD), "period": CPU_PERIOD})
+    if plan.pids_limit:
+        resources["pids"] = {"limit": int(plan.pids_limit)}
 
 
 def prepare_bundle(plan: ContainerPlan, disks: DiskStore, mounts: MountTable, *, bundles: str = "/run/zone/bundles",

@@ -1,71 +1,53 @@
 """Reading the zone config from its disk (``zone.config=/dev/vdb``).
 
-The config disk is either a raw JSON document (padded with NULs to the device size) or a small read-only
-file system (squashfs, erofs, ext4, iso9660, vfat) holding ``zone.json`` (or ``config.json``). When
-helper-6's ``zoneinit.zoneconfig`` is present it parses and validates the document; otherwise the minimal
-local reading in ``zoneinit.plan`` is used.
+The host writes a raw config disk (docs/zone-config.md: ``ZONECFG1`` header, sha256, canonical JSON):
+``zoneinit.zoneconfig.read_config_disk`` reads and validates it with two preads, no module and no mount.
+For development the device may also be a plain JSON document (a file, or a disk starting with ``{``): a
+document with ``"version"`` goes through the same strict parser, one without it through the minimal local
+reading (``plan_from_dict``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 from zoneinit.errors import ConfigDiskError
-from zoneinit.mounts.images import detect_fstype, mount_image
-from zoneinit.mounts.table import MountTable
-from zoneinit.plan import LaunchPlan, plan_from_dict
+from zoneinit.plan import LaunchPlan, plan_from_dict, plan_from_zoneconfig
 
-CONFIG_NAMES = ("zone.json", "config.json", "zone-config.json")
-MAX_RAW = 16 << 20
+MAX_RAW = 1 << 20
 
 
-def _read_raw_json(device: str) -> Any | None:
-    with open(device, "rb") as f:
-        head = f.read(1)
-        if head not in (b"{", b"["):
-            return None
-        data = head + f.read(MAX_RAW)
-    text = data.split(b"\0", 1)[0]
+def read_plan(device: str) -> LaunchPlan:
+    """The launch plan from the config disk; ConfigDiskError (with the parser's error as cause) if unusable."""
+    from styrolite.errors import ConfigError
+    from zoneinit import zoneconfig
+
     try:
-        return json.loads(text)
-    except ValueError as e:
-        raise ConfigDiskError(f"{device}: the config is not valid JSON: {e}") from e
-
-
-def read_config_document(device: str, mounts: MountTable, mount_point: str = "/run/zone/config") -> Any:
-    if not os.path.exists(device):
-        raise ConfigDiskError(f"config disk {device} does not exist")
-    try:
-        document = _read_raw_json(device)
-        if document is not None:
-            return document
-        if detect_fstype(device) is None:
-            raise ConfigDiskError(f"{device} holds neither a JSON document nor a file system")
-        mount_image(mounts, device, mount_point)
+        with open(device, "rb") as f:
+            head = f.read(len(zoneconfig.MAGIC))
+            if head == zoneconfig.MAGIC:
+                return plan_from_zoneconfig(zoneconfig.read_config_disk(device))
+            if head[:1] != b"{":
+                raise ConfigDiskError(f"{device}: no zone config (neither a {zoneconfig.MAGIC.decode()} disk nor JSON)")
+            raw = (head + f.read(MAX_RAW)).split(b"\0", 1)[0]
+    except FileNotFoundError as e:
+        raise ConfigDiskError(f"config disk {device} does not exist") from e
+    except ConfigError as e:
+        raise ConfigDiskError(f"zone config on {device}") from e
     except OSError as e:
         raise ConfigDiskError(f"read config disk {device}") from e
-    for name in CONFIG_NAMES:
-        path = os.path.join(mount_point, name)
-        if os.path.exists(path):
-            try:
-                with open(path, encoding="utf-8") as f:
-                    return json.load(f)
-            except (OSError, ValueError) as e:
-                raise ConfigDiskError(f"read {name} on config disk {device}") from e
-    raise ConfigDiskError(f"config disk {device} has none of {', '.join(CONFIG_NAMES)}")
-
-
-def plan_from_document(document: Any) -> LaunchPlan:
-    """The schema owner's parser when it is in this build, else the minimal local reading."""
     try:
-        from zoneinit import zoneconfig
-    except ImportError:
-        return plan_from_dict(document)
-    converter = getattr(zoneconfig, "to_launch_plan", None)
-    if converter is not None:
-        return converter(document)
-    from zoneinit.plan import plan_from_zoneconfig
+        document = json.loads(raw)
+    except ValueError as e:
+        raise ConfigDiskError(f"{device}: the config is not valid JSON: {e}") from e
+    if isinstance(document, dict) and "version" in document:
+        try:
+            return plan_from_zoneconfig(zoneconfig.parse_zone_config(document))
+        except ConfigError as e:
+            raise ConfigDiskError(f"zone config on {device}") from e
+    return plan_from_dict(document)
 
-    return plan_from_zoneconfig(zoneconfig, document)
+
+def config_exists(device: str) -> bool:
+    return os.path.exists(device)

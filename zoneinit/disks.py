@@ -23,8 +23,9 @@ class DiskStore:
         self.failed: dict[str, ZoneInitError] = {}
         self.verified: dict[str, str] = {}
 
-    def path(self, name: str) -> str:
-        """The mount point of disk ``name`` (verifying and mounting it the first time)."""
+    def path(self, name: str, target: str | None = None) -> str:
+        """The mount point of disk ``name`` (verifying and mounting it, at ``target`` or under ``base``, the
+        first time)."""
         if name in self.mounted:
             return self.mounted[name]
         if name in self.failed:
@@ -37,7 +38,7 @@ class DiskStore:
                 from zoneinit.mounts.verify import verify_sha256
 
                 self.verified[name] = verify_sha256(disk.device, disk.sha256, disk.size)
-            target = os.path.join(self.base, name)
+            target = target or os.path.join(self.base, name)
             mount_image(self.mounts, disk.device, target, disk.fstype)
         except ZoneInitError as e:
             error = ZoneInitError(f"disk {name} ({disk.device})")

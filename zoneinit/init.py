@@ -29,6 +29,7 @@ from zoneinit.supervisor import SHUTDOWN_SIGNALS, Supervisor
 from zoneinit.timing import BootTimeline, Phase
 
 VERSION = "0.1.0"
+IDM_PORT_NAME = "zone.idm"
 DEVICE_WAIT = 3.0   # seconds to wait for a device node that a just-loaded module creates
 
 
@@ -145,23 +146,18 @@ class ZoneInit:
             self._load_boot_modules()
         with self.phase("idm"):
             self._start_idm(wait=False)
-        with self.phase("addons"):
-            self._mount_addons(self.cmdline.addons)
-        with self.phase("modules"):
-            self._load_modules(self.cmdline.modules)
-        if self.server is None:
-            with self.phase("idm-retry"):
-                self._start_idm(wait=True)
         with self.phase("config"):
             self._read_config()
-        if self.plan.modules or (self.plan.addons and self.plan.addons != self.cmdline.addons):
-            with self.phase("config-modules"):
-                if self.addons_index is None and self.plan.addons:
-                    self._mount_addons(self.plan.addons)
-                self._load_modules(self.plan.modules)
-        if self.server is None and self.plan.idm:
-            with self.phase("idm-config"):
-                self._start_idm(wait=True, channel=self.plan.idm)
+        with self.phase("addons"):
+            self._mount_addons()
+        with self.phase("modules"):
+            self._load_modules([*self.cmdline.modules, *self.plan.modules])
+        if not self._idm_channel and (self.cmdline.idm or self.plan.idm):
+            with self.phase("idm-retry"):
+                self._start_idm(wait=True)
+        with self.phase("hostname"):
+            if self.plan.hostname:
+                self.sys.sethostname(self.plan.hostname)
         if self.plan.network is not None:
             with self.phase("network"):
                 self._configure_network()
@@ -195,19 +191,25 @@ class ZoneInit:
         if loaded:
             self.log.info(f"boot modules: {' '.join(loaded)}")
 
-    def _mount_addons(self, device: str | None) -> None:
-        if not device:
-            return
+    def _mount_addons(self) -> None:
+        """The addons image: the config's ``addons`` disk (verified like every disk), else zone.addons."""
         from zoneinit.modules import ModuleIndex, find_addons_modules
-        from zoneinit.mounts import mount_image
 
-        if not wait_for_path(device):
-            raise FileNotFoundError(f"addons device {device} did not appear")
-        mount_image(self.mounts, device, self.paths.addons)
-        root = find_addons_modules(self.paths.addons)
+        if self.plan.addons and self.disks is not None and self.plan.addons in self.disks.disks:
+            addons_dir = self.disks.path(self.plan.addons, target=self.paths.addons)
+        elif self.cmdline.addons:
+            from zoneinit.mounts import mount_image
+
+            if not wait_for_path(self.cmdline.addons):
+                raise FileNotFoundError(f"addons device {self.cmdline.addons} did not appear")
+            mount_image(self.mounts, self.cmdline.addons, self.paths.addons)
+            addons_dir = self.paths.addons
+        else:
+            return
+        root = find_addons_modules(addons_dir)
         if root is not None:
             self.addons_index = ModuleIndex.load(root)
-        firmware = os.path.join(self.paths.addons, "firmware")
+        firmware = os.path.join(addons_dir, "firmware")
         if os.path.isdir(firmware):
             with contextlib.suppress(OSError), open("/sys/module/firmware_class/parameters/path", "w") as f:
                 f.write(firmware)
@@ -228,11 +230,18 @@ class ZoneInit:
 
     # --- IDM -------------------------------------------------------------------------------------------
     def _start_idm(self, *, wait: bool, channel: str | None = None) -> None:
-        channel = channel or self.cmdline.idm
+        channel = channel or self.cmdline.idm or self.plan.idm
         if self.server is None:
             self._make_server()
-        if not channel or self._idm_channel:
+        if self._idm_channel:
             return
+        if not channel:  # not named on the command line: the virtio-serial port QEMU calls "zone.idm"
+            from zoneinit.idm.transport import find_virtio_port
+
+            try:
+                channel = find_virtio_port(IDM_PORT_NAME)
+            except FileNotFoundError:
+                return
         if not os.path.exists(channel) and not (wait and wait_for_path(channel)):
             if wait:
                 raise FileNotFoundError(f"IDM channel {channel} does not exist")
@@ -262,17 +271,18 @@ class ZoneInit:
 
     # --- config, disks, network, containers ---------------------------------------------------------
     def _read_config(self) -> None:
-        from zoneinit.configdisk import plan_from_document, read_config_document
+        from zoneinit.configdisk import read_plan
+        from zoneinit.disks import DiskStore
 
         device = self.cmdline.config
-        if not device:
-            self.log.info("no zone.config on the kernel command line: no containers to start")
-            return
-        if not wait_for_path(device):
-            from zoneinit.errors import ConfigDiskError
+        if device:
+            if not wait_for_path(device):
+                from zoneinit.errors import ConfigDiskError
 
-            raise ConfigDiskError(f"config disk {device} did not appear")
-        self.plan = plan_from_document(read_config_document(device, self.mounts, self.paths.config))
+                raise ConfigDiskError(f"config disk {device} did not appear")
+            self.plan = read_plan(device)
+        else:
+            self.log.info("no zone.config on the kernel command line: no containers to start")
         if self.cmdline.debug:
             self.plan.debug = True
         self.log.debug = self.plan.debug
@@ -280,8 +290,6 @@ class ZoneInit:
             self.plan.poweroff_on_exit = self.cmdline.poweroff_on_exit
         if self.shutdown is not None:
             self.shutdown.grace = self.plan.shutdown_grace
-        from zoneinit.disks import DiskStore
-
         self.disks = DiskStore(self.plan.disks, self.mounts, self.paths.images)
 
     def _configure_network(self) -> None:

@@ -39,13 +39,17 @@ class ContainerPlan:
     hostname: str | None = None
     readonly_root: bool = False  # the overlay upper is tmpfs either way; this only forbids writes
     annotations: dict[str, str] = field(default_factory=dict)
+    memory_limit: int | None = None   # bytes
+    cpus: float | None = None         # CPU quota in CPUs (1.5 = one and a half)
+    pids_limit: int | None = None
 
 
 @dataclass
 class LaunchPlan:
     name: str = "zone"
+    hostname: str | None = None
     modules: list[str] = field(default_factory=list)
-    addons: str | None = None
+    addons: str | None = None       # device of the addons image (or the name of its DiskPlan)
     idm: str | None = None
     debug: bool = False
     poweroff_on_exit: bool = True   # the main container's exit powers the zone off
@@ -117,7 +121,8 @@ def plan_from_dict(doc: Any) -> LaunchPlan:
     containers = [container_from_dict(c, i) for i, c in enumerate(_get(doc, "containers", list, []))]
     network = doc.get("network")
     return LaunchPlan(
-        name=_get(doc, "name", str, "zone"), modules=list(_get(doc, "modules", list, [])),
+        name=_get(doc, "name", str, "zone"), hostname=_get(doc, "hostname", str),
+        modules=list(_get(doc, "modules", list, [])),
         addons=_get(doc, "addons", str), idm=_get(doc, "idm", str), debug=bool(doc.get("debug", False)),
         poweroff_on_exit=bool(doc.get("poweroff_on_exit", True)),
         shutdown_grace=float(doc.get("shutdown_grace", 10.0)),
@@ -127,6 +132,28 @@ def plan_from_dict(doc: Any) -> LaunchPlan:
     )
 
 
-def plan_from_zoneconfig(zoneconfig: Any, document: Any) -> LaunchPlan:
-    """Translate helper-6's validated zone config into a LaunchPlan (falls back to the minimal reading)."""
-    return plan_from_dict(document)
+def plan_from_zoneconfig(config: Any) -> LaunchPlan:
+    """Translate helper-6's validated ``zoneinit.zoneconfig.ZoneConfig`` into a LaunchPlan."""
+    network = None
+    if config.network is not None:
+        net = config.network
+        addresses = [f"{a.address}/{a.prefix}" for a in (net.ipv4, net.ipv6) if a is not None]
+        routes = [RoutePlan("default", a.gateway) for a in (net.ipv4, net.ipv6) if a is not None and a.gateway]
+        network = NetworkPlan(hostname=config.hostname or config.name,
+                              interfaces=[InterfacePlan(net.interface, addresses, net.mtu)], routes=routes,
+                              nameservers=list(net.dns), search=list(net.search))
+    disks = [DiskPlan(d.name, d.device, d.sha256, d.size, d.fstype) for d in config.disks]
+    addons = next((d.name for d in config.disks if d.role == "addons"), None)
+    containers = [
+        ContainerPlan(
+            id=c.name, image=c.image, args=list(c.args), env=list(c.env), cwd=c.cwd, uid=c.user.uid, gid=c.user.gid,
+            additional_gids=list(c.user.additional_gids), terminal=c.terminal, stdin=c.stdin, main=c.main,
+            hostname=config.hostname or config.name, memory_limit=c.limits.memory, cpus=c.limits.cpus,
+            pids_limit=c.limits.pids,
+        )
+        for c in config.containers
+    ]
+    options = config.options
+    return LaunchPlan(name=config.name, hostname=config.hostname or config.name, modules=list(config.modules),
+                      addons=addons, debug=options.debug, poweroff_on_exit=options.poweroff_on_exit,
+                      shutdown_grace=options.shutdown_grace, network=network, disks=disks, containers=containers)

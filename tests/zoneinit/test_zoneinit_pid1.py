@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -23,6 +22,7 @@ import pytest
 
 from zoneinit.idm import messages as m
 from zoneinit.idm.transport import connect_unix
+from zoneinit.zoneconfig import encode_config_disk, parse_zone_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUSYBOX = shutil.which("busybox")
@@ -64,16 +64,18 @@ def root_image(tmp_path_factory):
     subprocess.run(["mksquashfs", str(root), str(image), "-quiet", "-noappend", "-all-root"], check=True)
     device = subprocess.run(["losetup", "--find", "--show", "--read-only", str(image)], check=True,
                             capture_output=True, text=True).stdout.strip()
-    yield device, hashlib.sha256(image.read_bytes()).hexdigest()
+    yield device, hashlib.sha256(image.read_bytes()).hexdigest(), image.stat().st_size
     subprocess.run(["losetup", "-d", device], check=False)
 
 
 def _boot(tmp_path, config):
-    (tmp_path / "zone.json").write_text(json.dumps(config))
-    (tmp_path / "cmdline").write_text(f"console=ttyS0 zone.config={tmp_path / 'zone.json'}\n")
+    """Write the config disk the way the host does (ZONECFG1 header + canonical JSON) and boot."""
+    disk = tmp_path / "config.img"
+    disk.write_bytes(encode_config_disk(parse_zone_config(config)))
+    (tmp_path / "cmdline").write_text(f"console=ttyS0 zone.config={disk}\n")
     sock = tmp_path / "idm.sock"
     proc = subprocess.Popen(
-        ["unshare", "--pid", "--fork", "--mount", "--propagation", "private", sys.executable, "-c", LAUNCH,
+        ["unshare", "--pid", "--fork", "--mount", "--uts", "--propagation", "private", sys.executable, "-c", LAUNCH,
          str(tmp_path / "cmdline"), str(sock), os.readlink("/proc/self/ns/pid")],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -138,15 +140,16 @@ def _finish(proc, timeout=60):
 
 
 def test_zone_boots_runs_main_container_and_powers_off(tmp_path, root_image):
-    device, digest = root_image
+    device, digest, size = root_image
     config = {
+        "version": 1,
         "name": "t1",
-        "shutdown_grace": 2,
-        "disks": [{"name": "root0", "device": device, "sha256": digest}],
+        "options": {"shutdown_grace": 2},
+        "disks": [{"name": "root0", "role": "root", "device": device, "sha256": f"sha256:{digest}", "size": size}],
         "containers": [
-            {"id": "app", "image": "root0", "main": True, "stdin": True,
+            {"name": "app", "image": "root0", "main": True, "stdin": True,
              "args": ["sh", "-c", "echo hello from $(hostname); read line; echo got $line; exit 7"]},
-            {"id": "side", "image": "root0", "args": ["sleep", "1000"]},
+            {"name": "side", "image": "root0", "args": ["sleep", "1000"]},
         ],
     }
     proc, sock = _boot(tmp_path, config)
@@ -190,12 +193,13 @@ def test_zone_boots_runs_main_container_and_powers_off(tmp_path, root_image):
 
 
 def test_bad_digest_fails_closed(tmp_path, root_image):
-    device, digest = root_image
+    device, digest, size = root_image
     wrong = ("0" if digest[0] != "0" else "1") + digest[1:]
     config = {
-        "disks": [{"name": "root0", "device": device, "sha256": wrong}],
-        "containers": [{"id": "app", "image": "root0", "main": True, "args": ["true"]}],
-        "poweroff_on_exit": True,
+        "version": 1,
+        "name": "t2",
+        "disks": [{"name": "root0", "role": "root", "device": device, "sha256": f"sha256:{wrong}", "size": size}],
+        "containers": [{"name": "app", "image": "root0", "main": True, "args": ["true"]}],
     }
     proc, sock = _boot(tmp_path, config)
     try:
