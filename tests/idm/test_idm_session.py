@@ -194,3 +194,18 @@ def test_unix_listener_serves_several_clients(loop, tmp_path) -> None:
     finally:
         for c in clients:
             c.close()
+
+
+def test_replies_and_events_that_cannot_be_sent_do_not_hurt_the_zone(loop, connect) -> None:
+    from pathlib import PurePosixPath
+
+    loop.server.register("big", lambda req: {"blob": b"x" * (2 << 20)})
+    loop.server.register("odd", lambda req: {"path": PurePosixPath("/run/zone"), "tags": {"b", "a"}})
+    client = connect()
+    with pytest.raises(RemoteError) as exc:
+        client.call("big")
+    assert exc.value.code == FRAME_TOO_LARGE
+    assert client.call("odd") == {"path": "/run/zone", "tags": ["a", "b"]}
+    loop.on_loop(lambda: loop.server.emit("zone.log", {"message": "y" * (2 << 20)}))  # dropped, logged
+    loop.on_loop(lambda: loop.server.emit("zone.log", {"message": "small"}))
+    assert client.wait_event("zone.log", timeout=5).payload == {"message": "small"}

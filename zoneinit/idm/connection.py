@@ -11,7 +11,7 @@ import selectors
 from typing import TYPE_CHECKING
 
 from zoneinit.idm import messages as m
-from zoneinit.idm.errors import FRAME_TOO_LARGE, FrameError, ProtocolError
+from zoneinit.idm.errors import FRAME_TOO_LARGE, HANDLER_FAILED, FrameError, ProtocolError
 from zoneinit.idm.transport import Transport
 
 if TYPE_CHECKING:
@@ -43,10 +43,13 @@ class Connection:
             return
         try:
             frame = m.encode(msg, self.server.max_frame)
-        except FrameError:
-            if msg.kind != m.RESPONSE:
-                raise
-            frame = m.encode(m.error(msg.id, FRAME_TOO_LARGE, "response exceeds the frame limit"))
+        except ProtocolError as e:  # too large or not encodable: PID 1 must not fail because of a payload
+            if msg.kind == m.RESPONSE:
+                frame = m.encode(m.error(msg.id, FRAME_TOO_LARGE if isinstance(e, FrameError) else HANDLER_FAILED,
+                                         f"the reply could not be sent: {e}"))
+            else:
+                self.server.log(f"idm: {msg.kind} {msg.type or msg.id} dropped: {e}")
+                return
         self.out += frame
         self.server._output_pending(self)
 

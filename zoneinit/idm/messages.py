@@ -89,10 +89,17 @@ def event(seq: int, type_: str, payload: Any = None) -> Message:
     return Message(EVENT, seq, type_, payload)
 
 
+def _plain(value: Any) -> Any:
+    """msgpack fallback for values handlers may return: sets become lists, anything else its str()."""
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    return str(value)
+
+
 def encode(message: Message, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     """One complete frame for ``message``. Raises FrameError if it would exceed ``max_frame``."""
     try:
-        body = msgpack.packb(message.to_wire(), use_bin_type=True)
+        body = msgpack.packb(message.to_wire(), use_bin_type=True, default=_plain)
     except (TypeError, ValueError, OverflowError) as e:
         raise SchemaError(f"cannot encode {message.kind} {message.type or message.id}: {e}") from e
     if len(body) > max_frame:
