@@ -8,7 +8,6 @@ name files (resolv.conf, hosts, hostname) as read-only bind mounts.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field
@@ -47,10 +46,14 @@ class NetworkPlan:
 
 
 def _family(address: str) -> int:
+    import ipaddress
+
     return socket.AF_INET6 if ipaddress.ip_address(address.split("/")[0]).version == 6 else socket.AF_INET
 
 
 def _route_destination(route: RoutePlan) -> tuple[str, int]:
+    import ipaddress
+
     if route.destination == "default":
         family = _family(route.gateway) if route.gateway else socket.AF_INET
         return ("::/0" if family == socket.AF_INET6 else "0.0.0.0/0"), family
@@ -69,6 +72,8 @@ def _ignore_exists(call, *args: Any, **kwargs: Any) -> None:
 
 def configure_links(plan: NetworkPlan) -> None:
     """lo up; each interface: MTU, addresses, up; then the routes. Raises ZoneInitError naming the step."""
+    import ipaddress
+
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
