@@ -164,6 +164,7 @@ def test_memory_bounded_while_a_process_writes_much_more_to_a_slow_reader(loop, 
     finally:
         tracemalloc.stop()
     assert code == 0 and received == total
+    print(f"traced peak {peak} bytes while moving {total}")
     assert peak < 4 << 20, f"peak {peak} bytes while moving {total}"
 
 
