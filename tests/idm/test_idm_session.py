@@ -209,3 +209,16 @@ def test_replies_and_events_that_cannot_be_sent_do_not_hurt_the_zone(loop, conne
     loop.on_loop(lambda: loop.server.emit("zone.log", {"message": "y" * (2 << 20)}))  # dropped, logged
     loop.on_loop(lambda: loop.server.emit("zone.log", {"message": "small"}))
     assert client.wait_event("zone.log", timeout=5).payload == {"message": "small"}
+
+
+def test_failed_hello_leaves_nothing_running(loop) -> None:
+    from zoneinit.idm.transport import socket_pair
+
+    loop.server.register("hello", lambda req: req.fail(UNSUPPORTED_VERSION, "this zone speaks version 9 only"))
+    zone_end, host_end = socket_pair()
+    loop.server.add_transport(zone_end, name="test", persistent=False)
+    loop.start()
+    with pytest.raises(RemoteError) as exc:
+        IdmClient(host_end)
+    assert exc.value.code == UNSUPPORTED_VERSION
+    assert host_end.sock.fileno() == -1  # closed, and the reader thread has stopped

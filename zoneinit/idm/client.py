@@ -256,8 +256,12 @@ class IdmClient:
         self._reader.start()
         self.info: dict[str, Any] = {}
         if hello:
-            self.info = self.call("hello", {"versions": list(m.SUPPORTED_VERSIONS), "events": events, "client": name},
-                                  timeout)
+            try:
+                self.info = self.call("hello", {"versions": list(m.SUPPORTED_VERSIONS), "events": events,
+                                                "client": name}, timeout)
+            except BaseException:
+                self.close()  # no half-open client: stop the reader, release the transport
+                raise
 
     @classmethod
     def connect_unix(cls, path: str, *, connect_timeout: float = 10.0, **kwargs: Any) -> IdmClient:
