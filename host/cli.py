@@ -1,7 +1,7 @@
 """``zonehost``: run and manage zones from the host, in the manner of docker/ctr/xl.
 
     zonehost run [--backend qemu|xen] [--name N] [--memory MiB] [--rm] [-e K=V] IMAGE [-- CMD...]
-    zonehost ps | exec [-i] [-t] ZONE CMD... | logs ZONE | stop ZONE | rm ZONE        (--json anywhere first)
+    zonehost ps | exec [-i] [-t] ZONE CMD... | logs ZONE | stop ZONE | kill [-s SIG] ZONE | rm ZONE   (--json)
 
 Every error is one line on stderr (``zonehost: ...``) and a non-zero exit: 2 for bad usage, 1 otherwise.
 ``run`` exits with the container's exit code (128+signo for a signal death).
@@ -87,12 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("zone", metavar="ZONE")
 
     stop = verbs.add_parser("stop", help="shut a zone down (IDM zone.shutdown, then kill after --timeout)")
-    stop.add_argument("--timeout", "-t", type=float, default=20.0)
+    stop.add_argument("--timeout", "-t", type=float, default=40.0,
+                      help="seconds to wait for the power-off before killing (the zone's own grace is 10 s)")
     stop.add_argument("zone", metavar="ZONE")
+
+    kill = verbs.add_parser("kill", help="send a signal to a zone's container (default: the main one)")
+    kill.add_argument("-s", "--signal", default="SIGKILL", help="name or number (default SIGKILL)")
+    kill.add_argument("zone", metavar="ZONE")
+    kill.add_argument("container", metavar="CONTAINER", nargs="?", default="main")
 
     rm = verbs.add_parser("rm", help="remove a stopped zone (-f: stop it first)")
     rm.add_argument("-f", "--force", action="store_true")
     rm.add_argument("zone", metavar="ZONE")
+    for sub in (run, exec_, logs, stop, kill, rm, verbs.choices["ps"]):   # `zonehost ps --json` works too
+        sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     return parser
 
 

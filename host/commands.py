@@ -15,6 +15,7 @@ from host.state import ZoneDir, existing_zone, list_zones
 def dispatch(args: argparse.Namespace) -> int:
     handler = {
         "run": cmd_run, "ps": cmd_ps, "exec": cmd_exec, "logs": cmd_logs, "stop": cmd_stop, "rm": cmd_rm,
+        "kill": cmd_kill,
     }[args.verb]
     return handler(args)
 
@@ -109,6 +110,14 @@ def cmd_stop(args: argparse.Namespace) -> int:
     from host.zones import stop_zone
     how = stop_zone(zone, timeout=args.timeout)
     _emit(args, {"name": zone.name, "stopped": how}, f"{zone.name}: stopped ({how})")
+    return 0
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    zone = existing_zone(args.zone)
+    from host.zones import signal_container
+    reply = signal_container(zone, args.container, args.signal)
+    _emit(args, reply, f"{zone.name}/{args.container}: sent signal {reply.get('signal', args.signal)}")
     return 0
 
 

@@ -77,24 +77,13 @@ def network_document(network: NetworkDef) -> dict[str, Any]:
 
 
 def write_config_disk(document: dict[str, Any], out: Path) -> None:
-    """Validate the config exactly as the zone will, then write the disk.
-
-    Two encodings exist today: zonebuild's header+JSON disk (``ZONECFG1``, zoneinit/zoneconfig.py) and a raw
-    JSON document padded with NULs, which is what PID 1's reader (zoneinit/configdisk.py) accepts now.
-    ``ZONE_CONFIG_FORMAT=zonecfg`` selects the former; the default is what PID 1 reads.
-    """
+    """Validate the config exactly as the zone will (zoneinit.zoneconfig), then write the ``ZONECFG1`` disk
+    (header + sha256 + canonical JSON; PID 1 reads it with two preads, nothing mounted)."""
     ensure_zonebuild()
     from zonebuild.configdisk import build_config
     from zonebuild.configdisk import write_config_disk as write_zonecfg
 
-    from zoneinit.zoneconfig import dumps
-
-    config = build_config(document)
-    if os.environ.get("ZONE_CONFIG_FORMAT") == "zonecfg":
-        write_zonecfg(config, out)
-        return
-    body = dumps(config).encode()
-    out.write_bytes(body + b"\0" * (-len(body) % 4096 or 4096))
+    write_zonecfg(build_config(document), out)
 
 
 def prepare_boot(definition: ZoneDef, zone: ZoneDir, disk_prefix: str = "vd") -> BootFiles:
@@ -361,11 +350,26 @@ def stop_zone(zone: ZoneDir, timeout: float = 20.0) -> str:
     if not backend.running():
         return "already stopped"
     if timeout > 0 and request_shutdown(zone, timeout=min(timeout, 5.0)):
-        with progress.step(f"waiting for zone {zone.name} to power off"):
-            if backend.wait(timeout):
-                return "clean shutdown"
+        progress.note(f"asked zone {zone.name} to shut down; waiting up to {timeout:.0f} s for it to power off")
+        if backend.wait(timeout):
+            return "clean shutdown"
+        progress.note(f"zone {zone.name} still running after {timeout:.0f} s: killing it")
     backend.quit()
     return "killed"
+
+
+def signal_container(zone: ZoneDir, container: str, signal_name: str) -> dict[str, Any]:
+    from host.idm import IdmError
+
+    if not backend_for(zone).running():
+        raise HostError(f"zone {zone.name!r} is not running")
+    signal_value: str | int = int(signal_name) if signal_name.isdigit() else signal_name
+    try:
+        with connect(zone, timeout=10, events=False) as client:
+            reply = client.call("container.signal", {"id": container, "signal": signal_value}, timeout=10)
+    except IdmError as e:
+        raise HostError(f"signal {signal_name} to {zone.name}/{container}") from e
+    return reply if isinstance(reply, dict) else {}
 
 
 def list_containers(zone: ZoneDir) -> list[dict[str, Any]]:

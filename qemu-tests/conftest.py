@@ -72,6 +72,7 @@ class ZoneHost:
     def __init__(self, inputs: ZoneInputs, state: Path) -> None:
         self.inputs = inputs
         self.state = state
+        self.boot_timeout = BOOT_TIMEOUT
         self.env = dict(os.environ, ZONE_STATE=str(state), PYTHONPATH=str(REPO))
 
     def __call__(self, *args: str, input: str | None = None, timeout: float = BOOT_TIMEOUT + 60) -> Result:
@@ -83,6 +84,12 @@ class ZoneHost:
         """``zonehost run`` with the session's kernel and initrd."""
         return self("run", "--kernel", str(self.inputs.kernel_image), "--initrd", str(self.inputs.initrd),
                     "--timeout", str(BOOT_TIMEOUT), *args, **kwargs)
+
+    def spawn_run(self, *args: str) -> subprocess.Popen[str]:
+        """``zonehost run`` in the background (for tests that act on the zone while it runs)."""
+        return subprocess.Popen([sys.executable, "-m", "host.cli", "run", "--kernel", str(self.inputs.kernel_image),
+                                 "--initrd", str(self.inputs.initrd), "--timeout", str(BOOT_TIMEOUT), *args],
+                                cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def console(self, name: str) -> str:
         try:
