@@ -23,7 +23,7 @@ from styrolite.syscalls import LINUX, Syscalls
 from zoneinit.cmdline import ZoneCmdline, read_cmdline
 from zoneinit.console import ConsoleLog, attach_console
 from zoneinit.mounts import EARLY_MOUNTS, MountTable, early_mounts, enable_cgroup_controllers
-from zoneinit.mounts.early import EarlyMount
+from zoneinit.mounts.early import EarlyMount, make_root_pivotable, root_is_rootfs
 from zoneinit.plan import LaunchPlan
 from zoneinit.supervisor import SHUTDOWN_SIGNALS, Supervisor
 from zoneinit.timing import BootTimeline, Phase
@@ -126,6 +126,8 @@ class ZoneInit:
 
     def boot(self) -> None:
         with self.phase("early-mounts"):
+            if self.pid1 and root_is_rootfs():
+                make_root_pivotable(self.sys)
             early_mounts(self.mounts, mounts=self.early)
             if self.pid1 and self.use_console:
                 attach_console()
@@ -184,12 +186,24 @@ class ZoneInit:
         root = modules_root(self.paths.modules_base)
         if not os.path.exists(os.path.join(root, "modules.dep")):
             return
+        from zoneinit.errors import ModuleError
+        from zoneinit.modules import is_no_device
+
         self.boot_index = ModuleIndex.load(root)
-        names = boot_module_names(root, self.boot_index)
-        results = self._loader().load(self.boot_index, names)
-        loaded = [r.name for r in results if r.outcome == "loaded"]
-        if loaded:
-            self.log.info(f"boot modules: {' '.join(loaded)}")
+        loaded: list[str] = []
+        absent: list[str] = []
+        for name in boot_module_names(root, self.boot_index):
+            try:
+                results = self._loader().load(self.boot_index, [name])
+            except ModuleError as e:
+                if not is_no_device(e):
+                    self.report(f"boot module {name}", e)
+                else:
+                    absent.append(name)
+                continue
+            loaded += [r.name for r in results if r.outcome == "loaded"]
+        self.log.info(f"boot modules: {' '.join(loaded) or 'none'}"
+                      + (f" (no device for {' '.join(absent)})" if absent else ""))
 
     def _mount_addons(self) -> None:
         """The addons image: the config's ``addons`` disk (verified like every disk), else zone.addons."""

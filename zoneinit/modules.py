@@ -251,9 +251,26 @@ def find_addons_modules(addons_dir: str, release: str | None = None) -> str | No
 
 
 def boot_module_names(root: str, index: ModuleIndex) -> list[str]:
-    """Boot-critical modules shipped in the initramfs: those named in ``modules.load`` if present, else all."""
-    try:
-        with open(os.path.join(root, "modules.load"), encoding="utf-8") as f:
-            return [line.split("#", 1)[0].strip() for line in f if line.split("#", 1)[0].strip()]
-    except OSError:
-        return sorted(index.paths)
+    """Boot-critical modules shipped in the initramfs, in order: ``modules.load`` (names) or ``modules.boot``
+    (paths, zonebuild's boot-modules cpio) if present, else every module of the tree."""
+    for list_name in ("modules.load", "modules.boot"):
+        try:
+            with open(os.path.join(root, list_name), encoding="utf-8") as f:
+                entries = [line.split("#", 1)[0].strip() for line in f]
+        except OSError:
+            continue
+        return [module_name(e) for e in entries if e]
+    return sorted(index.paths)
+
+
+NO_DEVICE_ERRNOS = (errno.ENODEV, errno.ENXIO)
+
+
+def is_no_device(error: BaseException) -> bool:
+    """A driver whose hardware is absent (xen-blkfront under QEMU): its init returns ENODEV; not a failure."""
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(current, OSError) and current.errno in NO_DEVICE_ERRNOS:
+            return True
+        current = current.__cause__
+    return False

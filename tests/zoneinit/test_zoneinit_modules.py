@@ -13,6 +13,7 @@ from zoneinit.modules import (
     ModuleLoader,
     boot_module_names,
     find_addons_modules,
+    is_no_device,
     module_name,
 )
 
@@ -139,13 +140,21 @@ def test_load_failure_names_the_module(tmp_path):
     index = _tree(tmp_path, {"kernel/a.ko": (b"a", [])})
     fake = RecordingSyscalls()
     fake.fail_on("finit_module", errno.ENOENT)
-    with pytest.raises(ModuleError, match=r"load module a from .*a\.ko"):
+    with pytest.raises(ModuleError, match=r"load module a from .*a\.ko") as e:
         ModuleLoader(fake).load(index, ["a"])
+    assert not is_no_device(e.value)
+    absent = RecordingSyscalls()
+    absent.fail_on("finit_module", errno.ENODEV)
+    with pytest.raises(ModuleError) as e:
+        ModuleLoader(absent).load(index, ["a"])
+    assert is_no_device(e.value)  # a driver without its hardware: skipped quietly at boot
 
 
 def test_boot_modules_and_addons_layout(tmp_path):
     index = _tree(tmp_path, {"kernel/a.ko": (b"a", []), "kernel/b.ko": (b"b", [])})
     assert boot_module_names(index.root, index) == ["a", "b"]
+    (tmp_path / "lib/modules/6.1.0/modules.boot").write_text("kernel/b.ko\nkernel/a.ko\n")
+    assert boot_module_names(index.root, index) == ["b", "a"]
     (tmp_path / "lib/modules/6.1.0/modules.load").write_text("# boot\nb\n")
     assert boot_module_names(index.root, index) == ["b"]
     assert find_addons_modules(str(tmp_path), "6.1.0") == str(tmp_path / "lib/modules/6.1.0")

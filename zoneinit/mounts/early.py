@@ -9,7 +9,8 @@ import contextlib
 import os
 from dataclasses import dataclass
 
-from styrolite.syscalls.constants import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RELATIME
+from styrolite.syscalls import LINUX, Syscalls
+from styrolite.syscalls.constants import MS_BIND, MS_MOVE, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_REC, MS_RELATIME
 from zoneinit.mounts.table import MountTable
 
 
@@ -115,3 +116,35 @@ def enable_cgroup_controllers(cgroup_root: str = CGROUP_ROOT) -> list[str]:
         except OSError:
             continue
     return enabled
+
+
+def root_is_rootfs(mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """True when / is the initramfs itself (fstype ``rootfs``): a mount without a parent."""
+    try:
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 4 and fields[4] == "/":
+                    fstype = line.split(" - ", 1)[1].split()[0] if " - " in line else ""
+                    return fstype == "rootfs"
+    except OSError:
+        pass
+    return False
+
+
+def make_root_pivotable(sys: Syscalls = LINUX, staging: str = "/.zone-root") -> None:
+    """Make / a real mount (with a parent) so containers can pivot_root.
+
+    The initramfs root (``rootfs``) has no parent mount, and pivot_root(2) refuses (EINVAL) to move a root
+    like that, in every mount namespace copied from it. Instead of copying the initramfs into a tmpfs
+    (switch_root: time and twice the memory), PID 1 binds / (recursively, with /proc, /dev... already
+    mounted) onto a directory, moves that bind onto / and chroots into it: the same files, no copy, but now
+    / is a mount whose parent is rootfs, which pivot_root accepts."""
+    os.makedirs(staging, mode=0o700, exist_ok=True)
+    sys.mount("/", staging, None, MS_BIND | MS_REC)
+    os.chdir(staging)
+    sys.mount(staging, "/", None, MS_MOVE)
+    sys.chroot(".")
+    os.chdir("/")
+    with contextlib.suppress(OSError):
+        os.rmdir(staging)  # the (now empty) directory in the new root
