@@ -31,6 +31,9 @@ from zoneinit.timing import BootTimeline, Phase
 VERSION = "0.1.0"
 IDM_PORT_NAME = "zone.idm"
 DEVICE_WAIT = 3.0   # seconds to wait for a device node that a just-loaded module creates
+# Loaded when a mount first needs them, not at boot (a zone that never mounts erofs never loads it).
+LAZY_MODULES = frozenset({"squashfs", "erofs", "overlay", "loop", "ext4", "isofs", "vfat", "fat"})
+FSTYPE_MODULES = {"iso9660": "isofs"}
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class ZoneInit:
         self.sys = sys if self.pid1 else _NoPowerOff(sys, self.log)
         self.timeline = BootTimeline()
         self.mounts = MountTable(sys)
+        self.mounts.load_fstype = self._load_fstype
         self.supervisor = Supervisor(self.log)
         self.cmdline = ZoneCmdline()
         self.plan = LaunchPlan()
@@ -192,7 +196,10 @@ class ZoneInit:
         self.boot_index = ModuleIndex.load(root)
         loaded: list[str] = []
         absent: list[str] = []
-        for name in boot_module_names(root, self.boot_index):
+        listed = boot_module_names(root, self.boot_index)
+        needed_by_others = {dep for name in listed for dep in self.boot_index.deps.get(name, [])}
+        # the modules asked for (not mere dependencies), minus those that wait (their deps come with them)
+        for name in [n for n in listed if n not in needed_by_others and self._boot_module_wanted(n)]:
             try:
                 results = self._loader().load(self.boot_index, [name])
             except ModuleError as e:
@@ -204,6 +211,33 @@ class ZoneInit:
             loaded += [r.name for r in results if r.outcome == "loaded"]
         self.log.info(f"boot modules: {' '.join(loaded) or 'none'}"
                       + (f" (no device for {' '.join(absent)})" if absent else ""))
+
+    def _boot_module_wanted(self, name: str) -> bool:
+        """File system modules wait until a mount needs them (MountTable.load_fstype); Xen drivers are only
+        worth loading under Xen. Everything else in the boot set is loaded at once."""
+        if name in LAZY_MODULES:
+            return False
+        if name.startswith("xen"):
+            try:
+                with open("/sys/hypervisor/type", encoding="ascii") as f:
+                    return f.read().strip() == "xen"
+            except OSError:
+                return False
+        return True
+
+    def _load_fstype(self, fstype: str) -> bool:
+        """Load the module of a file system the kernel does not know yet (from addons, else the initramfs)."""
+        name = FSTYPE_MODULES.get(fstype, fstype)
+        for index in (self.boot_index, self.addons_index):
+            if index is not None and name in index:
+                try:
+                    self._loader().load(index, [name])
+                    self.log.info(f"module {name} loaded for a {fstype} mount")
+                    return True
+                except Exception as e:
+                    self.report(f"load module {name} for {fstype}", e)
+                    return False
+        return False
 
     def _mount_addons(self) -> None:
         """The addons image: the config's ``addons`` disk (verified like every disk), else zone.addons."""
@@ -272,7 +306,7 @@ class ZoneInit:
         server = IdmServer(info=self.info, log=self.log.info)
         self.server = server
         self.supervisor.add_reader(server.fileno(), lambda _fd: server.service())
-        self.supervisor.timeout_sources.append(server.timeout)
+        self.supervisor.timed_services.append((server.timeout, server.service))
         self.log.event_sink = lambda event, payload: server.emit(event, payload)
         with contextlib.suppress(OSError):
             os.makedirs(os.path.dirname(self.paths.idm_socket), exist_ok=True)

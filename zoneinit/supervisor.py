@@ -54,7 +54,8 @@ class Supervisor:
         self._wakeup_r = -1
         self._wakeup_w = -1
         self._previous_handlers: dict[int, object] = {}
-        self.timeout_sources: list[Callable[[], float | None]] = []   # e.g. the IDM server's own timers
+        # Components with their own timers (the IDM server): (seconds until due or None, service to run then)
+        self.timed_services: list[tuple[Callable[[], float | None], Callable[[], None]]] = []
         self.running = True
 
     # --- setup ---------------------------------------------------------------------------------------
@@ -140,7 +141,7 @@ class Supervisor:
         if self._timers:
             until_timer = max(0.0, self._timers[0][0] - now)
             timeout = until_timer if timeout is None else min(timeout, until_timer)
-        for source in self.timeout_sources:
+        for source, _service in self.timed_services:
             wanted = source()
             if wanted is not None:
                 timeout = wanted if timeout is None else min(timeout, wanted)
@@ -158,6 +159,10 @@ class Supervisor:
             if mask & selectors.EVENT_WRITE and writer is not None:
                 self._guarded(f"writer on fd {key.fd}", writer, key.fd)
         self._run_due_timers()
+        for source, service in self.timed_services:
+            due = source()
+            if due is not None and due <= 0:
+                self._guarded("timed service", service)
 
     def run(self, until: Callable[[], bool] | None = None, timeout: float = 1.0) -> None:
         """Loop while ``running`` (and until ``until()`` is true). PID 1 calls this and never returns."""

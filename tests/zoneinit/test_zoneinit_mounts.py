@@ -132,3 +132,23 @@ def test_early_mounts_for_real_in_a_mount_namespace(tmp_path):
         assert result["seen"].get(str(tmp_path / rel)) == fstype, rel
     assert result["failures"] == []
     assert result["left"] == []
+
+
+def test_unknown_fstype_loads_its_module_and_retries(tmp_path):
+    fake = RecordingSyscalls()
+    attempts = []
+
+    def unknown_until_loaded(args):
+        attempts.append(args[2])
+        return len(attempts) == 1
+
+    fake.fail_on("mount", errno.ENODEV, unknown_until_loaded)
+    table = MountTable(fake)
+    loaded = []
+    table.load_fstype = lambda fstype: loaded.append(fstype) or True
+    table.mount("/dev/vdc", str(tmp_path / "img"), "erofs", MS_RDONLY)
+    assert loaded == ["erofs"] and len(fake.of("mount")) == 2 and len(table.records) == 1
+    table.load_fstype = lambda fstype: False  # no such module: the ENODEV stands
+    fake.fail_on("mount", errno.ENODEV)
+    with pytest.raises(OSError):
+        table.mount("/dev/vdd", str(tmp_path / "img2"), "btrfs")

@@ -119,3 +119,14 @@ def test_readers_and_writers_on_one_fd():
         sup.selector.get_key(a.fileno())
     a.close()
     b.close()
+
+
+def test_timed_services_run_when_due_without_fd_activity():
+    sup = Supervisor(RecordingLog())
+    due = [0.0]
+    ran = []
+    sup.timed_services.append((lambda: due[0], lambda: (ran.append(1), due.__setitem__(0, None))))
+    sup.run_once(5)  # returns at once: the service is due now
+    assert ran == [1]
+    sup.run_once(0)
+    assert ran == [1]  # no longer due

@@ -111,7 +111,7 @@ class Harness:
         self.sup = Supervisor(self.log)
         self.server = IdmServer(info=lambda: {"zone": "test"})
         self.sup.add_reader(self.server.fileno(), lambda _fd: self.server.service())
-        self.sup.timeout_sources.append(self.server.timeout)
+        self.sup.timed_services.append((self.server.timeout, self.server.service))
         zone_end, self.host = socket_pair()
         self.server.add_transport(zone_end, name="host", persistent=False)
         self.runtime = FakeRuntime()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from styrolite.syscalls import LINUX, KernelError, Syscalls
@@ -24,6 +25,9 @@ class MountTable:
     def __init__(self, sys: Syscalls = LINUX) -> None:
         self.sys = sys
         self.records: list[MountRecord] = []
+        # Called with a file system type the kernel does not know (mount: ENODEV); returns True if it loaded
+        # the module, and the mount is retried once. File system modules are thus loaded only when used.
+        self.load_fstype: Callable[[str], bool] | None = None
 
     def mount(self, source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None,
               *, essential: bool = False, mkdir: bool = True, tolerate_busy: bool = False) -> MountRecord | None:
@@ -31,7 +35,7 @@ class MountTable:
         if mkdir:
             os.makedirs(target, mode=0o755, exist_ok=True)
         try:
-            self.sys.mount(source, target, fstype, flags, data)
+            self._mount_loading_fstype(source, target, fstype, flags, data)
         except KernelError as e:
             if tolerate_busy and e.errno == errno.EBUSY:
                 return None
@@ -39,6 +43,15 @@ class MountTable:
         record = MountRecord(source, target, fstype, flags, data, essential)
         self.records.append(record)
         return record
+
+    def _mount_loading_fstype(self, source: str | None, target: str, fstype: str | None, flags: int,
+                              data: str | None) -> None:
+        try:
+            self.sys.mount(source, target, fstype, flags, data)
+        except KernelError as e:
+            if e.errno != errno.ENODEV or not fstype or self.load_fstype is None or not self.load_fstype(fstype):
+                raise
+            self.sys.mount(source, target, fstype, flags, data)
 
     def bind(self, source: str, target: str, *, readonly: bool = False) -> MountRecord | None:
         if not os.path.exists(target):
