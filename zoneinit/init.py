@@ -328,7 +328,9 @@ class ZoneInit:
                 from zoneinit.errors import ConfigDiskError
 
                 raise ConfigDiskError(f"config disk {device} did not appear")
-            self.plan = read_plan(device)
+            from zoneinit.isolate import in_child
+
+            self.plan = in_child(read_plan, device)  # json, re, ipaddress, hashlib stay out of PID 1
         else:
             self.log.info("no zone.config on the kernel command line: no containers to start")
         if self.cmdline.debug:
