@@ -7,6 +7,7 @@ Layout of ``$ZONE_STATE/<name>/`` (default ``/var/lib/zone/zones/<name>/``)::
     qemu.pid         written by QEMU itself (-pidfile)
     idm.sock         IDM: QEMU's virtio-serial chardev socket (the host connects as a client)
     qmp.sock         QEMU's QMP control socket (quit when a graceful stop times out)
+    ctl.sock         while a foreground `run` holds the IDM link: its call proxy (host.callproxy)
     console.log      the zone's serial console
     disks/           per-zone disks (the config disk; shared images live in the cache, not here)
 """
@@ -71,6 +72,10 @@ class ZoneDir:
         return self.path / "qmp.sock"
 
     @property
+    def control_socket(self) -> Path:
+        return self.path / "ctl.sock"
+
+    @property
     def console_log(self) -> Path:
         return self.path / "console.log"
 
@@ -85,7 +90,7 @@ class ZoneDir:
     def create(self, definition: ZoneDef) -> None:
         """Claim the name (atomically: mkdir) and save the definition; fails if the zone exists."""
         definition.validate()
-        for sock in (self.idm_socket, self.qmp_socket):
+        for sock in (self.idm_socket, self.qmp_socket, self.control_socket):
             if len(str(sock)) > UNIX_PATH_MAX:
                 raise HostError(f"state directory {self.path} is too deep for a unix socket path ({sock})")
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -268,7 +268,12 @@ def run_zone(args: argparse.Namespace) -> int:
             from host.cli import emit
             emit(args, {"name": zone.name, "ready": ready.get("boot")}, zone.name)
             return 0
-        code = follow_output(client, ready.get("main") or MAIN_CONTAINER)
+        from host.callproxy import CallProxy
+        proxy = CallProxy(client, zone.control_socket)   # ps/kill/stop/logs from other shells meanwhile
+        try:
+            code = follow_output(client, ready.get("main") or MAIN_CONTAINER)
+        finally:
+            proxy.close()
         zone.update_runtime(exit_code=code)
     except ZoneExited as e:
         _close(client)

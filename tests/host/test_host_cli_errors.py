@@ -100,3 +100,8 @@ def test_bad_run_input_fails_fast_with_one_line(capsys, tmp_path, argv, needle):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], err
     assert not any(tmp_path.iterdir())   # nothing was created
+
+
+def test_json_flag_is_accepted_after_the_verb_too(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "--state-dir", str(tmp_path), "ps", "--json")
+    assert code == 0 and json.loads(out) == []
