@@ -93,8 +93,10 @@ class ProxyClient:
                 reply = _receive(sock)
             except OSError as e:
                 raise BackendError(f"call {type_} through {self.path}") from e
-        if not isinstance(reply, dict) or "error" in reply:
-            raise BackendError(f"{type_}: {reply.get('error') if isinstance(reply, dict) else reply!r}")
+        if not isinstance(reply, dict):
+            raise BackendError(f"{type_}: unexpected reply {reply!r}")
+        if "error" in reply:
+            raise BackendError(f"{type_}: {reply['error']}")
         return reply.get("ok")
 
     def exec(self, *_args: Any, **_kwargs: Any) -> Any:
