@@ -40,14 +40,20 @@ from styrolite.errors import StyroliteError, describe
 
 from .cpio import CpioArchive, compress, concat_for_boot
 from .elfdeps import closure, is_elf, stage_libraries, strip
+from .pybytecode import module_closure, stage_modules
 
 REPO = Path(__file__).resolve().parent.parent
 STAGE0_SOURCE = Path(__file__).resolve().parent / "stage0" / "init.c"
 ENTRY = REPO / "zoneinit" / "multicall.py"
 OUR_PACKAGES = ("zoneinit", "styrolite")
-# Imported lazily (inside functions) by our code, so Nuitka must be told to take them along. The pyroute2
-# subpackages excluded below are never imported by IPRoute (checked against sys.modules after use).
-LAZY_PACKAGES = ("pyroute2",)
+# Imported lazily (inside functions) by our code and shipped as bytecode next to the binary instead of being
+# compiled: pyroute2 0.9 is 230 modules that, compiled to C, tripled the binary and the compile time, for code
+# that runs once per boot (see zonebuild.pybytecode).
+LAZY_PACKAGES: tuple[str, ...] = ()
+BYTECODE_PACKAGES = ("pyroute2",)
+# Submodules nothing imports on Linux (BSD/Windows ports, test fixtures, DHCP client, 9p, ...).
+BYTECODE_SKIP = tuple(f"pyroute2.{name}" for name in (
+    "bsd", "windows", "fixtures", "dhcp", "plan9", "wirouting", "decoder", "inotify", "nftables", "remote", "cli"))
 EXTRA_MODULES = ("_cffi_backend", "msgpack", "prctl", "_prctl")
 DLOPENED = ("libseccomp.so.2", "libc.so.6", "libgcc_s.so.1")
 APPLET_LINKS = ("bin/styrolite", "bin/zone")
@@ -56,18 +62,12 @@ NUITKA_FLAGS = (
     "--standalone",
     "--static-libpython=yes",
     "--python-flag=no_site",
+    "--python-flag=no_docstrings",
     "--noinclude-setuptools-mode=nofollow",
     "--noinclude-pytest-mode=nofollow",
     "--noinclude-unittest-mode=nofollow",
     "--nofollow-import-to=*.tests",
-    "--nofollow-import-to=pyroute2.dhcp",
-    "--nofollow-import-to=pyroute2.bsd",
-    "--nofollow-import-to=pyroute2.nftables",
-    "--nofollow-import-to=pyroute2.wirouting",
-    "--nofollow-import-to=pyroute2.fixtures",
-    "--nofollow-import-to=pyroute2.decoder",
-    "--nofollow-import-to=pyroute2.plan9",
-    "--nofollow-import-to=pyroute2.inotify",
+    "--nofollow-import-to=pyroute2",
     "--nofollow-import-to=pydoc",
     "--nofollow-import-to=doctest",
 )
@@ -229,16 +229,19 @@ def _add_devices(archive: CpioArchive) -> None:
     archive.add_device("dev/null", "c", 1, 3, 0o666)
 
 
-def stage_nuitka(root: Path) -> None:
-    dist, _ = compile_zone_init()
+def stage_nuitka(root: Path, dist: Path) -> None:
+    """Install the compiled dist as /lib/zone, the applet links, and the libraries it needs."""
     target = root / "lib" / "zone"
     shutil.copytree(dist, target, symlinks=True)
+    log(f"bytecode: {', '.join(BYTECODE_PACKAGES)} and the stdlib they import")
+    stage_modules(module_closure(BYTECODE_PACKAGES, BYTECODE_SKIP), target)
     for link in APPLET_LINKS:
         (root / link).parent.mkdir(parents=True, exist_ok=True)
         (root / link).symlink_to(f"/{ZONE_INIT}")
     elves = [p for p in target.rglob("*") if p.is_file() and is_elf(p)]
-    libs = stage_libraries(closure(elves, DLOPENED), root)
-    strip(libs)
+    # libraries Nuitka already put next to the binary are found through its $ORIGIN rpath: not staged twice
+    needed = [lib for lib in closure(elves, DLOPENED) if not lib.is_relative_to(target)]
+    strip(stage_libraries(needed, root))
 
 
 # Large or host-only parts of the stdlib the zone never imports.
@@ -337,8 +340,8 @@ def build_initrd(out_dir: str | Path, *, dev: bool = False, compression: str = "
         if dev:
             stage_dev(root)
         else:
-            cache_hit = compile_zone_init()[1]
-            stage_nuitka(root)
+            dist, cache_hit = compile_zone_init()  # once: the digest must not be recomputed mid-build
+            stage_nuitka(root, dist)
         archive = CpioArchive()
         archive.add_tree(root)
         _add_devices(archive)

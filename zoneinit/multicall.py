@@ -22,7 +22,11 @@ APPLETS: dict[str, tuple[str, str]] = {
     "zone-init": ("zoneinit.init", "main"),
     "styrolite": ("styrolite.cli", "main"),
     "zone": ("zoneinit.zonectl", "main"),
+    "selftest": ("zoneinit.multicall", "selftest"),
 }
+# What a build must be able to import at run time, although nothing imports it at start (lazy imports,
+# bytecode shipped beside the binary, extension modules): the build's self-test checks each one.
+LAZY_IMPORTS = ("pyroute2", "msgpack", "prctl", "_cffi_backend", "zoneinit.init", "styrolite.cli", "zoneinit.zonectl")
 EXIT_USAGE = 2
 EXIT_MISSING = 127
 
@@ -52,6 +56,19 @@ def applet_name(argv: list[str]) -> tuple[str, list[str]]:
     if len(argv) > 1 and argv[1] in APPLETS:
         return argv[1], argv[1:]
     return base, argv
+
+
+def selftest() -> int:
+    """``zone-init selftest``: import everything the applets import lazily; prints one line per module."""
+    failed = 0
+    for name in LAZY_IMPORTS:
+        try:
+            importlib.import_module(name)
+            print(f"ok {name}")
+        except Exception as e:
+            failed += 1
+            print(f"FAIL {name}: {type(e).__name__}: {e}")
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
