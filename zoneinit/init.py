@@ -343,9 +343,29 @@ class ZoneInit:
         self.disks = DiskStore(self.plan.disks, self.mounts, self.paths.images)
 
     def _configure_network(self) -> None:
+        """Load the NIC driver if the interface is missing (virtio_net lives in addons), then configure the
+        links in a forked child: pyroute2 (and the multiprocessing, pickle... it imports) never becomes
+        resident in PID 1; addresses and routes are kernel state, the name files are on disk."""
+        from zoneinit.isolate import in_child
         from zoneinit.network import configure_network
 
-        self.name_files = configure_network(self.plan.network, self.paths.net, self.sys)
+        plan = self.plan.network
+        for iface in plan.interfaces:
+            self._ensure_interface(iface.name)
+        self.name_files = in_child(configure_network, plan, self.paths.net, self.sys)
+
+    def _ensure_interface(self, name: str) -> None:
+        if os.path.exists(f"/sys/class/net/{name}"):
+            return
+        on_xen = False
+        with contextlib.suppress(OSError), open("/sys/hypervisor/type", encoding="ascii") as f:
+            on_xen = f.read().strip() == "xen"
+        driver = "xen_netfront" if on_xen else "virtio_net"
+        self._load_modules([driver])
+        if not wait_for_path(f"/sys/class/net/{name}"):
+            from zoneinit.errors import ZoneInitError
+
+            raise ZoneInitError(f"network interface {name} did not appear (driver {driver})")
 
     def _make_containers(self) -> None:
         if self.containers is not None:
