@@ -151,7 +151,11 @@ class ZoneAgent:
 
     # --- exec ----------------------------------------------------------------------------------------
     def exec(self, req: Any) -> None:
-        cid = _require(req, "id") if req.arg("id") is not None else _require(req, "container")
+        cid = req.arg("id") if req.arg("id") is not None else req.arg("container")
+        if cid is None:
+            cid = self._default_container()
+        if not isinstance(cid, str) or not cid:
+            raise ValueError("exec: 'container' must be a container id")
         container = self.containers.get(cid)
         if container.status not in ("created", "running"):
             from styrolite.errors import StateError
@@ -206,6 +210,9 @@ class ZoneAgent:
         if isinstance(req.arg("cwd"), str):
             process["cwd"] = req.arg("cwd")
         user = req.arg("user")
+        if isinstance(user, str) and user:  # "UID[:GID]", as the CLIs take it
+            uid, _, gid = user.partition(":")
+            user = {"uid": int(uid), "gid": int(gid or uid)}
         if isinstance(user, dict):
             process["user"] = {"uid": int(user.get("uid", 0)), "gid": int(user.get("gid", 0))}
         elif isinstance(user, int):
@@ -213,6 +220,15 @@ class ZoneAgent:
         process["terminal"] = tty
         process.pop("consoleSize", None)
         return parse_process(process)
+
+    def _default_container(self) -> str:
+        """exec without a container: the zone's main container, or its only one."""
+        candidates = [c for c in self.containers.containers.values() if c.plan.main]
+        if not candidates and len(self.containers.containers) == 1:
+            candidates = list(self.containers.containers.values())
+        if not candidates:
+            raise ValueError("exec: name the container (this zone has no main container)")
+        return candidates[0].id
 
     def _session(self, req: Any) -> ExecSession:
         sid = req.arg("stream")

@@ -103,12 +103,14 @@ def container_from_dict(doc: dict[str, Any], index: int = 0) -> ContainerPlan:
     if isinstance(env, dict):
         env = [f"{k}={v}" for k, v in env.items()]
     user = doc.get("user", {}) or {}
+    limits = doc.get("limits", {}) or {}
     return ContainerPlan(
         id=cid, image=_get(doc, "image", str, where=where), args=list(_get(doc, "args", list, [], where)),
         env=list(env), cwd=_get(doc, "cwd", str, "/", where), uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
         additional_gids=list(user.get("additional_gids", [])), terminal=bool(doc.get("terminal", False)),
         stdin=bool(doc.get("stdin", False)), main=bool(doc.get("main", False)), hostname=doc.get("hostname"),
         readonly_root=bool(doc.get("readonly_root", False)), annotations=dict(doc.get("annotations", {})),
+        memory_limit=limits.get("memory"), cpus=limits.get("cpus"), pids_limit=limits.get("pids"),
     )
 
 

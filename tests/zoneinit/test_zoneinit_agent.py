@@ -80,6 +80,13 @@ def test_exec_stdin_stdout_round_trip_and_exit_code(zone):
     assert result == {"exit_code": 3}
 
 
+def test_exec_defaults_to_the_main_container_and_takes_uid_gid(zone):
+    _create(zone, "main", ["sleep", "100"], main=True)
+    reply = zone.call("exec", {"command": ["sh", "-c", "exit 0"], "user": "0:0"})
+    _data, result = zone.stream_until_close(reply["stream"])
+    assert reply["id"] == "main" and result == {"exit_code": 0}
+
+
 def test_exec_with_a_tty_and_resize(zone):
     _create(zone, "box", ["sleep", "100"])
     reply = zone.call("exec", {"id": "box", "args": ["sh", "-c", "read x; stty size; exit 5"], "tty": True,
