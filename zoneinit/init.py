@@ -478,7 +478,7 @@ class ZoneInit:
 
     # --- reporting -----------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        from zoneinit.metrics import process_rss
+        from zoneinit.metrics import process_memory, process_rss
 
         uname = os.uname()
         return {
@@ -491,6 +491,7 @@ class ZoneInit:
             "errors": list(self.errors),
             "containers": self.containers.list() if self.containers is not None else [],
             "init_rss": process_rss(),
+            "init_memory": process_memory(),
             "pid1": self.pid1,
         }
 

@@ -63,6 +63,18 @@ def process_rss(pid: int | str = "self", proc: str = "/proc") -> int | None:
     return None
 
 
+def process_memory(pid: int | str = "self", proc: str = "/proc") -> dict[str, int]:
+    """VmRSS split into anonymous (heap: Python objects), file-backed (the binary's and libraries' pages) and
+    shared memory, in bytes: where PID 1's resident memory goes."""
+    keys = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file", "RssShmem": "shmem", "VmHWM": "peak"}
+    result: dict[str, int] = {}
+    for line in _read(f"{proc}/{pid}/status").splitlines():
+        key, _, rest = line.partition(":")
+        if key in keys and rest.split():
+            result[keys[key]] = int(rest.split()[0]) * 1024
+    return result
+
+
 def zone_metrics(proc: str = "/proc") -> dict[str, object]:
     return {"memory": meminfo(proc), "cpu": cpu_times(proc), "load": loadavg(proc), "uptime": uptime(proc),
-            "init_rss": process_rss("self", proc)}
+            "init_rss": process_rss("self", proc), "init_memory": process_memory("self", proc)}
