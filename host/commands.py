@@ -67,11 +67,14 @@ def zone_summary(zone: ZoneDir, with_containers: bool = True) -> dict[str, Any]:
 
 def cmd_ps(args: argparse.Namespace) -> int:
     rows = [zone_summary(zone) for zone in list_zones()]
-    lines = [f"{'ZONE':<20} {'BACKEND':<7} {'STATUS':<8} {'PID':>7} {'UPTIME':>8}  CONTAINERS"]
+    lines = [f"{'ZONE':<20} {'BACKEND':<7} {'STATUS':<11} {'PID':>7} {'UPTIME':>8}  CONTAINERS"]
     for row in rows:
         uptime = _uptime(row) if row["status"] == "running" else "-"
         containers = ", ".join(f"{c.get('id')}({c.get('status')})" for c in row["containers"]) or "-"
-        lines.append(f"{row['name']:<20} {row['backend']:<7} {row['status']:<8} {row['pid'] or '-':>7} "
+        status = row["status"]
+        if status == "stopped" and isinstance(row.get("exit_code"), int):
+            status = f"exited({row['exit_code']})"
+        lines.append(f"{row['name']:<20} {row['backend']:<7} {status:<11} {row['pid'] or '-':>7} "
                      f"{uptime:>8}  {containers}")
     _emit(args, rows, "\n".join(lines))
     return 0
