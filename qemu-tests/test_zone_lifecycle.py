@@ -116,5 +116,9 @@ def test_stop_is_a_clean_power_off(zonehost):
     assert "clean shutdown" in result.stdout, describe(zonehost, name, result)
     assert time.monotonic() - started < 60
     console = zonehost.console(name)
-    assert "Power down" in console or "power off" in console.lower(), console[-3000:]
+    assert "Power down" in console, console[-3000:]
+    shutdown = console[console.index("poweroff (zonehost stop)"):]      # PID 1's shutdown sequence
+    assert "container main exited with 0" in shutdown, shutdown       # SIGTERM within the grace period
+    assert "unmount " not in shutdown, shutdown                         # every file system unmounted
+    assert "zoneinit: poweroff\n" in shutdown
     assert zonehost("rm", name).returncode == 0
