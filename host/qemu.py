@@ -14,7 +14,6 @@ Devices, in this order (bootplan.py has the contract with PID 1):
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -147,10 +146,12 @@ class QemuZone:
         """Stop QEMU now: QMP quit, then SIGTERM, then SIGKILL. The guest gets no say (used after a timeout)."""
         if not self.running():
             return
-        with contextlib.suppress(BackendError):
+        try:
             qmp_command(self.zone.qmp_socket, "quit", timeout=timeout)
-        if self.wait(timeout):
-            return
+            if self.wait(timeout):
+                return
+        except BackendError:
+            pass   # no QMP (QEMU wedged, or not ours): signals next
         pid = self.process.pid if self.process is not None else self.zone.pid()
         for signum in (signal.SIGTERM, signal.SIGKILL):
             if pid is None or not _pid_alive(pid):
