@@ -31,6 +31,14 @@ def _base_config() -> dict[str, Any]:
     return default_config()
 
 
+def _default_seccomp() -> dict[str, Any]:
+    """Styrolite's Docker-style default profile: default EPERM, an allow list, no kexec/modules/mount/bpf..."""
+    from styrolite.security import default_profile
+    from styrolite.spec.serialize import to_json_obj
+
+    return to_json_obj(default_profile())
+
+
 def build_config(plan: ContainerPlan, *, hostname: str | None = None,
                  name_files: dict[str, str] | None = None) -> dict[str, Any]:
     """The config.json document for ``plan`` (a plain dict)."""
@@ -55,6 +63,7 @@ def build_config(plan: ContainerPlan, *, hostname: str | None = None,
     config["hostname"] = plan.hostname or hostname or plan.id
     linux = config.setdefault("linux", {})
     linux["namespaces"] = [ns for ns in linux.get("namespaces", []) if ns.get("type") not in ("network", "user")]
+    linux.setdefault("seccomp", _default_seccomp())
     _apply_limits(linux, plan)
     mounts = config.setdefault("mounts", [])
     for name, source in (name_files or {}).items():
