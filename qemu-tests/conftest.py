@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,6 +85,10 @@ class ZoneHost:
         """``zonehost run`` with the session's kernel and initrd."""
         return self("run", "--kernel", str(self.inputs.kernel_image), "--initrd", str(self.inputs.initrd),
                     "--timeout", str(BOOT_TIMEOUT), *args, **kwargs)
+
+    def spawn(self, *args: str, **popen: Any) -> subprocess.Popen[bytes]:
+        """Any zonehost command in the background, with caller-chosen stdio (e.g. a pty)."""
+        return subprocess.Popen([sys.executable, "-m", "host.cli", *args], cwd=REPO, env=self.env, **popen)
 
     def spawn_run(self, *args: str) -> subprocess.Popen[str]:
         """``zonehost run`` in the background (for tests that act on the zone while it runs)."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import time
 
 import pytest
@@ -68,6 +71,46 @@ def test_exec_with_a_tty(zonehost, running_zone):
     result = zonehost("exec", "-t", name, "sh", "-c", "tty; test -t 1 && echo is-a-tty", timeout=120)
     assert result.returncode == 0, result
     assert "/dev/pts/" in result.stdout and "is-a-tty" in result.stdout
+
+
+def _read_until(master: int, output: bytearray, needle: bytes, proc, timeout: float = 60, since: int = 0) -> bool:
+    deadline = time.monotonic() + timeout
+    while needle not in output[since:] and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:   # EIO: the CLI exited and closed the terminal
+                return needle in output[since:]
+            if not chunk:
+                break
+            output += chunk
+        elif proc.poll() is not None:
+            break
+    return needle in output[since:]
+
+
+def test_interactive_tty_exec_from_a_terminal(zonehost, running_zone):
+    """`exec -it` from a real terminal (a pty here): raw mode, keystrokes to the zone's pty, its exit code.
+    Input is typed after each prompt, as a person would (a shell may flush input typed ahead of its prompt)."""
+    name, _ = running_zone
+    master, slave = pty.openpty()
+    proc = zonehost.spawn("exec", "-i", "-t", name, "sh", stdin=slave, stdout=slave, stderr=slave,
+                          start_new_session=True)
+    os.close(slave)
+    output = bytearray()
+    try:
+        assert _read_until(master, output, b"# ", proc), output.decode(errors="replace")
+        os.write(master, b"echo $((6*7)) $(tty)\r")
+        assert _read_until(master, output, b"42 /dev/pts/", proc), output.decode(errors="replace")
+        answered = output.index(b"42 /dev/pts/")
+        assert _read_until(master, output, b"# ", proc, since=answered), output.decode(errors="replace")
+        os.write(master, b"exit 5\r")
+        assert proc.wait(60) == 5, output.decode(errors="replace")
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_container_exit_code_is_the_cli_exit_code(zonehost):
