@@ -2,10 +2,12 @@
 
 Layout of the archive::
 
-    /init                        stage-0 (build/stage0/init.c, static): mounts /proc + /dev, execs zone-init
+    /init                        stage-0 (build/stage0/init.c, static): mounts /proc + /dev, execs /lib/zone/init
     /lib/zone/zone-init          zoneinit/multicall.py compiled by Nuitka (--standalone, static libpython)
+    /lib/zone/init               symlink to zone-init (argv[0] "init" selects PID 1)
     /lib/zone/*.so, ...          the extension modules and data Nuitka put next to it
     /bin/styrolite, /bin/zone    symlinks to /lib/zone/zone-init (argv[0] picks the applet)
+    /lib/zone/*.pyc, pyroute2/   pyroute2 and the stdlib it imports, as bytecode (zonebuild.pybytecode)
     /lib/x86_64-linux-gnu/...    the ELF closure (ldd) + dlopen()ed libraries, at the paths ldd reports
     /dev/console, /dev/urandom   device nodes (before devtmpfs is mounted the kernel needs /dev/console)
     /etc/passwd, group, hosts, nsswitch.conf
@@ -56,8 +58,9 @@ BYTECODE_SKIP = tuple(f"pyroute2.{name}" for name in (
     "bsd", "windows", "fixtures", "dhcp", "plan9", "wirouting", "decoder", "inotify", "nftables", "remote", "cli"))
 EXTRA_MODULES = ("_cffi_backend", "msgpack", "prctl", "_prctl")
 DLOPENED = ("libseccomp.so.2", "libc.so.6", "libgcc_s.so.1")
-APPLET_LINKS = ("bin/styrolite", "bin/zone")
+APPLET_LINKS = ("lib/zone/init", "bin/styrolite", "bin/zone")
 ZONE_INIT = "lib/zone/zone-init"
+REPORT = "compilation-report.xml"
 NUITKA_FLAGS = (
     "--standalone",
     "--static-libpython=yes",
@@ -68,9 +71,15 @@ NUITKA_FLAGS = (
     "--noinclude-unittest-mode=nofollow",
     "--nofollow-import-to=*.tests",
     "--nofollow-import-to=pyroute2",
+    "--nofollow-import-to=zstandard._cffi",  # the C backend is the one used; the cffi one is a 1 MB duplicate
+    "--remove-output",
     "--nofollow-import-to=pydoc",
     "--nofollow-import-to=doctest",
 )
+# Extension modules Nuitka copies although nothing here uses them (CJK codecs: only for those encodings);
+# dropped from the initrd, an import of them fails with a clear ImportError/LookupError.
+DROP_FROM_DIST = ("_codecs_cn.so", "_codecs_hk.so", "_codecs_iso2022.so", "_codecs_jp.so", "_codecs_kr.so",
+                  "_codecs_tw.so", "_multibytecodec.so")
 ETC_FILES = {
     "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
     "etc/group": "root:x:0:\nnogroup:x:65534:\n",
@@ -155,7 +164,8 @@ def _run_with_heartbeat(command: list[str], what: str, env: dict[str, str], log_
 
 def _nuitka_command(output_dir: Path) -> list[str]:
     command = [sys.executable, "-m", "nuitka", *NUITKA_FLAGS, f"--jobs={os.cpu_count() or 2}",
-               f"--output-dir={output_dir}", "--output-filename=zone-init", "--assume-yes-for-downloads"]
+               f"--output-dir={output_dir}", "--output-filename=zone-init", "--assume-yes-for-downloads",
+               f"--report={output_dir / REPORT}"]
     for package in (*OUR_PACKAGES, *LAZY_PACKAGES):
         if package in OUR_PACKAGES and not (REPO / package).is_dir():
             log(f"warning: package {package} missing from the tree; its applets will report that at run time")
@@ -195,6 +205,15 @@ def compile_zone_init(force: bool = False) -> tuple[Path, bool]:
     return final / "multicall.dist", False
 
 
+def compiled_modules(report: Path) -> set[str]:
+    """Modules Nuitka put inside the binary (compiled or as bytecode), from its XML report; empty if absent."""
+    if not report.is_file():
+        return set()
+    import xml.etree.ElementTree as ElementTree
+
+    return {node.get("name", "") for node in ElementTree.parse(report).getroot().iter("module")}
+
+
 def compile_stage0(out: Path) -> Path:
     """gcc -static -Os the stage-0 init (cached next to its source digest)."""
     digest = hashlib.sha256(STAGE0_SOURCE.read_bytes()).hexdigest()[:16]
@@ -232,16 +251,24 @@ def _add_devices(archive: CpioArchive) -> None:
 def stage_nuitka(root: Path, dist: Path) -> None:
     """Install the compiled dist as /lib/zone, the applet links, and the libraries it needs."""
     target = root / "lib" / "zone"
-    shutil.copytree(dist, target, symlinks=True)
+    shutil.copytree(dist, target, symlinks=True, ignore=lambda _d, names: [n for n in names if n in DROP_FROM_DIST])
     log(f"bytecode: {', '.join(BYTECODE_PACKAGES)} and the stdlib they import")
-    stage_modules(module_closure(BYTECODE_PACKAGES, BYTECODE_SKIP), target)
+    embedded = compiled_modules(dist.parent / REPORT)
+    stage_modules([m for m in module_closure(BYTECODE_PACKAGES, BYTECODE_SKIP) if m not in embedded], target)
     for link in APPLET_LINKS:
         (root / link).parent.mkdir(parents=True, exist_ok=True)
         (root / link).symlink_to(f"/{ZONE_INIT}")
     elves = [p for p in target.rglob("*") if p.is_file() and is_elf(p)]
     # libraries Nuitka already put next to the binary are found through its $ORIGIN rpath: not staged twice
+    beside = {p.name for p in target.iterdir()}
     needed = [lib for lib in closure(elves, DLOPENED) if not lib.is_relative_to(target)]
-    strip(stage_libraries(needed, root))
+    # a system library Nuitka also copied beside the binary (libcrypto for _hashlib) becomes a symlink to that
+    # copy: one file, found both through the binary's $ORIGIN and through the default search path
+    for lib in [lib for lib in needed if lib.name in beside]:
+        link = root / str(lib).lstrip("/")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(f"/{ZONE_INIT.rsplit('/', 1)[0]}/{lib.name}")
+    strip(stage_libraries([lib for lib in needed if lib.name not in beside], root))
 
 
 # Large or host-only parts of the stdlib the zone never imports.

@@ -1,9 +1,9 @@
 """One binary, three programs: the zone's init, the Styrolite CLI and the in-zone ``zone`` tool.
 
 Nuitka compiles this module into a single standalone executable (zonebuild.initrd). The initramfs installs it
-once as ``/lib/zone/zone-init`` and points ``/bin/styrolite`` and ``/bin/zone`` at it; which program runs is
-chosen by the name it was started under (``basename(argv[0])``), busybox style. ``zone-multicall APPLET
-ARGS...`` also works, for tests and for the developer initrd.
+once as ``/lib/zone/zone-init`` and points ``/lib/zone/init``, ``/bin/styrolite`` and ``/bin/zone`` at it
+(symlinks); which program runs is chosen by the name it was started under (``basename(argv[0])``), busybox
+style. ``zone-init APPLET ARGS...`` also works (``zone-init selftest`` checks a build's lazy imports).
 
 Applets are imported lazily so PID 1 never pays for the CLI's imports, and a module missing from a build is a
 clear one-line message, not a traceback.
@@ -16,10 +16,10 @@ import os
 import sys
 from collections.abc import Callable
 
-# applet name -> (module, function). "zone-init" is the name stage-0 (/init) execs us under.
+# applet name -> (module, function). Stage-0 (/init) execs us as /lib/zone/init. The binary's own name,
+# zone-init, is deliberately not an applet: running it by hand never starts PID 1's logic.
 APPLETS: dict[str, tuple[str, str]] = {
     "init": ("zoneinit.init", "main"),
-    "zone-init": ("zoneinit.init", "main"),
     "styrolite": ("styrolite.cli", "main"),
     "zone": ("zoneinit.zonectl", "main"),
     "selftest": ("zoneinit.multicall", "selftest"),

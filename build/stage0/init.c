@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #ifndef ZONE_INIT_PATH
-#define ZONE_INIT_PATH "/lib/zone/zone-init"
+#define ZONE_INIT_PATH "/lib/zone/init" /* a symlink to the multi-call zone-init: argv[0] "init" */
 #endif
 #define MAX_ENV 256
 

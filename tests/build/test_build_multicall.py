@@ -12,13 +12,16 @@ from zoneinit import multicall
 
 def test_applet_chosen_by_basename_or_first_argument() -> None:
     assert multicall.applet_name(["/bin/zone", "ps"]) == ("zone", ["/bin/zone", "ps"])
-    assert multicall.applet_name(["/lib/zone/zone-init"]) == ("zone-init", ["/lib/zone/zone-init"])
+    assert multicall.applet_name(["/lib/zone/init"]) == ("init", ["/lib/zone/init"])
+    assert multicall.applet_name(["/lib/zone/zone-init", "selftest"]) == ("selftest", ["selftest"])
     assert multicall.applet_name(["./a.out", "styrolite", "list"]) == ("styrolite", ["styrolite", "list"])
 
 
 def test_unknown_applet_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert multicall.main(["/bin/bogus"]) == multicall.EXIT_USAGE
     assert "unknown applet 'bogus'" in capsys.readouterr().err
+    # the binary's own name is not an applet: running it by hand never starts PID 1
+    assert multicall.main(["/lib/zone/zone-init"]) == multicall.EXIT_USAGE
 
 
 def test_missing_module_is_a_clear_message(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
