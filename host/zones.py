@@ -253,6 +253,19 @@ def _raise_interrupt(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def acknowledge_exit(client: Any, container: str, timeout: float = 5.0) -> None:
+    """Take (and so acknowledge) the main container's exit event: PID 1 holds the power-off until the host
+    has acknowledged it (so a fast container's exit code is never lost), so this saves that wait."""
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        event = client.next_event(remaining)
+        if event is None:
+            return
+        payload = event.payload if isinstance(event.payload, dict) else {}
+        if event.type == "container.exit" and payload.get("id") == container:
+            return
+
+
 def run_zone(args: argparse.Namespace) -> int:
     definition = definition_from_args(args)
     zone, backend = create_and_boot(definition, daemonize=args.detach)
@@ -270,8 +283,10 @@ def run_zone(args: argparse.Namespace) -> int:
             return 0
         from host.callproxy import CallProxy
         proxy = CallProxy(client, zone.control_socket)   # ps/kill/stop/logs from other shells meanwhile
+        main = ready.get("main") or MAIN_CONTAINER
         try:
-            code = follow_output(client, ready.get("main") or MAIN_CONTAINER)
+            code = follow_output(client, main)
+            acknowledge_exit(client, main)
         finally:
             proxy.close()
         zone.update_runtime(exit_code=code)
@@ -339,24 +354,35 @@ def _user(text: str | None) -> dict[str, int] | None:
 
 # --- stop / list / logs -----------------------------------------------------------------------------------------
 
-def request_shutdown(zone: ZoneDir, timeout: float = 5.0) -> bool:
-    """Ask PID 1 over IDM to shut down cleanly; False if the zone does not answer."""
-    try:
-        with connect(zone, timeout=timeout, events=False) as client:
-            client.call("zone.shutdown", {"reason": "zonehost stop"}, timeout=timeout)
-        return True
-    except Exception:
-        return False
+def stop_zone(zone: ZoneDir, timeout: float = 40.0) -> str:
+    """IDM zone.shutdown, wait up to ``timeout`` for the hypervisor process to end, then kill. Returns how.
 
-
-def stop_zone(zone: ZoneDir, timeout: float = 20.0) -> str:
-    """IDM zone.shutdown, wait up to ``timeout`` for the hypervisor process to end, then kill. Returns how."""
+    The IDM client stays connected while the zone shuts down and takes its events, so PID 1's wait for the
+    host to acknowledge the main container's exit ends at once."""
     backend = backend_for(zone)
     if not backend.running():
         return "already stopped"
-    if timeout > 0 and request_shutdown(zone, timeout=min(timeout, 5.0)):
+    client = None
+    if timeout > 0:
+        try:
+            client = connect(zone, timeout=min(timeout, 5.0), events=True)
+            client.call("zone.shutdown", {"reason": "zonehost stop"}, timeout=min(timeout, 5.0))
+        except Exception as e:   # a zone that does not answer is killed below
+            progress.note(f"zone {zone.name} did not accept the shutdown request ({e})")
+            _close(client)
+            client = None
+    if client is not None:
         progress.note(f"asked zone {zone.name} to shut down; waiting up to {timeout:.0f} s for it to power off")
-        if backend.wait(timeout):
+        deadline = time.monotonic() + timeout
+        try:
+            while backend.running() and time.monotonic() < deadline:
+                if hasattr(client, "next_event"):
+                    client.next_event(0.2)
+                else:
+                    time.sleep(0.2)
+        finally:
+            _close(client)
+        if backend.wait(1.0):
             return "clean shutdown"
         progress.note(f"zone {zone.name} still running after {timeout:.0f} s: killing it")
     backend.quit()
