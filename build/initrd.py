@@ -176,16 +176,49 @@ def _nuitka_command(output_dir: Path) -> list[str]:
     return command
 
 
+COMPILE_ATTEMPTS = 3
+
+
 def compile_zone_init(force: bool = False) -> tuple[Path, bool]:
-    """The Nuitka standalone dist directory for the current tree; (path, cache_hit). Cached by content."""
+    """The Nuitka standalone dist directory for the current tree; (path, cache_hit). Cached by content.
+
+    Concurrent builds of the same tree wait for each other (a lock per digest) instead of clobbering one
+    work directory. A compile during which the sources changed (someone is editing the tree) is neither
+    trusted nor cached: it is retried on the new sources, up to COMPILE_ATTEMPTS times.
+    """
+    import fcntl
+
     if shutil.which("gcc") is None:
         raise InitrdError("gcc not found (Nuitka needs a C compiler)")
-    key = source_digest()
-    cached = cache_dir() / "nuitka" / key / "multicall.dist"
-    if cached.is_dir() and (cached / "zone-init").is_file() and not force:
-        log(f"nuitka: cache hit {key}")
-        return cached, True
-    work = cache_dir() / "nuitka" / f"{key}.partial"
+    root = cache_dir() / "nuitka"
+    root.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, COMPILE_ATTEMPTS + 1):
+        key = source_digest()
+        with open(root / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            cached = root / key / "multicall.dist"
+            if cached.is_dir() and (cached / "zone-init").is_file() and not force:
+                log(f"nuitka: cache hit {key}")
+                return cached, True
+            error: InitrdError | None = None
+            try:
+                work = _compile_into(root / f"{key}.partial")
+            except InitrdError as e:
+                error = e
+            if source_digest() != key:
+                log(f"nuitka: sources changed during the compile (attempt {attempt}); compiling again")
+                continue
+            if error is not None:
+                raise error
+            final = root / key
+            if final.exists():
+                shutil.rmtree(final)
+            work.rename(final)
+            return final / "multicall.dist", False
+    raise InitrdError(f"the sources kept changing during {COMPILE_ATTEMPTS} compiles; build again when they settle")
+
+
+def _compile_into(work: Path) -> Path:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -198,11 +231,7 @@ def compile_zone_init(force: bool = False) -> tuple[Path, bool]:
     if not (dist / "zone-init").is_file():
         raise InitrdError(f"nuitka produced no {dist / 'zone-init'}")
     strip(p for p in dist.rglob("*") if p.is_file() and not p.is_symlink())
-    final = cache_dir() / "nuitka" / key
-    if final.exists():
-        shutil.rmtree(final)
-    work.rename(final)
-    return final / "multicall.dist", False
+    return work
 
 
 def compiled_modules(report: Path) -> set[str]:
