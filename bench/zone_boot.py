@@ -35,7 +35,7 @@ from host.connect import connect  # noqa: E402
 from host.qemu import QemuZone  # noqa: E402
 from host.state import zone_dir  # noqa: E402
 from host.zonedef import ZoneDef  # noqa: E402
-from host.zones import prepare_boot  # noqa: E402
+from host.zones import acknowledge_exit, prepare_boot  # noqa: E402
 
 MARK_TEXT = "hello-from-bench"
 
@@ -89,6 +89,7 @@ def boot_zone(definition: ZoneDef, state: Path) -> dict[str, float]:
         while (item := stream.read()) is not None:
             if item[1] and first is None:
                 first = time.monotonic()
+        acknowledge_exit(client, event.payload.get("main") or "main")   # PID 1 powers off without waiting
     finally:
         client.close()
     qemu.wait(60) or qemu.quit()
@@ -147,4 +148,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from styrolite.errors import StyroliteError, describe
+
+    try:
+        raise SystemExit(main())
+    except StyroliteError as error:
+        raise SystemExit(f"zone_boot: {describe(error)}") from None

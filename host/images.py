@@ -150,15 +150,26 @@ def default_initrd(dev: bool = False) -> Path:
     target = cache_root() / "initrd-built" / f"{source_digest()}-{kind}.cpio.zst"
 
     def build(out: Path) -> None:
+        work = out.parent / f"{out.name}.d"
         with progress.step(f"building the zone initrd ({kind}; a cold Nuitka compile takes minutes)"):
             try:
-                result = build_initrd(out.parent / f"{out.name}.d", dev=dev)
+                os.replace(build_initrd(work, dev=dev).path, out)
             except InitrdError as e:
                 raise HostError("build initrd") from e
-            os.replace(result.path, out)
-            shutil.rmtree(result.path.parent, ignore_errors=True)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
 
-    return cached_file(target, build)
+    path = cached_file(target, build)
+    prune(target.parent, keep=4)
+    return path
+
+
+def prune(directory: Path, keep: int) -> None:
+    """Drop all but the ``keep`` newest cached files (each source change makes a new initrd)."""
+    files = sorted((p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
