@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("zone", metavar="ZONE")
     for sub in (run, exec_, logs, stop, kill, rm, verbs.choices["ps"]):   # `zonehost ps --json` works too
         sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+        sub.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress lines")
     return parser
 
 

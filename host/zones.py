@@ -198,6 +198,8 @@ def wait_ready(client: Any, zone: ZoneDir, timeout: float) -> dict[str, Any]:
                 raise BackendError(f"zone {zone.name!r} did not become ready ({reason}; console: {zone.console_log})")
             payload = event.payload if isinstance(event.payload, dict) else {}
             if event.type == "zone.ready":
+                if early_exit is not None:   # e.g. the container could not be created: nothing to follow
+                    raise ZoneExited(_exit_message(early_exit), early_exit.get("exit_code"))
                 break
             if event.type == "container.exit" and payload.get("main"):
                 early_exit = payload
@@ -215,6 +217,20 @@ def wait_ready(client: Any, zone: ZoneDir, timeout: float) -> dict[str, Any]:
 def _exit_message(payload: dict[str, Any]) -> str:
     text = f"container {payload.get('id')!r} exited with {payload.get('exit_code')} during boot"
     return f"{text}: {payload['error']}" if payload.get("error") else text
+
+
+def last_console_line(zone: ZoneDir) -> str:
+    """What most likely says why a zone stopped: the last line PID 1 (or any program) printed, else the
+    kernel's panic line, else the last line."""
+    try:
+        lines = [line.strip() for line in zone.console_log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no console output"
+    for wanted in (lambda t: not t.startswith("["), lambda t: "Kernel panic" in t, lambda t: True):
+        for text in reversed(lines):
+            if wanted(text):
+                return text[-300:]
+    return "no console output"
 
 
 def show_console_tail(zone: ZoneDir, lines: int = 8) -> None:
@@ -273,7 +289,13 @@ def run_zone(args: argparse.Namespace) -> int:
     client = None
     try:
         with progress.step(f"booting zone {zone.name} (until PID 1 answers on IDM)"):
-            client = connect(zone, timeout=args.timeout)
+            try:
+                client = connect(zone, timeout=args.timeout)
+            except BackendError as e:
+                if backend.wait(2.0):   # the VM is gone: its console says why
+                    raise BackendError(f"zone {zone.name!r} stopped during boot (console: "
+                                       f"{last_console_line(zone)})") from e
+                raise
         ready = wait_ready(client, zone, args.timeout)
         if args.timing:
             print(f"zonehost: {format_timing(ready)}", file=sys.stderr, flush=True)

@@ -165,3 +165,11 @@ def test_stop_is_a_clean_power_off(zonehost):
     assert "unmount " not in shutdown, shutdown                         # every file system unmounted
     assert "zoneinit: poweroff\n" in shutdown
     assert zonehost("rm", name).returncode == 0
+
+
+def test_a_missing_program_is_one_clear_error(zonehost):
+    result = zonehost.run("--rm", "-q", "--name", "noprog", "busybox", "--", "/no/such/program")
+    assert result.returncode not in (0, 1), describe(zonehost, "noprog", result)   # the container's code
+    lines = [line for line in result.stderr.splitlines() if line.startswith("zonehost")]
+    assert len(lines) == 1 and "/no/such/program" in lines[0], result.stderr
+    assert result.stdout == ""

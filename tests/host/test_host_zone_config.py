@@ -51,3 +51,17 @@ def test_xen_devices_and_network(tmp_path):
     assert config.network.dns == ["10.0.2.3"]
     assert network_document(NetworkDef(address="fd00::5/64", gateway=None, dns=[]))["ipv6"] == {
         "address": "fd00::5", "prefix": 64}
+
+
+def test_last_console_line_prefers_what_userspace_said(tmp_path):
+    from host.state import zone_dir
+    from host.zones import last_console_line
+
+    zone = zone_dir("z", tmp_path)
+    zone.create(ZoneDef(name="z", kernel_image="/k", initrd="/i"))
+    assert last_console_line(zone) == "no console output"
+    zone.console_log.write_text("[    1.0] booting\ninit: cannot mount /proc\n[    2.0] Kernel panic - not syncing\n"
+                                "[    2.1] Kernel Offset: 0x1\n")
+    assert last_console_line(zone) == "init: cannot mount /proc"
+    zone.console_log.write_text("[    2.0] Kernel panic - not syncing: no init\n[    2.1] Kernel Offset: 0x1\n")
+    assert last_console_line(zone) == "[    2.0] Kernel panic - not syncing: no init"
