@@ -283,7 +283,7 @@ def stage_nuitka(root: Path, dist: Path) -> None:
     shutil.copytree(dist, target, symlinks=True, ignore=lambda _d, names: [n for n in names if n in DROP_FROM_DIST])
     log(f"bytecode: {', '.join(BYTECODE_PACKAGES)} and the stdlib they import")
     embedded = compiled_modules(dist.parent / REPORT)
-    stage_modules([m for m in module_closure(BYTECODE_PACKAGES, BYTECODE_SKIP) if m not in embedded], target)
+    stage_modules([m for m in module_closure(BYTECODE_PACKAGES, BYTECODE_SKIP) if m[0] not in embedded], target)
     for link in APPLET_LINKS:
         (root / link).parent.mkdir(parents=True, exist_ok=True)
         (root / link).symlink_to(f"/{ZONE_INIT}")

@@ -13,7 +13,6 @@ can, and reports ``sys.modules``; every pure-Python module in that closure is co
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import py_compile
 import shutil
@@ -23,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 PROBE = r"""
-import importlib, json, pkgutil, sys
+import importlib, pkgutil, sys
 before = set(sys.modules)
 skip = tuple(sys.argv[2].split(",")) if sys.argv[2] else ()
 
@@ -40,17 +39,25 @@ def walk(path, prefix):
 
 for name in sys.argv[1].split(","):
     walk(importlib.import_module(name).__path__, name + ".")
-print(json.dumps(sorted(set(sys.modules) - before)))
+found = []
+for name in sorted(set(sys.modules) - before):
+    spec = getattr(sys.modules[name], "__spec__", None)
+    if name.startswith("__") or spec is None or not spec.has_location or not spec.origin:
+        continue  # __mp_main__ and friends, built-ins, frozen and namespace modules: nothing to ship
+    found.append([name, spec.origin, spec.submodule_search_locations is not None])
+import json  # only now: the probe's own imports must not hide modules from the measurement
+print(json.dumps(found))
 """
 
 
-def module_closure(packages: Iterable[str], skip_prefixes: Iterable[str] = ()) -> list[str]:
-    """Names of every module importing ``packages`` (and all their submodules) loads, measured in a child."""
+def module_closure(packages: Iterable[str], skip_prefixes: Iterable[str] = ()) -> list[tuple[str, str, bool]]:
+    """(name, file, is_package) of every module importing ``packages`` (and all their submodules) loads,
+    measured in a child interpreter started from / (so neither our sys.path nor our __main__ leaks in)."""
     result = subprocess.run([sys.executable, "-c", PROBE, ",".join(packages), ",".join(skip_prefixes)],
                             capture_output=True, text=True, cwd="/")
     if result.returncode != 0:
         raise ImportError(f"cannot import {', '.join(packages)} to ship it as bytecode: {result.stderr[-600:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return [(name, origin, is_package) for name, origin, is_package in json.loads(result.stdout.splitlines()[-1])]
 
 
 def _already_present(target: Path, name: str) -> bool:
@@ -59,22 +66,15 @@ def _already_present(target: Path, name: str) -> bool:
     return any(folder.glob(f"{parts[-1]}.so")) or any(folder.glob(f"{parts[-1]}.*.so"))
 
 
-def stage_modules(names: Iterable[str], target: Path) -> int:
+def stage_modules(modules: Iterable[tuple[str, str, bool]], target: Path) -> int:
     """Write each module into ``target`` as .pyc (or copy its .so); returns how many files were written."""
     written = 0
-    for name in sorted(set(names)):
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError):
-            continue
-        if spec is None or not spec.origin or spec.origin in ("built-in", "frozen") or not spec.has_location:
-            continue
-        origin = Path(spec.origin)
+    for name, origin_text, is_package in sorted(set(modules)):
+        origin = Path(origin_text)
         parts = name.split(".")
         if origin.suffix == ".py":
-            is_package = spec.submodule_search_locations is not None
-            out = target.joinpath(*parts, "__init__.pyc") if is_package else target.joinpath(*parts[:-1],
-                                                                                                f"{parts[-1]}.pyc")
+            folder = target.joinpath(*parts) if is_package else target.joinpath(*parts[:-1])
+            out = folder / ("__init__.pyc" if is_package else f"{parts[-1]}.pyc")
             out.parent.mkdir(parents=True, exist_ok=True)
             py_compile.compile(str(origin), cfile=str(out), dfile=f"{name}.py", doraise=True,
                                invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
