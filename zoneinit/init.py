@@ -478,7 +478,7 @@ class ZoneInit:
 
     # --- reporting -----------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        from zoneinit.metrics import process_memory, process_rss
+        from zoneinit.metrics import pid1_resources, process_memory, process_rss
 
         uname = os.uname()
         return {
@@ -493,6 +493,7 @@ class ZoneInit:
             "init_rss": process_rss(),
             "init_memory": process_memory(),
             "pid1": self.pid1,
+            **pid1_resources(),
         }
 
     def ready_payload(self) -> dict[str, Any]:

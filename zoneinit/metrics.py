@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice")
@@ -78,3 +79,23 @@ def process_memory(pid: int | str = "self", proc: str = "/proc") -> dict[str, in
 def zone_metrics(proc: str = "/proc") -> dict[str, object]:
     return {"memory": meminfo(proc), "cpu": cpu_times(proc), "load": loadavg(proc), "uptime": uptime(proc),
             "init_rss": process_rss("self", proc), "init_memory": process_memory("self", proc)}
+
+
+def pid1_resources(proc: str = "/proc") -> dict[str, object]:
+    """PID 1's open descriptors, direct children and namespaces: leak checks (fd/child counts before and after
+    a burst of execs) and isolation checks (a container's namespaces must differ) read them over IDM."""
+    try:
+        fds = len(os.listdir(f"{proc}/self/fd"))
+    except OSError:
+        fds = -1
+    children = 0
+    try:
+        for task in os.listdir(f"{proc}/self/task"):
+            children += len(_read(f"{proc}/self/task/{task}/children").split())
+    except OSError:
+        children = -1
+    namespaces: dict[str, str] = {}
+    for ns in ("pid", "ipc", "net", "uts", "mnt", "user", "cgroup"):
+        with contextlib.suppress(OSError):
+            namespaces[ns] = os.readlink(f"{proc}/self/ns/{ns}")
+    return {"init_fds": fds, "init_children": children, "init_namespaces": namespaces}
