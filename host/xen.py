@@ -36,15 +36,18 @@ def _quote(value: str) -> str:
     return f'"{value}"'
 
 
-def xl_config(definition: ZoneDef, boot: BootFiles, *, cmdline: str | None = None) -> str:
-    """The xl domain config text (xl.cfg(5) syntax)."""
+def xl_config(definition: ZoneDef, boot: BootFiles, *, cmdline: str | None = None,
+              devices: dict[Path, str] | None = None) -> str:
+    """The xl domain config text (xl.cfg(5) syntax). ``devices`` maps disk files to the loop devices
+    attached for them (backendtype=phy needs a block device)."""
     extra = cmdline if cmdline is not None else kernel_cmdline(definition, console=XEN_CONSOLE, disk_prefix="xvd",
                                                                idm=XEN_IDM)
     disks = []
     for index, disk in enumerate(boot.disks()):
         vdev = f"xvd{chr(ord('a') + index)}"
         # target= must come last: everything after it is the path
-        disks.append(_quote(f"format=raw,vdev={vdev},access=ro,backendtype=phy,target={disk.path}"))
+        target = (devices or {}).get(disk.path, disk.path)
+        disks.append(_quote(f"format=raw,vdev={vdev},access=ro,backendtype=phy,target={target}"))
     lines = [
         f"name = {_quote(domain_name(definition))}",
         'type = "pv"',
@@ -78,6 +81,44 @@ def _xl(*args: str, timeout: float = 60.0, check: bool = True) -> subprocess.Com
     return result
 
 
+LOOP_SET_FD, LOOP_CLR_FD, LOOP_CTL_GET_FREE = 0x4C00, 0x4C01, 0x4C82
+
+
+def attach_loop(path: Path) -> str:
+    """A read-only loop device backed by ``path`` (ioctls, so no losetup is needed on a minimal dom0)."""
+    import fcntl
+
+    for _ in range(8):
+        with open("/dev/loop-control", "rb") as control:
+            number = fcntl.ioctl(control, LOOP_CTL_GET_FREE)
+        device = f"/dev/loop{number}"
+        backing = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            loop = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fcntl.ioctl(loop, LOOP_SET_FD, backing)   # a read-only backing fd makes a read-only loop
+                return device
+            except OSError as e:
+                if e.errno != 16:   # EBUSY: another process took it first
+                    raise BackendError(f"attach {path} to {device}") from e
+            finally:
+                os.close(loop)
+        finally:
+            os.close(backing)
+    raise BackendError(f"attach {path}: no free loop device")
+
+
+def detach_loop(device: str) -> None:
+    import fcntl
+
+    with contextlib.suppress(OSError):
+        fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, LOOP_CLR_FD)
+        finally:
+            os.close(fd)
+
+
 def list_domains() -> list[dict[str, Any]]:
     """``xl list`` parsed: name, domid, memory, vcpus, state."""
     rows = []
@@ -105,7 +146,9 @@ class XenZone:
 
     def start(self, definition: ZoneDef, boot: BootFiles, *, daemonize: bool = True, accel: str | None = None,
               cmdline: str | None = None, socket_timeout: float = 10.0) -> int:
-        self.config_file.write_text(xl_config(definition, boot, cmdline=cmdline))
+        devices = {disk.path: attach_loop(disk.path) for disk in boot.disks() if disk.path.is_file()}
+        self.zone.save_runtime(backend="xen", loops=sorted(devices.values()))
+        self.config_file.write_text(xl_config(definition, boot, cmdline=cmdline, devices=devices))
         _xl("create", str(self.config_file), timeout=120)
         domid = self.domid()
         if domid is None:
@@ -113,7 +156,7 @@ class XenZone:
         with open(self.zone.console_log, "ab") as log:
             self.console = subprocess.Popen([XL, "console", self.domain()], stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.DEVNULL, start_new_session=True)
-        self.zone.save_runtime(backend="xen", domid=domid, console_pid=self.console.pid)
+        self.zone.save_runtime(backend="xen", domid=domid, console_pid=self.console.pid, loops=sorted(devices.values()))
         return domid
 
     def domid(self) -> int | None:
@@ -141,6 +184,8 @@ class XenZone:
         if isinstance(pid, int):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, 15)
+        for device in self.zone.runtime().get("loops") or []:
+            detach_loop(device)
 
 
 def connect_vchan(zone: ZoneDir, *, timeout: float = 30.0, events: bool = True) -> Any:

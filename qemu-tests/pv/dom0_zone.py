@@ -1,0 +1,69 @@
+"""Our host side inside the test dom0: boot one zone as a Xen PV domU and drive it over vchan IDM.
+
+Bundled with PyInstaller (onedir) by zonebuild.dom0 and started by the dom0's /init. It reads the plan the
+builder wrote (zone definition + the boot files: cloud kernel, our initrd, addons, config disk, root image),
+then does what ``zonehost run`` + ``zonehost stop`` do with ``--backend xen``: ``xl create`` (host.xen), wait
+for ``zone.ready`` over the vchan, follow the main container's output, take its exit code, ask the zone to
+shut down. Every step is one ``PV-STEP`` line on dom0's console (hvc0 -> QEMU's serial), which the test reads.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def step(name: str, detail: object = "") -> None:
+    print(f"PV-STEP {name} {json.dumps(detail)}", flush=True)
+
+
+def main(argv: list[str]) -> int:
+    from host.bootplan import BootFiles
+    from host.state import zone_dir
+    from host.xen import XenZone, connect_vchan
+    from host.zonedef import ZoneDef
+    from host.zones import MAIN_CONTAINER, acknowledge_exit, follow_output, stop_zone, wait_ready
+
+    plan = json.loads(Path(argv[1]).read_text())
+    definition = ZoneDef(**plan["definition"])
+    boot = BootFiles(kernel=Path(plan["kernel"]), initrd=Path(plan["initrd"]), addons=Path(plan["addons"]),
+                     config_disk=Path(plan["config_disk"]), root_images=[Path(p) for p in plan["root_images"]])
+    zone = zone_dir(definition.name, Path(plan.get("state", "/run/zone-state")))
+    zone.create(definition)
+    started = time.monotonic()
+    domid = XenZone(zone).start(definition, boot)
+    step("created", {"domid": domid, "seconds": round(time.monotonic() - started, 2)})
+    client = connect_vchan(zone, timeout=float(plan.get("timeout", 60)))
+    step("connected", {"seconds": round(time.monotonic() - started, 2)})
+    ready = wait_ready(client, zone, float(plan.get("timeout", 60)))
+    step("ready", {"boot": ready.get("boot"), "seconds": round(time.monotonic() - started, 2)})
+    main_container = ready.get("main") or MAIN_CONTAINER
+    chunks: list[bytes] = []
+
+    class Sink:
+        def write(self, data: bytes) -> None:
+            chunks.append(bytes(data))
+
+        def flush(self) -> None:
+            pass
+
+    code = follow_output(client, main_container, Sink(), Sink())
+    acknowledge_exit(client, main_container)
+    step("output", b"".join(chunks).decode(errors="replace"))
+    step("exit", {"code": code})
+    client.close()
+    how = stop_zone(zone, timeout=30)
+    step("shutdown", {"how": how, "seconds": round(time.monotonic() - started, 2)})
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv))
+    except BaseException as e:  # the test reads the reason from the console
+        from styrolite.errors import describe
+
+        step("failed", describe(e) if isinstance(e, Exception) else repr(e))
+        raise SystemExit(1) from None
