@@ -1,5 +1,8 @@
 """Code that runs in the forked processes of ``create``: the setup child, then the container's init.
 
+Without a new user or time namespace there is no setup child: the runtime forks the init straight into
+the new pid namespace (``direct_init_main``), saving a fork and a round trip. Otherwise:
+
 runtime ──fork──> setup child: joins/unshares the user namespace ("userns"), waits while the runtime
                   writes the id maps and puts it in the cgroup ("go"), joins the other namespaces,
                   unshares the new ones, forks the init and reports its pid ("pid"), exits.
@@ -75,6 +78,22 @@ def setup_child_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
     os._exit(0)
 
 
+def direct_init_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
+    """The single-fork path: the runtime forked us straight into the new pid namespace (we are its pid 1)."""
+    try:
+        security.set_dumpable(False)
+        opened = open_namespace_files([item for item in ctx.plan.join if item[0] != "pid"])
+        channel.receive("go", "wait for the runtime to place the cgroup")
+        join_namespaces(opened, ctx.sys)
+        flags = ctx.plan.unshare_flags & ~k.CLONE_NEWPID
+        if flags:
+            ctx.sys.unshare(flags)
+    except BaseException as e:
+        channel.send_error(describe(e))
+        os._exit(1)
+    container_init_main(ctx, channel, announced=True)
+
+
 def _write_time_offsets(spec: Spec) -> None:
     offsets = spec.linux.time_offsets if spec.linux else {}
     if not offsets:
@@ -84,11 +103,12 @@ def _write_time_offsets(spec: Spec) -> None:
         f.write(text)
 
 
-def container_init_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
+def container_init_main(ctx: LaunchContext, channel: SyncChannel, announced: bool = False) -> NoReturn:
     created = False
     try:
-        # the setup child reports our pid on the shared channel first; wait for the runtime's go-ahead
-        channel.receive("init", "wait for the runtime to record the init's pid")
+        if not announced:
+            # the setup child reports our pid on the shared channel first; wait for the runtime's go-ahead
+            channel.receive("init", "wait for the runtime to record the init's pid")
         os.setsid()
         if not ctx.terminal:
             ctx.stdio.install()

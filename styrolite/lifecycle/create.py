@@ -13,17 +13,20 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
-from styrolite.container.children import LaunchContext, setup_child_main
+from styrolite.container.children import LaunchContext, direct_init_main, setup_child_main
 from styrolite.container.stdio import Stdio
 from styrolite.container.sync import SyncChannel
 from styrolite.errors import ConfigError, ContainerError
 from styrolite.lifecycle.common import CONFIG_SNAPSHOT
-from styrolite.namespaces import plan_namespaces, write_id_mappings
+from styrolite.namespaces import NamespacePlan, plan_namespaces, write_id_mappings
 from styrolite.spec.model import Spec
 from styrolite.state import ContainerState, StateStore, process_start_time, validate_id
 from styrolite.syscalls import LINUX, Syscalls
+from styrolite.syscalls import constants as k
 
 log = logging.getLogger("styrolite")
 
@@ -142,28 +145,22 @@ def _launch(store: StateStore, state: ContainerState, spec: Spec, bundle: str, r
     ctx = LaunchContext(spec=spec, bundle=bundle, rootfs=rootfs, plan=plan, seccomp_filter=seccomp_filter,
                         exec_fifo_fd=fifo_fd, stdio=stdio, terminal=terminal, preserve_fds=preserve_fds, sys=sys)
     parent, child = SyncChannel.pair()
-    setup_pid = os.fork()
-    if setup_pid == 0:  # pragma: no cover - runs in the child
-        parent.close()
-        setup_child_main(ctx, child)
-    child.close()
-    os.close(fifo_fd)
-    cleanup.pids.append(setup_pid)
     try:
-        parent.receive("userns", "set up the user namespace")
-        if plan.new_user:
-            write_id_mappings(setup_pid, linux.uid_mappings, linux.gid_mappings)
-        cgroup.add_process(setup_pid)
-        parent.send("go")
-        message, _ = parent.receive("pid", "start the container's init")
-        state.pid = int(message["pid"])
-        cleanup.pids.append(state.pid)
-        _reap(setup_pid)
-        cleanup.pids.remove(setup_pid)
-        state.pid_start_time = process_start_time(state.pid) or 0
-        store.save(state)
-        parent.send("init")
+        if _can_fork_directly(plan):
+            def init_main() -> NoReturn:
+                parent.close()
+                direct_init_main(ctx, child)
 
+            state.pid = _fork_into_pid_namespace(plan, sys, init_main)
+            child.close()
+            os.close(fifo_fd)
+            cleanup.pids.append(state.pid)
+            cgroup.add_process(state.pid)
+            state.pid_start_time = process_start_time(state.pid) or 0
+            store.save(state)
+            parent.send("go")
+        else:
+            _launch_through_setup_child(ctx, parent, child, fifo_fd, state, store, cgroup, cleanup)
         parent.receive("prepivot", "mount the container's root filesystem")
         hooks = spec.hooks
         if hooks:
@@ -180,6 +177,59 @@ def _launch(store: StateStore, state: ContainerState, spec: Spec, bundle: str, r
     state.status = "created"
     store.save(state)
     return console_fd
+
+
+def _can_fork_directly(plan: NamespacePlan) -> bool:
+    """A user namespace must exist before the others (it owns them), and a time namespace needs its offsets
+    written before any process enters it: both need the setup child. Everything else can be unshared by
+    the init itself, with only the pid namespace entered at fork."""
+    return not (plan.new_user or plan.joins("user") or plan.creates("time"))
+
+
+def _fork_into_pid_namespace(plan: NamespacePlan, sys: Syscalls, child_main: Callable[[], NoReturn]) -> int:
+    """Fork with the child in the container's (new or joined) pid namespace; ours stays as it was."""
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if plan.creates("pid"):
+            sys.unshare(k.CLONE_NEWPID)  # affects only our children: pid_for_children
+        elif plan.joins("pid"):
+            target = os.open(dict(plan.join)["pid"], os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                sys.setns(target, k.CLONE_NEWPID)
+            finally:
+                os.close(target)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            child_main()
+        return pid
+    finally:
+        sys.setns(own, k.CLONE_NEWPID)
+        os.close(own)
+
+
+def _launch_through_setup_child(ctx: LaunchContext, parent: SyncChannel, child: SyncChannel, fifo_fd: int,
+                                state: ContainerState, store: StateStore, cgroup, cleanup: _Cleanup) -> None:
+    setup_pid = os.fork()
+    if setup_pid == 0:  # pragma: no cover - runs in the child
+        parent.close()
+        setup_child_main(ctx, child)
+    child.close()
+    os.close(fifo_fd)
+    cleanup.pids.append(setup_pid)
+    parent.receive("userns", "set up the user namespace")
+    if ctx.plan.new_user:
+        linux = ctx.spec.linux
+        write_id_mappings(setup_pid, linux.uid_mappings, linux.gid_mappings)
+    cgroup.add_process(setup_pid)
+    parent.send("go")
+    message, _ = parent.receive("pid", "start the container's init")
+    state.pid = int(message["pid"])
+    cleanup.pids.append(state.pid)
+    _reap(setup_pid)
+    cleanup.pids.remove(setup_pid)
+    state.pid_start_time = process_start_time(state.pid) or 0
+    store.save(state)
+    parent.send("init")
 
 
 def _reap(pid: int) -> None:
