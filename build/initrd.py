@@ -73,6 +73,7 @@ NUITKA_FLAGS = (
     "--nofollow-import-to=pyroute2",
     "--nofollow-import-to=zstandard._cffi",  # the C backend is the one used; the cffi one is a 1 MB duplicate
     "--remove-output",
+    "--no-deployment-flag=excluded-module-usage",  # pyroute2 is excluded on purpose: found as bytecode
     "--nofollow-import-to=pydoc",
     "--nofollow-import-to=doctest",
 )

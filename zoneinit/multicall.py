@@ -48,11 +48,25 @@ def resolve(name: str) -> Callable[[], object]:
     return entry
 
 
-def applet_name(argv: list[str]) -> tuple[str, list[str]]:
-    """(applet, argv for it): by basename of argv[0], else ``multicall APPLET ...`` with argv shifted."""
+def invoked_name() -> str:
+    """argv[0] exactly as execve() got it. A Nuitka standalone program reports its resolved binary path as
+    sys.argv[0] (zone-init, whatever symlink started it), so the name the caller used is read from the kernel."""
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            return f.read().split(b"\0", 1)[0].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def applet_name(argv: list[str], invoked: str | None = None) -> tuple[str, list[str]]:
+    """(applet, argv for it): by basename of argv[0] (or of the name we were exec'd under), else
+    ``zone-init APPLET ...`` with argv shifted."""
     base = os.path.basename(argv[0]) if argv else ""
     if base in APPLETS:
         return base, argv
+    exec_base = os.path.basename(invoked if invoked is not None else invoked_name())
+    if exec_base in APPLETS:
+        return exec_base, [exec_base, *argv[1:]]
     if len(argv) > 1 and argv[1] in APPLETS:
         return argv[1], argv[1:]
     return base, argv
@@ -71,8 +85,21 @@ def selftest() -> int:
     return 1 if failed else 0
 
 
+def _exec_name() -> str | None:
+    """argv[0] exactly as execve(2) got it: a Nuitka standalone binary replaces sys.argv[0] with its own resolved
+    path (zone-init), which would hide the symlink name (init, zone, styrolite) that selects the applet."""
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            first = f.read(4096).split(b"\0", 1)[0]
+    except OSError:
+        return None
+    return os.fsdecode(first) if first else None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
+    if argv and os.path.basename(argv[0]) not in APPLETS:
+        argv[0] = _exec_name() or argv[0]
     name, applet_argv = applet_name(argv)
     try:
         entry = resolve(name)

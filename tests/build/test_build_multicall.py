@@ -13,6 +13,8 @@ from zoneinit import multicall
 def test_applet_chosen_by_basename_or_first_argument() -> None:
     assert multicall.applet_name(["/bin/zone", "ps"]) == ("zone", ["/bin/zone", "ps"])
     assert multicall.applet_name(["/lib/zone/init"]) == ("init", ["/lib/zone/init"])
+    # Nuitka reports the resolved binary as argv[0]: the exec'd name (from /proc/self/cmdline) decides
+    assert multicall.applet_name(["/lib/zone/zone-init", "-v"], "/bin/zone") == ("zone", ["zone", "-v"])
     assert multicall.applet_name(["/lib/zone/zone-init", "selftest"]) == ("selftest", ["selftest"])
     assert multicall.applet_name(["./a.out", "styrolite", "list"]) == ("styrolite", ["styrolite", "list"])
 
@@ -21,7 +23,8 @@ def test_unknown_applet_is_usage_error(capsys: pytest.CaptureFixture[str]) -> No
     assert multicall.main(["/bin/bogus"]) == multicall.EXIT_USAGE
     assert "unknown applet 'bogus'" in capsys.readouterr().err
     # the binary's own name is not an applet: running it by hand never starts PID 1
-    assert multicall.main(["/lib/zone/zone-init"]) == multicall.EXIT_USAGE
+    by_own_name = multicall.applet_name(["/lib/zone/zone-init"], "/lib/zone/zone-init")
+    assert by_own_name == ("zone-init", ["/lib/zone/zone-init"])
 
 
 def test_missing_module_is_a_clear_message(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
