@@ -85,21 +85,8 @@ def selftest() -> int:
     return 1 if failed else 0
 
 
-def _exec_name() -> str | None:
-    """argv[0] exactly as execve(2) got it: a Nuitka standalone binary replaces sys.argv[0] with its own resolved
-    path (zone-init), which would hide the symlink name (init, zone, styrolite) that selects the applet."""
-    try:
-        with open("/proc/self/cmdline", "rb") as f:
-            first = f.read(4096).split(b"\0", 1)[0]
-    except OSError:
-        return None
-    return os.fsdecode(first) if first else None
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
-    if argv and os.path.basename(argv[0]) not in APPLETS:
-        argv[0] = _exec_name() or argv[0]
     name, applet_argv = applet_name(argv)
     try:
         entry = resolve(name)
