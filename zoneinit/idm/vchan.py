@@ -26,30 +26,6 @@ LIBRARY = "libxenvchan.so.4.17"
 ZONE_PATH = "data/zone-idm"  # relative to the zone's xenstore home
 DEFAULT_RING = 64 * 1024  # bytes per direction (rounded up to a power of two by the library; max 1 MiB)
 
-_CDEF = """
-struct libxenvchan;
-/* The leading fields of struct libxenvchan (tools/include/libxenvchan.h, Xen 4.17): we only touch 'blocking'. */
-struct libxenvchan_head {
-    void *handle;            /* union { xengntshr_handle *gntshr; xengnttab_handle *gnttab; } */
-    void *ring;
-    void *event;
-    uint32_t event_port;
-    int is_server:1;
-    int server_persist:1;
-    int blocking:1;
-};
-struct libxenvchan *libxenvchan_server_init(void *logger, int domain, const char *xs_path,
-                                            size_t read_min, size_t write_min);
-struct libxenvchan *libxenvchan_client_init(void *logger, int domain, const char *xs_path);
-void libxenvchan_close(struct libxenvchan *ctrl);
-int libxenvchan_read(struct libxenvchan *ctrl, void *data, size_t size);
-int libxenvchan_write(struct libxenvchan *ctrl, const void *data, size_t size);
-int libxenvchan_wait(struct libxenvchan *ctrl);
-int libxenvchan_fd_for_select(struct libxenvchan *ctrl);
-int libxenvchan_is_open(struct libxenvchan *ctrl);
-int libxenvchan_data_ready(struct libxenvchan *ctrl);
-int libxenvchan_buffer_space(struct libxenvchan *ctrl);
-"""
 
 CLOSED, OPEN, WAITING = 0, 1, 2  # libxenvchan_is_open
 _loaded: tuple[Any, Any] | None = None
@@ -59,10 +35,8 @@ def load_library() -> tuple[Any, Any]:
     """(ffi, lib) for libxenvchan; IdmError if the library is not installed."""
     global _loaded
     if _loaded is None:
-        import cffi
+        from zoneinit.idm._vchan_ffi import ffi  # out-of-line: no pycparser at run time (vchan_ffi_build.py)
 
-        ffi = cffi.FFI()
-        ffi.cdef(_CDEF)
         try:
             lib = ffi.dlopen(LIBRARY)
         except OSError as e:
