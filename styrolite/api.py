@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from styrolite.container.stdio import Pipes, Stdio
+from styrolite.exitstatus import exit_code_of
 from styrolite.lifecycle import create as _create
 from styrolite.lifecycle import delete as _delete
 from styrolite.lifecycle import exec as _exec
@@ -27,13 +28,6 @@ from styrolite.syscalls import LINUX, Syscalls
 __all__ = ["Pipes", "Runtime", "Stdio", "exit_code_of"]
 
 PR_SET_CHILD_SUBREAPER = 36
-
-
-def exit_code_of(wait_status: int) -> int:
-    """The shell's convention: the exit status, or 128 + the signal number for a signal death."""
-    if os.WIFSIGNALED(wait_status):
-        return 128 + os.WTERMSIG(wait_status)
-    return os.WEXITSTATUS(wait_status)
 
 
 def become_subreaper() -> None:

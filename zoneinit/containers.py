@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from styrolite.exitstatus import exit_code_of
 from zoneinit.console import ConsoleLog
 from zoneinit.errors import ZoneInitError
 from zoneinit.logring import OutputRing
 from zoneinit.plan import ContainerPlan
-from zoneinit.supervisor import Supervisor, exit_code_of
+from zoneinit.supervisor import Supervisor
 
 READ_CHUNK = 64 * 1024
 EXIT_CREATE_FAILED = 125   # docker's convention: the container could not be created/started

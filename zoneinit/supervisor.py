@@ -29,15 +29,6 @@ FdCallback = Callable[[int], None]
 ChildCallback = Callable[[int, int], None]
 
 
-def exit_code_of(wait_status: int) -> int:
-    """WEXITSTATUS for a normal exit, 128+signo for a death by signal (the shell's convention)."""
-    if os.WIFSIGNALED(wait_status):
-        return 128 + os.WTERMSIG(wait_status)
-    if os.WIFEXITED(wait_status):
-        return os.WEXITSTATUS(wait_status)
-    return 255
-
-
 def _ignore_signal(_signum: int, _frame: object) -> None:
     """The real handling happens in the loop, from the wakeup pipe."""
 

@@ -29,6 +29,7 @@ from styrolite import hooks, rootfs, security
 from styrolite.container import process_setup
 from styrolite.container.stdio import Stdio
 from styrolite.container.sync import SyncChannel
+from styrolite.container.terminal import take_terminal
 from styrolite.errors import describe
 from styrolite.namespaces import NamespacePlan, join_namespaces, open_namespace_files
 from styrolite.spec.model import Spec
@@ -169,8 +170,4 @@ def _attach_console(ctx: LaunchContext, channel: SyncChannel) -> None:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size.height, size.width, 0, 0))
     channel.send("console", fds=[master])
     os.close(master)
-    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-    for target in (0, 1, 2):
-        os.dup2(slave, target)
-    if slave > 2:
-        os.close(slave)
+    take_terminal(slave)

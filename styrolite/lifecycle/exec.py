@@ -11,11 +11,9 @@ runtime ──fork──> exec child: non-dumpable, joins the container's cgroup
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import sys as python_sys
-import termios
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -23,6 +21,7 @@ from styrolite import security
 from styrolite.container import process_setup
 from styrolite.container.stdio import Stdio
 from styrolite.container.sync import SyncChannel
+from styrolite.container.terminal import take_terminal
 from styrolite.errors import ContainerError, describe
 from styrolite.lifecycle.common import cgroup_of, load_snapshot, require_status
 from styrolite.namespaces import join_namespaces, open_namespace_files
@@ -141,11 +140,7 @@ def _exec_process_main(spec: Spec, process: Process, seccomp_filter: Any, stdio:
             master, slave = os.openpty()
             channel.send("console", fds=[master])
             os.close(master)
-            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-            for target in (0, 1, 2):
-                os.dup2(slave, target)
-            if slave > 2:
-                os.close(slave)
+            take_terminal(slave)
         else:
             stdio.install()
         os.chdir("/")

@@ -31,20 +31,12 @@ import prctl  # at import time, so the forked container child does not pay for i
 
 from styrolite.errors import ConfigError, ContainerError
 from styrolite.spec.model import Capabilities
+from styrolite.spec.vocabulary import CAPABILITIES, CAPABILITY_NUMBERS
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls import constants as k
 
-# include/uapi/linux/capability.h, in number order (index == capability number).
-CAPABILITY_NAMES: tuple[str, ...] = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
-    "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
-    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
-)
-CAPABILITY_NUMBERS: dict[str, int] = {name: number for number, name in enumerate(CAPABILITY_NAMES)}
+# include/uapi/linux/capability.h, in number order (index == capability number): one table, the spec's.
+CAPABILITY_NAMES: tuple[str, ...] = CAPABILITIES
 
 # Docker's default set minus CAP_NET_RAW (issue 6: no raw sockets by default).
 DEFAULT_CAPABILITIES: tuple[str, ...] = (

@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
+from styrolite.exitstatus import exit_code_of
 from zoneinit.console import ConsoleLog
-from zoneinit.supervisor import Supervisor, exit_code_of
+from zoneinit.supervisor import Supervisor
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -16,7 +17,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 REAPER = r"""
 import json, os, signal, sys, time
 import prctl
-from zoneinit.supervisor import Supervisor, exit_code_of
+from styrolite.exitstatus import exit_code_of
+from zoneinit.supervisor import Supervisor
 
 prctl.set_child_subreaper(1)
 sup = Supervisor()

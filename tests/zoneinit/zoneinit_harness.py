@@ -14,6 +14,7 @@ import time
 from types import SimpleNamespace
 
 from styrolite.container.stdio import Stdio
+from styrolite.exitstatus import exit_code_of
 from zoneinit.agent import ZoneAgent
 from zoneinit.bundle import build_config
 from zoneinit.console import ConsoleLog
@@ -21,7 +22,7 @@ from zoneinit.containers import ContainerManager
 from zoneinit.idm import messages as m
 from zoneinit.idm.server import IdmServer
 from zoneinit.idm.transport import socket_pair
-from zoneinit.supervisor import Supervisor, exit_code_of
+from zoneinit.supervisor import Supervisor
 
 
 def _spawn(args, env, stdio: Stdio | None, terminal: bool, gate: int | None):

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from styrolite.exitstatus import exit_code_of
 from zoneinit.idm.errors import INVALID_ARGUMENT, NOT_FOUND, IdmError
 from zoneinit.idm.server import IdmServer, Request
 from zoneinit.idm.streams import Stream
@@ -40,12 +41,6 @@ class ExecProcess:
     stdout: int | None = None
     stderr: int | None = None
     tty: int | None = None
-
-
-def exit_code_from_status(status: int) -> int:
-    """waitpid status -> shell-style exit code (a signal death is 128 + signo)."""
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
 
 
 def validate_exec_payload(payload: Any) -> dict[str, Any]:
@@ -105,7 +100,7 @@ class ExecBridge:
     # --- called by PID 1 / the service -------------------------------------------------------------
     def exited(self, status: int) -> None:
         """PID 1's reaper saw the process end (raw waitpid status)."""
-        self.exit_code = exit_code_from_status(status)
+        self.exit_code = exit_code_of(status)
         self._maybe_finish()
 
     def resize(self, rows: int, cols: int) -> None:
