@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from styrolite.syscalls import LINUX, KernelError
-from styrolite.syscalls import ffi_build
+from styrolite.syscalls import LINUX, KernelError, ffi_build
 
 
 def test_generated_module_is_up_to_date(tmp_path: Path):
@@ -22,7 +21,8 @@ def test_kernel_error_names_call_arguments_and_errno(tmp_path: Path):
     with pytest.raises(KernelError) as info:
         LINUX.mount("none", str(tmp_path / "missing"), "tmpfs", 0)
     assert info.value.errno == errno.ENOENT
-    assert str(info.value) == f"mount('none', '{tmp_path}/missing', 'tmpfs', 0, None): ENOENT (No such file or directory)"
+    expected = f"mount('none', '{tmp_path}/missing', 'tmpfs', 0, None): ENOENT (No such file or directory)"
+    assert str(info.value) == expected
 
 
 def test_pidfd_roundtrip():
