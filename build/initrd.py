@@ -68,7 +68,7 @@ NUITKA_FLAGS = (
     "--python-flag=no_docstrings",
     "--noinclude-setuptools-mode=nofollow",
     "--noinclude-pytest-mode=nofollow",
-    "--noinclude-unittest-mode=nofollow",
+    "--noinclude-unittest-mode=allow",  # pyroute2's netlink socket imports unittest.mock (sic)
     "--nofollow-import-to=*.tests",
     "--nofollow-import-to=pyroute2",
     "--nofollow-import-to=zstandard._cffi",  # the C backend is the one used; the cffi one is a 1 MB duplicate
@@ -123,8 +123,21 @@ def _tool_versions() -> str:
     return "\n".join(parts)
 
 
-def source_digest(flags: tuple[str, ...] = NUITKA_FLAGS) -> str:
+def bytecode_stdlib_modules() -> list[str]:
+    """The stdlib modules the bytecode packages import. Nuitka must embed them itself: a submodule shipped
+    beside the binary is not found under a package Nuitka embedded (logging.handlers under logging)."""
+    prefixes = tuple(f"{p}." for p in BYTECODE_PACKAGES)
+    return sorted(name for name, origin, _ in module_closure(BYTECODE_PACKAGES, BYTECODE_SKIP)
+                  if name not in BYTECODE_PACKAGES and not name.startswith(prefixes) and origin.endswith(".py"))
+
+
+def nuitka_flags() -> tuple[str, ...]:
+    return (*NUITKA_FLAGS, *(f"--include-module={name}" for name in bytecode_stdlib_modules()))
+
+
+def source_digest(flags: tuple[str, ...] | None = None) -> str:
     """What decides the compiled output: our sources, the toolchain versions and the Nuitka flags."""
+    flags = nuitka_flags() if flags is None else flags
     digest = hashlib.sha256()
     for path in _python_sources():
         digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
@@ -164,7 +177,7 @@ def _run_with_heartbeat(command: list[str], what: str, env: dict[str, str], log_
 
 
 def _nuitka_command(output_dir: Path) -> list[str]:
-    command = [sys.executable, "-m", "nuitka", *NUITKA_FLAGS, f"--jobs={os.cpu_count() or 2}",
+    command = [sys.executable, "-m", "nuitka", *nuitka_flags(), f"--jobs={os.cpu_count() or 2}",
                f"--output-dir={output_dir}", "--output-filename=zone-init", "--assume-yes-for-downloads",
                f"--report={output_dir / REPORT}"]
     for package in (*OUR_PACKAGES, *LAZY_PACKAGES):
