@@ -14,6 +14,7 @@ Both print the number of inputs run and every distinct non-typed exception (type
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -186,3 +187,63 @@ def main(name: str, target: Target, seeds: Sequence[bytes], *, tokens: Sequence[
     stats = run_mutation(name, target, seeds, runs=options.runs, seed=options.seed, tokens=tokens, progress=True)
     print(stats.report(), flush=True)
     return 1 if stats.findings else 0
+
+
+# --- structure-aware mutation of JSON documents ----------------------------------------------------------------
+
+HOSTILE_VALUES: tuple[object, ...] = (
+    None, True, False, 0, -1, 1, 2**31, 2**32, 2**63, 2**64, -(2**63) - 1, 10**30, 1.5, -0.0, 1e308, float("inf"),
+    "", "/", "..", "../../etc/passwd", "/proc/self/root", "a" * 5000, "\x00", "\udcff", "é", "0", "-1", "true",
+    "SIGKILL", "SCMP_ACT_ALLOW", "CAP_SYS_ADMIN", "bind", "rbind", "tmpfs", "/dev/sda", "1.0.2", "x=y", "=", "PATH",
+    [], {}, [None], [[[[[]]]]], {"": None}, {"type": "pid"}, {"names": ["mount"], "action": "SCMP_ACT_ALLOW"},
+)
+
+
+def _random_path(doc: object, rng: random.Random) -> tuple:
+    """A random node of the tree, by a random walk from the root (deeper nodes less likely, O(depth))."""
+    path: tuple = ()
+    node = doc
+    while isinstance(node, (dict, list)) and node and rng.random() < 0.8:
+        key = rng.choice(list(node)) if isinstance(node, dict) else rng.randrange(len(node))
+        path, node = (*path, key), node[key]
+    return path
+
+
+def _random_value(rng: random.Random, depth: int = 0) -> object:
+    roll = rng.random()
+    if roll < 0.6 or depth > 3:
+        value = rng.choice(HOSTILE_VALUES)
+        return json.loads(json.dumps(value)) if isinstance(value, (list, dict)) else value  # never share
+    if roll < 0.8:
+        return [_random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    return {rng.choice(("type", "path", "source", "options", "names", "action", "x", "")): _random_value(rng, depth + 1)
+            for _ in range(rng.randint(0, 4))}
+
+
+def mutate_tree(doc: object, rng: random.Random, edits: int | None = None) -> object:
+    """A deep copy of ``doc`` with a few random edits: replace, delete, add a key, duplicate, swap type."""
+    doc = json.loads(json.dumps(doc))  # a deep copy, faster than copy.deepcopy
+    for _ in range(edits if edits is not None else rng.randint(1, 6)):
+        path = _random_path(doc, rng)
+        if not path:
+            if rng.random() < 0.05:
+                return _random_value(rng)
+            continue
+        parent = doc
+        for step in path[:-1]:
+            parent = parent[step]  # type: ignore[index]
+        key = path[-1]
+        op = rng.randrange(5)
+        if op == 0 or op == 1:
+            parent[key] = _random_value(rng)  # type: ignore[index]
+        elif op == 2:
+            del parent[key]  # type: ignore[arg-type]
+        elif op == 3 and isinstance(parent, dict):
+            parent[rng.choice(("extra", "x", "type", "path", "id", str(rng.random())))] = _random_value(rng)
+        elif op == 3 and isinstance(parent, list):
+            twin = json.loads(json.dumps(parent[key])) if rng.random() < 0.7 else _random_value(rng)
+            parent.insert(rng.randrange(len(parent) + 1), twin)
+        else:
+            value = parent[key]  # type: ignore[index]
+            parent[key] = [value] if not isinstance(value, list) else {"v": value}  # type: ignore[index]
+    return doc
