@@ -96,20 +96,39 @@ def network_from_dict(doc: dict[str, Any]) -> NetworkPlan:
 
 def container_from_dict(doc: dict[str, Any], index: int = 0) -> ContainerPlan:
     where = f"containers[{index}]."
+    if not isinstance(doc, dict):
+        raise ZoneInitError(f"zone config: {where[:-1]}: expected an object")
     cid = _get(doc, "id", str, where=where) or _get(doc, "name", str, where=where)
     if not cid:
         raise ZoneInitError(f"zone config: {where}id: missing")
     env = doc.get("env", [])
     if isinstance(env, dict):
         env = [f"{k}={v}" for k, v in env.items()]
-    user = doc.get("user", {}) or {}
-    limits = doc.get("limits", {}) or {}
+    # This also reads IDM container.create from the host: check every shape, so hostile input is a typed error
+    user = _get(doc, "user", dict, where=where) or {}
+    limits = _get(doc, "limits", dict, where=where) or {}
+    args = _get(doc, "args", list, [], where)
+    gids = user.get("additional_gids", [])
+    for key, values, kind in (("args", args, str), ("env", env, str), ("user.additional_gids", gids, int)):
+        if not isinstance(values, list) or not all(type(v) is kind for v in values):
+            raise ZoneInitError(f"zone config: {where}{key}: expected a list of {kind.__name__}")
+    ids = [user.get("uid", 0), user.get("gid", 0), *gids]
+    if not all(type(v) is int and 0 <= v < 2**32 for v in ids):
+        raise ZoneInitError(f"zone config: {where}user: uid/gid must be integers in [0, 2^32)")
+    annotations = _get(doc, "annotations", dict, {}, where)
+    if not all(type(k) is str and type(v) is str for k, v in annotations.items()):
+        raise ZoneInitError(f"zone config: {where}annotations: expected strings")
+    for key, kinds in (("memory", (int,)), ("pids", (int,)), ("cpus", (int, float))):
+        value = limits.get(key)
+        if value is not None and (type(value) not in kinds or value <= 0):
+            raise ZoneInitError(f"zone config: {where}limits.{key}: expected a positive number")
     return ContainerPlan(
-        id=cid, image=_get(doc, "image", str, where=where), args=list(_get(doc, "args", list, [], where)),
-        env=list(env), cwd=_get(doc, "cwd", str, "/", where), uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
-        additional_gids=list(user.get("additional_gids", [])), terminal=bool(doc.get("terminal", False)),
-        stdin=bool(doc.get("stdin", False)), main=bool(doc.get("main", False)), hostname=doc.get("hostname"),
-        readonly_root=bool(doc.get("readonly_root", False)), annotations=dict(doc.get("annotations", {})),
+        id=cid, image=_get(doc, "image", str, where=where), args=list(args),
+        env=list(env), cwd=_get(doc, "cwd", str, "/", where), uid=user.get("uid", 0), gid=user.get("gid", 0),
+        additional_gids=list(gids), terminal=bool(doc.get("terminal", False)),
+        stdin=bool(doc.get("stdin", False)), main=bool(doc.get("main", False)),
+        hostname=_get(doc, "hostname", str, where=where),
+        readonly_root=bool(doc.get("readonly_root", False)), annotations=dict(annotations),
         memory_limit=limits.get("memory"), cpus=limits.get("cpus"), pids_limit=limits.get("pids"),
     )
 
