@@ -59,11 +59,20 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def show_zone_console(state: Path, lines: int = 60) -> None:
+    """The zone's own console (``xl console`` -> console.log), so the test log shows its boot too."""
+    for log in sorted(state.glob("*/console.log")):
+        for line in log.read_text(errors="replace").splitlines()[-lines:]:
+            print(f"ZONE-CONSOLE {line}", flush=True)
+
+
 if __name__ == "__main__":
     try:
-        sys.exit(main(sys.argv))
+        code = main(sys.argv)
     except BaseException as e:  # the test reads the reason from the console
         from styrolite.errors import describe
 
         step("failed", describe(e) if isinstance(e, Exception) else repr(e))
-        raise SystemExit(1) from None
+        code = 1
+    show_zone_console(Path("/run/zone-state"))
+    sys.exit(code)

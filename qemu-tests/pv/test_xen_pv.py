@@ -56,12 +56,14 @@ def prepare_payload(kernel_image: Path, initrd: Path, app_image: Path, payload: 
     return payload
 
 
-def boot(image: Any, timeout: float = TIMEOUT) -> tuple[str, float]:
-    """Run QEMU until dom0 reboots (ends QEMU); returns (console text, seconds)."""
+def boot(image: Any, console_log: Path, timeout: float = TIMEOUT) -> tuple[str, float]:
+    """Run QEMU until dom0 reboots (ends QEMU); returns (console text, seconds). The console goes to
+    ``console_log`` as it comes (``tail -f`` it to watch)."""
     started = time.monotonic()
-    result = subprocess.run([QEMU, *image.qemu_args()], stdin=subprocess.DEVNULL, capture_output=True,
-                            timeout=timeout)
-    text = result.stdout.decode(errors="replace").replace("\r", "")
+    with open(console_log, "wb") as log:
+        subprocess.run([QEMU, *image.qemu_args()], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                       timeout=timeout)
+    text = console_log.read_bytes().decode(errors="replace").replace("\r", "")
     return text, time.monotonic() - started
 
 
@@ -90,8 +92,7 @@ def pv_run(zone_inputs: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[
                               work / "payload")
     image = build_dom0(payload, HERE / "dom0_zone.py", work)
     built = time.monotonic() - started
-    console, seconds = boot(image)
-    (work / "console.log").write_text(console)
+    console, seconds = boot(image, work / "console.log")
     print(f"PV: build {built:.1f} s, QEMU (Xen + dom0 + zone) {seconds:.1f} s; console {work / 'console.log'}")
     return steps(console), console, seconds
 
