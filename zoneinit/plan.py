@@ -107,15 +107,15 @@ def container_from_dict(doc: dict[str, Any], index: int = 0) -> ContainerPlan:
     # This also reads IDM container.create from the host: check every shape, so hostile input is a typed error
     user = _get(doc, "user", dict, where=where) or {}
     limits = _get(doc, "limits", dict, where=where) or {}
-    args = _get(doc, "args", list, [], where)
-    gids = user.get("additional_gids", [])
+    args = _get(doc, "args", list, [], where) or []
+    gids = user.get("additional_gids") or []
     for key, values, kind in (("args", args, str), ("env", env, str), ("user.additional_gids", gids, int)):
         if not isinstance(values, list) or not all(type(v) is kind for v in values):
             raise ZoneInitError(f"zone config: {where}{key}: expected a list of {kind.__name__}")
     ids = [user.get("uid", 0), user.get("gid", 0), *gids]
     if not all(type(v) is int and 0 <= v < 2**32 for v in ids):
         raise ZoneInitError(f"zone config: {where}user: uid/gid must be integers in [0, 2^32)")
-    annotations = _get(doc, "annotations", dict, {}, where)
+    annotations = _get(doc, "annotations", dict, {}, where) or {}
     if not all(type(k) is str and type(v) is str for k, v in annotations.items()):
         raise ZoneInitError(f"zone config: {where}annotations: expected strings")
     for key, kinds in (("memory", (int,)), ("pids", (int,)), ("cpus", (int, float))):
