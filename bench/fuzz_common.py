@@ -59,6 +59,19 @@ class Stats:
         return "\n".join(lines)
 
 
+def stages(*steps: Callable[[], object]) -> None:
+    """Run every step even when an earlier one raises a typed error (so each input reaches every reader); the
+    first typed error is re-raised at the end for the counts."""
+    first: BaseException | None = None
+    for step in steps:
+        try:
+            step()
+        except TYPED as e:
+            first = first or e
+    if first is not None:
+        raise first
+
+
 def check_one(target: Target, data: bytes, stats: Stats) -> None:
     """Run one input; count typed errors, record anything else as a finding (deduplicated by type and place)."""
     stats.runs += 1

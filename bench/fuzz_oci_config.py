@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fuzz_common import main, mutate_tree
+from fuzz_common import main, mutate_tree, stages
 
 from styrolite.spec import default_config
 from styrolite.spec.parse import parse_config, parse_process
@@ -40,19 +40,25 @@ def _check(doc: object) -> None:
         compile_filter(seccomp)
 
 
-def target(data: bytes) -> None:
+def _text(data: bytes) -> None:
     try:
         doc = json.loads(data)
     except ValueError:
-        doc = None
-    if doc is not None:
-        parse_config(doc)
+        return
+    parse_config(doc)
+
+
+def _mutated(data: bytes) -> None:
     rng = random.Random(data)
     mutated = mutate_tree(BASE, rng)
     if rng.random() < 0.2:
         parse_process(mutated.get("process") if isinstance(mutated, dict) else mutated)
     else:
         _check(mutated)
+
+
+def target(data: bytes) -> None:
+    stages(lambda: _text(data), lambda: _mutated(data))
 
 
 def seeds() -> list[bytes]:
