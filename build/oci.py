@@ -242,14 +242,20 @@ def open_image(path: str | Path, ref: str | None = None) -> Image:
     if path.is_dir():
         if not (path / "oci-layout").is_file():
             raise ImageError(f"{path}: not an OCI image layout (no oci-layout file)")
-        return _open_layout(LayoutSource(path), ref)
+        try:
+            return _open_layout(LayoutSource(path), ref)
+        except (AttributeError, TypeError, KeyError, ValueError) as e:
+            raise ImageError(f"{path}: malformed image metadata ({type(e).__name__}: {e})") from e
     if not path.exists():
         raise ImageError(f"{path}: no such image")
     source = TarSource(path)
-    if source.has("manifest.json"):
-        return _open_docker_archive(source)
-    if source.has("oci-layout") and source.has("index.json"):
-        return _open_layout(source, ref)
+    try:
+        if source.has("manifest.json"):
+            return _open_docker_archive(source)
+        if source.has("oci-layout") and source.has("index.json"):
+            return _open_layout(source, ref)
+    except (AttributeError, TypeError, KeyError, ValueError) as e:  # JSON of the wrong shape somewhere inside
+        raise ImageError(f"{path}: malformed image metadata ({type(e).__name__}: {e})") from e
     raise ImageError(f"{path}: neither a docker-archive (manifest.json) nor an OCI layout (oci-layout)")
 
 
