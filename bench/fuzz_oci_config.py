@@ -27,7 +27,9 @@ BASE["linux"].setdefault("seccomp", {"defaultAction": "SCMP_ACT_ERRNO", "archite
                                      "syscalls": [{"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
                                                   {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
                                                    "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]}]})
+BASE["linux"]["namespaces"].append({"type": "user"})
 BASE["linux"].setdefault("uidMappings", [{"containerID": 0, "hostID": 1000, "size": 1}])
+BASE["linux"].setdefault("gidMappings", [{"containerID": 0, "hostID": 1000, "size": 1}])
 BASE["linux"].setdefault("resources", {"memory": {"limit": 1 << 20}, "pids": {"limit": 10}})
 
 
