@@ -517,6 +517,11 @@ class ZoneInit:
 
 
 def main() -> int:
+    if os.getpid() != 1:
+        # the boot mounts over /run, /tmp, /dev...: on a host that would damage the running system
+        print("zone-init: refusing to boot: not PID 1 (this is the zone's init, run by the kernel)",
+              file=sys.stderr)
+        return 2
     zone = ZoneInit()
     try:
         zone.boot()
