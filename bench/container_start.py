@@ -25,9 +25,8 @@ from pathlib import Path
 
 
 def make_bundle(work: Path) -> Path:
-    from zonebuild.busybox_image import stage_rootfs
-
     from styrolite.spec import default_config
+    from zonebuild.busybox_image import stage_rootfs
 
     bundle = work / "bundle"
     stage_rootfs(Path("/bin/busybox"), bundle / "rootfs")

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from zonebuild.cpio import CpioArchive, CpioError, compress, concat_for_boot
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from zonebuild.initrd import boot_initrd, build_initrd
 from zonebuild.kernel_image import build_from_sources, unpack_kernel_image
 

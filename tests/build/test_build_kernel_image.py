@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from zonebuild.kernel_image import (
     KernelImageError,
     boot_module_order,

@@ -10,10 +10,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from zonebuild.layers import LayerApplier, LayerError
-from zonebuild.oci import ImageError, open_image, unpack_image
 
 from styrolite.errors import describe
+from zonebuild.layers import LayerApplier, LayerError
+from zonebuild.oci import ImageError, open_image, unpack_image
 
 
 def _tar(entries: list[tuple]) -> bytes:

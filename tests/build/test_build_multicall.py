@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from zonebuild.elfdeps import closure, find_library, ldd
 
+from zonebuild.elfdeps import closure, find_library, ldd
 from zoneinit import multicall
 
 

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from zonebuild.cpio import CpioArchive, compress, concat_for_boot
 from zonebuild.kernel_image import build_from_sources, unpack_kernel_image
 

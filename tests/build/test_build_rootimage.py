@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from zonebuild.busybox_image import build_busybox_image
 from zonebuild.oci import open_image
 from zonebuild.ocilayout import MEDIA_LAYER_TAR, LayoutWriter

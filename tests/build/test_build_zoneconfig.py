@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from zonebuild.configdisk import container_from_image, disk_entry, write_config_disk
 
 from styrolite.errors import ConfigError
+from zonebuild.configdisk import container_from_image, disk_entry, write_config_disk
 from zoneinit.zoneconfig import (
     HEADER_SIZE,
     decode_config_disk,
