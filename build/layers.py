@@ -128,6 +128,8 @@ class LayerApplier:
             self._make_opaque(posixpath.dirname(rel), created)
             return
         if base.startswith(WHITEOUT_PREFIX):
+            if base[len(WHITEOUT_PREFIX):] in ("", ".", ".."):  # '.wh..' would remove the root's parent
+                raise LayerError(f"entry {member.name!r}: whiteout of {base[len(WHITEOUT_PREFIX):]!r} is not allowed")
             hidden = posixpath.join(posixpath.dirname(rel), base[len(WHITEOUT_PREFIX):])
             self._remove(self._parent_dir(hidden) / posixpath.basename(hidden))
             return
