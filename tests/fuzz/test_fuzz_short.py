@@ -73,3 +73,24 @@ def test_a_non_typed_exception_is_reported(fuzzers: dict[str, ModuleType]) -> No
     stats = run_mutation("selftest", target, [b"boom", b"ok"], runs=10, seed=1)
     assert [f.kind for f in stats.findings.values()] == ["KeyError"]
     assert "FINDING" in stats.report()
+
+
+@pytest.mark.parametrize("name", [".wh.", ".wh..", ".wh...", "etc/.wh...", "a/b/.wh..."])
+def test_whiteout_of_dot_or_dotdot_is_refused_and_removes_nothing(tmp_path: Path, name: str) -> None:
+    """Found by bench/fuzz_layers.py: a top-level '.wh...' entry used to rmtree the unpack root's parent."""
+    import io
+    import tarfile
+
+    from build.layers import LayerApplier, LayerError
+
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "root" / "etc").mkdir(parents=True)
+    (tmp_path / "root" / "a" / "b").mkdir(parents=True)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.addfile(tarfile.TarInfo(name))
+    buf.seek(0)
+    with pytest.raises(LayerError, match="whiteout"):
+        LayerApplier(tmp_path / "root").apply(buf)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep", "root"]
+    assert (tmp_path / "root" / "etc").is_dir() and (tmp_path / "root" / "a" / "b").is_dir()
