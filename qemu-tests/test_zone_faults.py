@@ -215,6 +215,7 @@ def test_100_execs_leak_no_fd_and_no_process_in_pid1(zone: Zone) -> None:
             if after["init_fds"] <= before["init_fds"] and after["init_children"] <= before["init_children"]:
                 break
             time.sleep(0.5)
+    print(json.dumps({key: (before[key], after[key]) for key in ("init_fds", "init_children", "init_rss")}))
     assert before["init_fds"] > 0 and before["init_children"] >= 1, before
     assert after["init_fds"] == before["init_fds"], (before["init_fds"], after["init_fds"])
     assert after["init_children"] == before["init_children"], (before["init_children"], after["init_children"])
