@@ -75,7 +75,7 @@ done < /etc/dom0-modules
 mount -t xenfs xenfs /proc/xen
 xenstored --pid-file /run/xenstored.pid
 xen-init-dom0 >/dev/null
-xenconsoled --pid-file=/run/xenconsoled.pid
+xenconsoled --pid-file=/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console
 echo "PV-STEP dom0-ready \\"$(cat /proc/uptime)\\""
 /opt/zonehost/{driver} /zone/plan.json
 echo "PV-STEP dom0-done \\"driver exit $?\\""

@@ -59,9 +59,9 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def show_zone_console(state: Path, lines: int = 60) -> None:
-    """The zone's own console (``xl console`` -> console.log), so the test log shows its boot too."""
-    for log in sorted(state.glob("*/console.log")):
+def show_zone_console(logs: Path, lines: int = 80) -> None:
+    """The zone's own console (xenconsoled --log=guest), so the test log shows its boot too."""
+    for log in sorted(logs.glob("guest-*.log")):
         for line in log.read_text(errors="replace").splitlines()[-lines:]:
             print(f"ZONE-CONSOLE {line}", flush=True)
 
@@ -74,5 +74,5 @@ if __name__ == "__main__":
 
         step("failed", describe(e) if isinstance(e, Exception) else repr(e))
         code = 1
-    show_zone_console(Path("/run/zone-state"))
+    show_zone_console(Path("/var/log/xen/console"))
     sys.exit(code)

@@ -116,7 +116,8 @@ def test_zone_created_as_pv_domain(pv_run: tuple[dict[str, Any], str, float]) ->
 def test_zone_ready_over_vchan(pv_run: tuple[dict[str, Any], str, float]) -> None:
     found, console, _ = pv_run
     assert "connected" in found and "ready" in found, found.get("failed") or _tail(console)
-    assert "ready" in (found["ready"]["boot"] or {})
+    phases = [phase["name"] for phase in (found["ready"]["boot"] or {}).get("phases", [])]
+    assert "ready" in phases and "idm-retry" in phases, phases   # vchan served once addons gave its drivers
 
 
 def test_container_output_and_exit_code(pv_run: tuple[dict[str, Any], str, float]) -> None:
