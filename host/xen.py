@@ -153,9 +153,17 @@ class XenZone:
         domid = self.domid()
         if domid is None:
             raise BackendError(f"xl create {self.domain()}: the domain is not listed")
-        with open(self.zone.console_log, "ab") as log:
-            self.console = subprocess.Popen([XL, "console", self.domain()], stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.DEVNULL, start_new_session=True)
+        # xl console (xenconsole) ends at EOF on its stdin: give it a FIFO it holds open itself, never written
+        console_in = self.zone.path / "console.in"
+        if not console_in.exists():
+            os.mkfifo(console_in, 0o600)
+        stdin = os.open(console_in, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            with open(self.zone.console_log, "ab") as log:
+                self.console = subprocess.Popen([XL, "console", self.domain()], stdin=stdin, stdout=log,
+                                                stderr=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            os.close(stdin)
         self.zone.save_runtime(backend="xen", domid=domid, console_pid=self.console.pid, loops=sorted(devices.values()))
         return domid
 
@@ -175,7 +183,13 @@ class XenZone:
             if deadline is not None and time.monotonic() > deadline:
                 return False
             time.sleep(0.2)
+        self._release_loops()
         return True
+
+    def _release_loops(self) -> None:
+        """Detach the loop devices of a domain that is gone (idempotent: LOOP_CLR_FD on a free one fails)."""
+        for device in self.zone.runtime().get("loops") or []:
+            detach_loop(device)
 
     def quit(self, timeout: float = 10.0) -> None:
         if self.running():
@@ -184,8 +198,7 @@ class XenZone:
         if isinstance(pid, int):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, 15)
-        for device in self.zone.runtime().get("loops") or []:
-            detach_loop(device)
+        self._release_loops()
 
 
 def connect_vchan(zone: ZoneDir, *, timeout: float = 30.0, events: bool = True) -> Any:

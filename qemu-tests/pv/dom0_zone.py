@@ -59,11 +59,17 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def show_zone_console(logs: Path, lines: int = 80) -> None:
-    """The zone's own console (xenconsoled --log=guest), so the test log shows its boot too."""
-    for log in sorted(logs.glob("guest-*.log")):
+def show_zone_console(state: Path, lines: int = 80) -> None:
+    """The zone's console.log (``xl console``, as zonehost keeps it), so the test log shows its boot too;
+    xenconsoled's own guest log if that is empty."""
+    logs = sorted(state.rglob("console.log"))
+    guest = sorted(Path("/var/log/xen/console").glob("guest-*.log"))
+    step("console-files", {str(log): log.stat().st_size for log in logs + guest})
+    if not any(log.stat().st_size for log in logs):
+        logs = guest
+    for log in logs:
         for line in log.read_text(errors="replace").splitlines()[-lines:]:
-            print(f"ZONE-CONSOLE {line}", flush=True)
+            print(f"ZONE-CONSOLE {log.name} {line}", flush=True)
 
 
 if __name__ == "__main__":
@@ -74,5 +80,5 @@ if __name__ == "__main__":
 
         step("failed", describe(e) if isinstance(e, Exception) else repr(e))
         code = 1
-    show_zone_console(Path("/var/log/xen/console"))
+    show_zone_console(Path("/run/zone-state"))
     sys.exit(code)

@@ -51,7 +51,7 @@ def prepare_payload(kernel_image: Path, initrd: Path, app_image: Path, payload: 
         shutil.copyfile(source, payload / name)
     plan = {"definition": asdict(definition), "kernel": "/zone/kernel", "initrd": "/zone/initrd",
             "addons": "/zone/addons.squashfs", "config_disk": "/zone/config.img", "root_images": ["/zone/root0.img"],
-            "timeout": 120}
+            "timeout": 90}
     (payload / "plan.json").write_text(json.dumps(plan))
     return payload
 
@@ -130,3 +130,4 @@ def test_zone_shuts_down_on_request(pv_run: tuple[dict[str, Any], str, float]) -
     found, console, _ = pv_run
     assert found.get("shutdown", {}).get("how") == "clean shutdown", found.get("failed") or _tail(console)
     assert found.get("dom0-done") == "driver exit 0"
+
