@@ -153,17 +153,9 @@ class XenZone:
         domid = self.domid()
         if domid is None:
             raise BackendError(f"xl create {self.domain()}: the domain is not listed")
-        # xl console (xenconsole) ends at EOF on its stdin: give it a FIFO it holds open itself, never written
-        console_in = self.zone.path / "console.in"
-        if not console_in.exists():
-            os.mkfifo(console_in, 0o600)
-        stdin = os.open(console_in, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            with open(self.zone.console_log, "ab") as log:
-                self.console = subprocess.Popen([XL, "console", self.domain()], stdin=stdin, stdout=log,
-                                                stderr=subprocess.DEVNULL, start_new_session=True)
-        finally:
-            os.close(stdin)
+        with open(self.zone.console_log, "ab") as log:
+            self.console = subprocess.Popen([XL, "console", self.domain()], stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.DEVNULL, start_new_session=True)
         self.zone.save_runtime(backend="xen", domid=domid, console_pid=self.console.pid, loops=sorted(devices.values()))
         return domid
 

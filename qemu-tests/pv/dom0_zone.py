@@ -53,10 +53,21 @@ def main(argv: list[str]) -> int:
     acknowledge_exit(client, main_container)
     step("output", b"".join(chunks).decode(errors="replace"))
     step("exit", {"code": code})
+    diagnose(domid)
     client.close()
     how = stop_zone(zone, timeout=30)
     step("shutdown", {"how": how, "seconds": round(time.monotonic() - started, 2)})
     return 0
+
+
+def diagnose(domid: int) -> None:
+    """dom0's processes and the zone's console keys in xenstore, for a console that stays empty."""
+    import subprocess
+
+    for command in (["ps"], ["xenstore-ls", "-f", f"/local/domain/{domid}/console"]):
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        for line in (result.stdout + result.stderr).splitlines():
+            print(f"DIAG {line}", flush=True)
 
 
 def show_zone_console(state: Path, lines: int = 80) -> None:
