@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def step(name: str, detail: object = "") -> None:
@@ -35,11 +36,20 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     domid = XenZone(zone).start(definition, boot)
     step("created", {"domid": domid, "seconds": round(time.monotonic() - started, 2)})
-    client = connect_vchan(zone, timeout=float(plan.get("timeout", 60)))
-    step("connected", {"seconds": round(time.monotonic() - started, 2)})
-    ready = wait_ready(client, zone, float(plan.get("timeout", 60)))
-    step("ready", {"boot": ready.get("boot"), "seconds": round(time.monotonic() - started, 2)})
-    main_container = ready.get("main") or MAIN_CONTAINER
+    timeout = float(plan.get("timeout", 60))
+    if plan.get("kill_first_client"):
+        # fault: the first client sees the zone ready and the output start, then dies (SIGKILL, no goodbye);
+        # a new client must still get the whole output, the exit code and the exit event
+        first_client_killed(zone, started, timeout)
+        client = connect_vchan(zone, timeout=timeout)
+        step("reconnected", {"seconds": round(time.monotonic() - started, 2)})
+        main_container = MAIN_CONTAINER
+    else:
+        client = connect_vchan(zone, timeout=timeout)
+        step("connected", {"seconds": round(time.monotonic() - started, 2)})
+        ready = wait_ready(client, zone, timeout)
+        step("ready", {"boot": ready.get("boot"), "seconds": round(time.monotonic() - started, 2)})
+        main_container = ready.get("main") or MAIN_CONTAINER
     chunks: list[bytes] = []
 
     class Sink:
@@ -58,6 +68,40 @@ def main(argv: list[str]) -> int:
     how = stop_zone(zone, timeout=30)
     step("shutdown", {"how": how, "seconds": round(time.monotonic() - started, 2)})
     return 0
+
+
+def first_client_killed(zone: Any, started: float, timeout: float) -> None:
+    """A child process connects, waits for zone.ready, reads the first output, then is SIGKILLed."""
+    import os
+    import select
+    import signal
+
+    from host.xen import connect_vchan
+    from host.zones import MAIN_CONTAINER, wait_ready
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        try:
+            client = connect_vchan(zone, timeout=timeout)
+            step("connected", {"seconds": round(time.monotonic() - started, 2)})
+            ready = wait_ready(client, zone, timeout)
+            step("ready", {"boot": ready.get("boot"), "seconds": round(time.monotonic() - started, 2)})
+            stream, _info = client.open_stream("container.logs", {"id": MAIN_CONTAINER, "follow": True})
+            item = stream.read()
+            os.write(write_end, json.dumps(item[1].decode(errors="replace") if item else None).encode())
+            time.sleep(3600)   # until killed, mid-stream
+        finally:
+            os._exit(1)
+    os.close(write_end)
+    saw = None
+    if select.select([read_end], [], [], timeout)[0]:
+        saw = os.read(read_end, 65536).decode(errors="replace")
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    os.close(read_end)
+    step("client-killed", {"saw": json.loads(saw) if saw else None, "seconds": round(time.monotonic() - started, 2)})
 
 
 def diagnose(domid: int) -> None:

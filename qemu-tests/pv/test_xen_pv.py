@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 QEMU = "qemu-system-x86_64"
 OUTPUT_LINE = "hello from a xen pv zone"
+LAST_LINE = "still running after the first client died"
 EXIT_CODE = 7
 TIMEOUT = float(os.environ.get("ZONE_TEST_PV_TIMEOUT", "300"))
 STEP = re.compile(r"^PV-STEP (\S+) (.*)$")
@@ -41,7 +42,7 @@ def prepare_payload(kernel_image: Path, initrd: Path, app_image: Path, payload: 
     boot_initrd = images.boot_initrd(initrd, kernel)
     root = images.prepare_root_image(app_image)
     definition = ZoneDef(name="pv", kernel_image="/zone", initrd="/zone/initrd", backend="xen", memory_mib=256,
-                         command=["sh", "-c", f"echo {OUTPUT_LINE}; exit {EXIT_CODE}"])
+                         command=["sh", "-c", f"echo {OUTPUT_LINE}; sleep 2; echo {LAST_LINE}; exit {EXIT_CODE}"])
     document = zone_config_document(definition, kernel, root, "xvd")
     document["options"]["poweroff_on_exit"] = False   # the host asks for the shutdown (zone.shutdown)
     payload.mkdir(parents=True, exist_ok=True)
@@ -51,7 +52,7 @@ def prepare_payload(kernel_image: Path, initrd: Path, app_image: Path, payload: 
         shutil.copyfile(source, payload / name)
     plan = {"definition": asdict(definition), "kernel": "/zone/kernel", "initrd": "/zone/initrd",
             "addons": "/zone/addons.squashfs", "config_disk": "/zone/config.img", "root_images": ["/zone/root0.img"],
-            "timeout": 90}
+            "timeout": 90, "kill_first_client": True}
     (payload / "plan.json").write_text(json.dumps(plan))
     return payload
 
@@ -122,7 +123,7 @@ def test_zone_ready_over_vchan(pv_run: tuple[dict[str, Any], str, float]) -> Non
 
 def test_container_output_and_exit_code(pv_run: tuple[dict[str, Any], str, float]) -> None:
     found, console, _ = pv_run
-    assert OUTPUT_LINE in found.get("output", ""), found.get("failed") or _tail(console)
+    assert found.get("output") == f"{OUTPUT_LINE}\n{LAST_LINE}\n", found.get("failed") or _tail(console)
     assert found.get("exit") == {"code": EXIT_CODE}
 
 
@@ -131,3 +132,11 @@ def test_zone_shuts_down_on_request(pv_run: tuple[dict[str, Any], str, float]) -
     assert found.get("shutdown", {}).get("how") == "clean shutdown", found.get("failed") or _tail(console)
     assert found.get("dom0-done") == "driver exit 0"
 
+
+
+def test_killed_client_then_a_new_one_gets_output_and_exit(pv_run: tuple[dict[str, Any], str, float]) -> None:
+    """The first IDM client dies mid-stream (SIGKILL); the zone and its container keep running, a new client
+    connects to the same vchan and gets the whole output, the exit code and the exit event."""
+    found, console, _ = pv_run
+    assert (found.get("client-killed") or {}).get("saw") == f"{OUTPUT_LINE}\n", found.get("failed") or _tail(console)
+    assert "reconnected" in found and found.get("exit") == {"code": EXIT_CODE}
