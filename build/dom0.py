@@ -234,6 +234,9 @@ def host_bundle(driver: Path, repo: Path) -> Path:
             shutil.move(str(work / "dist" / driver.stem), out)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        # ~40 MB per source change: keep this bundle and the previous one
+        for old in sorted(out.parent.iterdir(), key=lambda d: d.stat().st_mtime, reverse=True)[2:]:
+            shutil.rmtree(old, ignore_errors=True)
     return out
 
 
