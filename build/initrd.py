@@ -57,7 +57,7 @@ BYTECODE_PACKAGES = ("pyroute2",)
 BYTECODE_SKIP = tuple(f"pyroute2.{name}" for name in (
     "bsd", "windows", "fixtures", "dhcp", "plan9", "wirouting", "decoder", "inotify", "nftables", "remote", "cli"))
 EXTRA_MODULES = ("_cffi_backend", "msgpack", "prctl", "_prctl")
-DLOPENED = ("libseccomp.so.2", "libc.so.6", "libgcc_s.so.1")
+DLOPENED = ("libseccomp.so.2", "libc.so.6", "libgcc_s.so.1", "libxenvchan.so.4.17")
 APPLET_LINKS = ("lib/zone/init", "bin/styrolite", "bin/zone")
 ZONE_INIT = "lib/zone/zone-init"
 REPORT = "compilation-report.xml"

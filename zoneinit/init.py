@@ -283,6 +283,15 @@ class ZoneInit:
             self._make_server()
         if self._idm_channel:
             return
+        if channel == "vchan":  # Xen: serve a vchan to dom0 (zoneinit/idm/vchan.py), its drivers come from addons
+            if wait:
+                self._load_modules(["xen_evtchn", "xen_gntalloc"])
+                from zoneinit.idm.vchan import VchanTransport
+
+                self.server.add_transport(VchanTransport.serve(), name="host", persistent=True)
+                self._idm_channel = channel
+                self.log.info("IDM on a vchan for dom0")
+            return
         if not channel:  # not named on the command line: the virtio-serial port QEMU calls "zone.idm"
             from zoneinit.idm.transport import find_virtio_port
 
