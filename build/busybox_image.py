@@ -12,7 +12,6 @@ Usage: ``python -m zonebuild.busybox_image --out DIR``
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from styrolite.errors import StyroliteError, describe
+from zonebuild.cachedir import cache_dir
 
 from .elfdeps import ldd
 from .oci import sha256_file
@@ -33,10 +33,6 @@ DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 class BusyboxImageError(StyroliteError):
     """No static busybox to build the default image from."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ZONE_CACHE") or Path(__file__).resolve().parent.parent / ".cache")
 
 
 def fetch_busybox(work: Path) -> Path:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from styrolite.errors import StyroliteError, describe
+from zonebuild.cachedir import cache_dir
 
 from .cpio import CpioArchive, compress, concat_for_boot
 from .elfdeps import closure, is_elf, stage_libraries, strip
@@ -92,10 +93,6 @@ MOUNT_POINTS = ("proc", "sys", "dev", "run", "tmp", "mnt", "root", "sbin")
 
 class InitrdError(StyroliteError):
     """The initramfs could not be built."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ZONE_CACHE") or REPO / ".cache")
 
 
 def log(message: str) -> None:

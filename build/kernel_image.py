@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from styrolite.errors import StyroliteError, describe
+from zonebuild.cachedir import cache_dir
 
 from .cpio import CpioArchive
 from .oci import ImageError, open_image, sha256_file, unpack_image
@@ -44,10 +44,6 @@ METADATA_KEYS = ("KERNEL_ARCH", "KERNEL_VERSION", "KERNEL_FLAVOR", "KERNEL_CONFI
 
 class KernelImageError(StyroliteError):
     """The kernel package or kernel image is unusable."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ZONE_CACHE") or Path(__file__).resolve().parent.parent / ".cache")
 
 
 def log(message: str) -> None:

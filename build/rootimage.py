@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from styrolite.errors import StyroliteError, describe
+from zonebuild.cachedir import cache_dir
 
 from .oci import Image, open_image, sha256_file, unpack_image
 
@@ -36,10 +37,6 @@ EROFS_UUID = "00000000-0000-0000-0000-000000000000"
 
 class RootImageError(StyroliteError):
     """The app image could not be turned into a root image."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ZONE_CACHE") or Path(__file__).resolve().parent.parent / ".cache")
 
 
 @dataclass(frozen=True)
