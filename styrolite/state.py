@@ -11,7 +11,7 @@ import json
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from styrolite import OCI_VERSION
 from styrolite.errors import ContainerError, NotFoundError
@@ -56,9 +56,6 @@ class ContainerState:
     cgroups_path_config: str | None = None  # linux.cgroupsPath, to open the same cgroup again
     rootfs: str = ""
     exit_code: int | None = None
-    config_snapshot: str = ""
-    # host-side ids of the namespaces the container joined or made, for `exec`
-    namespaces: dict[str, str] = field(default_factory=dict)
 
     def oci_state(self) -> dict:
         """The state document of runtime-spec runtime.md (also what hooks read on stdin)."""
@@ -107,7 +104,8 @@ class StateStore:
             raise NotFoundError(f"container {container_id!r} does not exist") from None
         except (OSError, ValueError) as e:
             raise ContainerError(f"read state of container {container_id!r}: {e}") from e
-        state = ContainerState(**raw)
+        known = {f.name for f in fields(ContainerState)}
+        state = ContainerState(**{key: value for key, value in raw.items() if key in known})
         state.status = self.live_status(state)
         return state
 
