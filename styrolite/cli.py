@@ -111,14 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (StyroliteError, OSError) as e:
-        return _fail(args, describe(e))
+        return _fail(describe(e))
     except Exception as e:  # an internal error still gets one clear line
         if args.debug:
             raise
-        return _fail(args, f"internal error: {describe(e)} ({type(e).__name__}); rerun with --debug")
+        return _fail(f"internal error: {describe(e)} ({type(e).__name__}); rerun with --debug")
 
 
-def _fail(args: argparse.Namespace, message: str) -> int:
+def _fail(message: str) -> int:
     log.error("%s", message)
     return 1
 
@@ -191,7 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if created.console_fd is not None:
             from styrolite.console_proxy import proxy
 
-            proxy(created.console_fd, pid)
+            proxy(created.console_fd)
         status = _wait_child(pid)
     finally:
         forward()
@@ -286,7 +286,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
         if executed.console_fd is not None:
             from styrolite.console_proxy import proxy
 
-            proxy(executed.console_fd, executed.pid)
+            proxy(executed.console_fd)
         status = _wait_child(executed.pid)
     finally:
         forward()

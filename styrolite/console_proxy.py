@@ -13,7 +13,7 @@ import termios
 import tty
 
 
-def proxy(master: int, pid: int) -> None:
+def proxy(master: int) -> None:
     stdin = sys.stdin.fileno()
     stdout = sys.stdout.fileno()
     is_tty = os.isatty(stdin)

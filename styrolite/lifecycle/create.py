@@ -156,11 +156,13 @@ def _launch(store: StateStore, state: ContainerState, spec: Spec, bundle: str, r
             os.close(fifo_fd)
             cleanup.pids.append(state.pid)
             cgroup.add_process(state.pid)
-            state.pid_start_time = process_start_time(state.pid) or 0
-            store.save(state)
-            parent.send("go")
+            release = "go"  # the init waits for its cgroup before unsharing the cgroup namespace
         else:
-            _launch_through_setup_child(ctx, parent, child, fifo_fd, state, store, cgroup, cleanup)
+            state.pid = _launch_through_setup_child(ctx, parent, child, fifo_fd, cgroup, cleanup)
+            release = "init"  # the init waits until its pid, reported by the setup child, is recorded
+        state.pid_start_time = process_start_time(state.pid) or 0
+        store.save(state)
+        parent.send(release)
         parent.receive("prepivot", "mount the container's root filesystem")
         hooks = spec.hooks
         if hooks:
@@ -208,7 +210,8 @@ def _fork_into_pid_namespace(plan: NamespacePlan, sys: Syscalls, child_main: Cal
 
 
 def _launch_through_setup_child(ctx: LaunchContext, parent: SyncChannel, child: SyncChannel, fifo_fd: int,
-                                state: ContainerState, store: StateStore, cgroup, cleanup: _Cleanup) -> None:
+                                cgroup, cleanup: _Cleanup) -> int:
+    """User or time namespace: the setup child makes them, then forks the init; returns the init's pid."""
     setup_pid = os.fork()
     if setup_pid == 0:  # pragma: no cover - runs in the child
         parent.close()
@@ -223,13 +226,11 @@ def _launch_through_setup_child(ctx: LaunchContext, parent: SyncChannel, child: 
     cgroup.add_process(setup_pid)
     parent.send("go")
     message, _ = parent.receive("pid", "start the container's init")
-    state.pid = int(message["pid"])
-    cleanup.pids.append(state.pid)
+    pid = int(message["pid"])
+    cleanup.pids.append(pid)
     _reap(setup_pid)
     cleanup.pids.remove(setup_pid)
-    state.pid_start_time = process_start_time(state.pid) or 0
-    store.save(state)
-    parent.send("init")
+    return pid
 
 
 def _reap(pid: int) -> None:
