@@ -1,29 +1,6 @@
 """Host end of IDM: connect to a zone's IDM channel (the protocol core is shared from zoneinit.idm)."""
 
-from host.idm.client import (
-    ClientStream,
-    ConnectionClosed,
-    Event,
-    ExecSession,
-    IdmClient,
-    IdmError,
-    IdmTimeout,
-    RemoteError,
-    connect,
-    connect_transport,
-    from_fds,
-)
+from host.idm import client as _client
+from host.idm.client import *  # noqa: F403 - the public names are listed once, in client.__all__
 
-__all__ = [
-    "ClientStream",
-    "ConnectionClosed",
-    "Event",
-    "ExecSession",
-    "IdmClient",
-    "IdmError",
-    "IdmTimeout",
-    "RemoteError",
-    "connect",
-    "connect_transport",
-    "from_fds",
-]
+__all__ = list(_client.__all__)
