@@ -32,6 +32,24 @@ from zoneinit.idm.errors import ConnectionClosed
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.EIO, errno.ENOTCONN, errno.ESHUTDOWN, errno.ENODEV, errno.ENXIO)
 
 
+def _read_error(e: OSError) -> bytes | None:
+    """A non-blocking read's failure, the Transport way: None = nothing yet, b"" = the peer is gone."""
+    if isinstance(e, (BlockingIOError, InterruptedError)):
+        return None
+    if e.errno in _GONE:
+        return b""
+    raise e
+
+
+def _write_error(e: OSError, what: str) -> int:
+    """A non-blocking write's failure: 0 = try later; a vanished peer is ConnectionClosed."""
+    if isinstance(e, (BlockingIOError, InterruptedError)):
+        return 0
+    if e.errno in _GONE:
+        raise ConnectionClosed(f"{what} peer gone: {os.strerror(e.errno)}") from e
+    raise e
+
+
 @runtime_checkable
 class Transport(Protocol):
     def fileno(self) -> int: ...
@@ -56,22 +74,14 @@ class SocketTransport:
     def read(self, max_bytes: int) -> bytes | None:
         try:
             return self.sock.recv(max_bytes)
-        except (BlockingIOError, InterruptedError):
-            return None
         except OSError as e:
-            if e.errno in _GONE:
-                return b""
-            raise
+            return _read_error(e)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         try:
             return self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            return 0
         except OSError as e:
-            if e.errno in _GONE:
-                raise ConnectionClosed(f"socket peer gone: {os.strerror(e.errno)}") from e
-            raise
+            return _write_error(e, "socket")
 
     def close(self) -> None:
         if self.sock.fileno() >= 0:
@@ -111,22 +121,14 @@ class FdTransport:
     def read(self, max_bytes: int) -> bytes | None:
         try:
             return os.read(self.fd, max_bytes)
-        except (BlockingIOError, InterruptedError):
-            return None
         except OSError as e:
-            if e.errno in _GONE:
-                return b""
-            raise
+            return _read_error(e)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         try:
             return os.write(self.write_fd, data)
-        except (BlockingIOError, InterruptedError):
-            return 0
         except OSError as e:
-            if e.errno in _GONE:
-                raise ConnectionClosed(f"device peer gone: {os.strerror(e.errno)}") from e
-            raise
+            return _write_error(e, "device")
 
     def close(self) -> None:
         if self.owns and self.fd >= 0:
