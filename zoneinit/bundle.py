@@ -1,8 +1,9 @@
 """A container's OCI bundle in the zone: an overlay rootfs over its read-only image and a config.json.
 
 The base document is Styrolite's hardened ``default_config()``; the container's plan fills in the process,
-and the zone's choices are applied: no network namespace (containers share the zone's network; the VM is
-the boundary), the zone's name files bound read-only, and the writable layer on tmpfs.
+and the zone's choices are applied: the zone's workload network namespace (shared by the zone's containers,
+never PID 1's own; a fresh empty one if the zone could not make it), the zone's name files bound
+read-only, and the writable layer on tmpfs.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _default_seccomp() -> dict[str, Any]:
 
 
 def build_config(plan: ContainerPlan, *, hostname: str | None = None,
-                 name_files: dict[str, str] | None = None) -> dict[str, Any]:
+                 name_files: dict[str, str] | None = None, netns: str | None = None) -> dict[str, Any]:
     """The config.json document for ``plan`` (a plain dict)."""
     config = _base_config()
     process = config.setdefault("process", {})
@@ -62,7 +63,9 @@ def build_config(plan: ContainerPlan, *, hostname: str | None = None,
     config["root"] = {"path": "rootfs", "readonly": plan.readonly_root}
     config["hostname"] = plan.hostname or hostname or plan.id
     linux = config.setdefault("linux", {})
-    linux["namespaces"] = [ns for ns in linux.get("namespaces", []) if ns.get("type") not in ("network", "user")]
+    namespaces = [ns for ns in linux.get("namespaces", []) if ns.get("type") not in ("network", "user")]
+    namespaces.append({"type": "network", "path": netns} if netns else {"type": "network"})
+    linux["namespaces"] = namespaces
     linux.setdefault("seccomp", _default_seccomp())
     _apply_limits(linux, plan)
     mounts = config.setdefault("mounts", [])
@@ -94,7 +97,7 @@ def _apply_limits(linux: dict[str, Any], plan: ContainerPlan) -> None:
 
 def prepare_bundle(plan: ContainerPlan, disks: DiskStore, mounts: MountTable, *, bundles: str = "/run/zone/bundles",
                    scratch: str = "/run/zone/scratch", hostname: str | None = None,
-                   name_files: dict[str, str] | None = None) -> str:
+                   name_files: dict[str, str] | None = None, netns: str | None = None) -> str:
     """Mount the overlay rootfs and write config.json; returns the bundle directory."""
     bundle = os.path.join(bundles, plan.id)
     rootfs = os.path.join(bundle, "rootfs")
@@ -102,7 +105,7 @@ def prepare_bundle(plan: ContainerPlan, disks: DiskStore, mounts: MountTable, *,
     if plan.image:
         lower = disks.rootfs_of(plan.image)
         mount_overlay(mounts, [lower], os.path.join(scratch, plan.id), rootfs)
-    config = build_config(plan, hostname=hostname, name_files=name_files)
+    config = build_config(plan, hostname=hostname, name_files=name_files, netns=netns)
     tmp = os.path.join(bundle, "config.json.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(config, f, indent=1)

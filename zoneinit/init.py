@@ -45,6 +45,7 @@ class ZonePaths:
     bundles: str = "/run/zone/bundles"
     scratch: str = "/run/zone/scratch"
     net: str = "/run/zone/net"
+    workload_netns: str = "/run/zone/netns/workload"
     idm_socket: str = "/run/zone/idm.sock"
     styrolite_state: str = "/run/styrolite"
     modules_base: str = "/lib/modules"
@@ -103,6 +104,7 @@ class ZoneInit:
         self.boot_index: Any = None
         self.addons_index: Any = None
         self.name_files: dict[str, str] = {}
+        self.workload_netns: str | None = None  # the pinned network namespace the containers join
         self._idm_channel: str | None = None
         self.ready = False
         self._stamp_stage0()
@@ -164,6 +166,8 @@ class ZoneInit:
         with self.phase("hostname"):
             if self.plan.hostname:
                 self.sys.sethostname(self.plan.hostname)
+        with self.phase("netns"):
+            self._create_workload_netns()
         if self.plan.network is not None:
             with self.phase("network"):
                 self._configure_network()
@@ -351,6 +355,13 @@ class ZoneInit:
             self.shutdown.grace = self.plan.shutdown_grace
         self.disks = DiskStore(self.plan.disks, self.mounts, self.paths.images)
 
+    def _create_workload_netns(self) -> None:
+        """The network namespace the containers share (never PID 1's own), made and pinned in a helper."""
+        from zoneinit.isolate import in_child
+        from zoneinit.network import create_workload_namespace
+
+        self.workload_netns = in_child(create_workload_namespace, self.paths.workload_netns, self.sys)
+
     def _configure_network(self) -> None:
         """Load the NIC driver if the interface is missing (virtio_net lives in addons), then configure the
         links in a forked child: pyroute2 (and the multiprocessing, pickle... it imports) never becomes
@@ -361,7 +372,7 @@ class ZoneInit:
         plan = self.plan.network
         for iface in plan.interfaces:
             self._ensure_interface(iface.name)
-        self.name_files = in_child(configure_network, plan, self.paths.net, self.sys)
+        self.name_files = in_child(configure_network, plan, self.paths.net, self.workload_netns, self.sys)
 
     def _ensure_interface(self, name: str) -> None:
         if os.path.exists(f"/sys/class/net/{name}"):
@@ -407,7 +418,8 @@ class ZoneInit:
             self.disks = DiskStore([], self.mounts, self.paths.images)
         hostname = self.plan.network.hostname if self.plan.network else None
         return prepare_bundle(plan, self.disks, self.mounts, bundles=self.paths.bundles, scratch=self.paths.scratch,
-                              hostname=hostname or self.plan.name, name_files=self.name_files)
+                              hostname=hostname or self.plan.name, name_files=self.name_files,
+                              netns=self.workload_netns)
 
     def _remove_bundle(self, container_id: str) -> None:
         from zoneinit.bundle import remove_bundle

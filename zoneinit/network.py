@@ -1,22 +1,33 @@
-"""The zone's network, only when the config asks for one: links, addresses, routes, and the name files.
+"""The zone's network: the workload network namespace, and (when the config asks for one) links,
+addresses, routes and the name files.
 
-pyroute2 is imported here, inside the functions that need it, so a zone without network never pays for
-it. Containers share the zone's network namespace (the VM is the isolation boundary); they get the
-name files (resolv.conf, hosts, hostname) as read-only bind mounts.
+Containers never share PID 1's network namespace. At boot PID 1 creates one *workload* namespace, pinned
+by a bind mount at ``/run/zone/netns/workload``; the zone's containers join it (like the containers of a
+Kubernetes pod: they share ``localhost`` and the zone's addresses). The NIC is moved into it before it is
+configured, so PID 1's own namespace keeps only a loopback that is down: PID 1 is not reachable over the
+network at all, and a container that breaks out of its netns still finds no interface of PID 1's.
+
+pyroute2 is imported here, inside the functions that need it, and only ever in a forked helper, so PID 1
+never pays for it. Containers get the name files (resolv.conf, hosts) as read-only bind mounts.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import socket
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 from styrolite.syscalls import LINUX, Syscalls
+from styrolite.syscalls import constants as k
 from zoneinit.errors import ZoneInitError
 
 IFA_F_NODAD = 0x02  # the address is usable at once (no duplicate address detection wait under a VM)
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+IFREQ = struct.Struct("16sH22x")  # struct ifreq: name, then ifr_flags (the union is 24 bytes)
 
 
 @dataclass
@@ -68,6 +79,65 @@ def _ignore_exists(call, *args: Any, **kwargs: Any) -> None:
     except Exception as e:
         if getattr(e, "code", None) != errno.EEXIST:
             raise
+
+
+def bring_loopback_up() -> None:
+    """``ip link set lo up`` in the calling thread's network namespace, with one ioctl (no netlink, no pyroute2)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        name = b"lo"
+        flags = IFREQ.unpack(fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, IFREQ.pack(name, 0)))[1]
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, IFREQ.pack(name, flags | IFF_UP))
+
+
+def create_workload_namespace(pin: str, sys: Syscalls = LINUX) -> str:
+    """A new network namespace with lo up, pinned by a bind mount of its nsfs file at ``pin``; returns ``pin``.
+
+    Run it in a forked helper (:func:`zoneinit.isolate.in_child`): ``unshare`` moves the *caller* into the new
+    namespace, and PID 1 must stay where it is. The bind mount is made in the mount namespace the helper
+    shares with PID 1, so the pin outlives the helper.
+    """
+    step = f"create the workload network namespace at {pin}"
+    try:
+        os.makedirs(os.path.dirname(pin), mode=0o700, exist_ok=True)
+        if not os.path.ismount(pin):
+            os.close(os.open(pin, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o400))
+            sys.unshare(k.CLONE_NEWNET)
+            step = "bring lo up in the workload network namespace"
+            bring_loopback_up()
+            step = f"pin the workload network namespace at {pin}"
+            sys.mount("/proc/thread-self/ns/net", pin, None, k.MS_BIND)
+    except OSError as e:
+        raise ZoneInitError(f"network: {step}") from e
+    return pin
+
+
+def move_into_namespace(names: list[str], pin: str) -> None:
+    """Move the named links from the caller's network namespace into the pinned one (names and MACs kept)."""
+    from pyroute2 import IPRoute
+
+    fd = os.open(pin, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with IPRoute() as ipr:
+            for name in names:
+                found = ipr.link_lookup(ifname=name)
+                if not found:
+                    raise ZoneInitError(f"network interface {name!r} does not exist in the zone")
+                try:
+                    ipr.link("set", index=found[0], net_ns_fd=fd)
+                except Exception as e:
+                    raise ZoneInitError(f"network: move {name} into the workload namespace") from e
+    finally:
+        os.close(fd)
+
+
+def enter_namespace(pin: str, sys: Syscalls = LINUX) -> None:
+    fd = os.open(pin, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        sys.setns(fd, k.CLONE_NEWNET)
+    except OSError as e:
+        raise ZoneInitError(f"network: enter the workload namespace {pin}") from e
+    finally:
+        os.close(fd)
 
 
 def configure_links(plan: NetworkPlan) -> None:
@@ -153,8 +223,15 @@ def apply_hostname(plan: NetworkPlan, sys: Syscalls = LINUX) -> None:
         sys.setdomainname(plan.domain)
 
 
-def configure_network(plan: NetworkPlan, files_dir: str, sys: Syscalls = LINUX) -> dict[str, str]:
-    """The whole network step: hostname, links/addresses/routes, name files. Returns the name files."""
+def configure_network(plan: NetworkPlan, files_dir: str, pin: str | None = None,
+                      sys: Syscalls = LINUX) -> dict[str, str]:
+    """The whole network step: hostname, links/addresses/routes, name files. Returns the name files.
+
+    With ``pin`` (the workload namespace), the interfaces are first moved there and configured inside it;
+    this changes the calling process's namespace, so it runs in a forked helper."""
     apply_hostname(plan, sys)
+    if pin is not None:
+        move_into_namespace([iface.name for iface in plan.interfaces], pin)
+        enter_namespace(pin, sys)
     configure_links(plan)
     return write_name_files(plan, files_dir)

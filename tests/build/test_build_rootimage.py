@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from styrolite.errors import describe
 from zonebuild.busybox_image import build_busybox_image
 from zonebuild.oci import open_image
 from zonebuild.ocilayout import MEDIA_LAYER_TAR, LayoutWriter
@@ -99,3 +100,15 @@ def test_bad_image_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(RootImageError, match="open image"):
         build_root_image(tmp_path / "empty", tmp_path / "out")
+
+
+@pytest.mark.root
+def test_shifted_root_image_for_a_user_namespace(busybox_layout: Path, tmp_path: Path) -> None:
+    plain = build_root_image(busybox_layout, tmp_path / "a", use_cache=False)
+    shifted = build_root_image(busybox_layout, tmp_path / "b", use_cache=False, owner_shift=131072)
+    assert shifted.owner_shift == 131072 and shifted.sha256 != plain.sha256
+    listing = _squashfs_listing(shifted.path)
+    assert "131072/131072" in listing and " root/root " not in listing
+    with pytest.raises(RootImageError) as failed:
+        build_root_image(busybox_layout, tmp_path / "c", use_cache=False, owner_shift=5)
+    assert "owner shift 5: must be a multiple of 65536" in describe(failed.value)

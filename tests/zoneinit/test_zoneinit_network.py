@@ -95,3 +95,35 @@ def test_configure_network_in_a_real_namespace(netns, tmp_path):
     assert ("192.168.77.0/24", "10.9.0.254", 50) in routes4
     routes6 = {(r["dst"], r.get("gateway")) for r in ip("-6", "route")}
     assert ("default", "fd00::1") in routes6
+
+
+WORKLOAD = r"""
+import json, os, subprocess, sys
+from zoneinit.isolate import in_child
+from zoneinit.network import *
+pin = os.path.join(sys.argv[1], "netns", "workload")
+plan = NetworkPlan(interfaces=[InterfacePlan("eth0", ["10.9.1.15/24"])], routes=[RoutePlan(gateway="10.9.1.1")])
+in_child(create_workload_namespace, pin)
+in_child(create_workload_namespace, pin)  # idempotent: the pinned namespace is kept
+in_child(configure_network, plan, sys.argv[1], pin)
+def links(*prefix):
+    return json.loads(subprocess.run([*prefix, "ip", "-j", "addr"], check=True, capture_output=True, text=True).stdout)
+print(json.dumps({"mine": links(), "workload": links("nsenter", f"--net={pin}"),
+                  "same": os.stat("/proc/self/ns/net").st_ino == os.stat(pin).st_ino}))
+"""
+
+
+@pytest.mark.root
+def test_the_nic_moves_into_a_pinned_workload_namespace(netns, tmp_path):
+    """PID 1's namespace ends with no interface but a loopback; the workload one has lo up and eth0 configured."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", netns, "unshare", "--mount", "--propagation", "private", "--uts", sys.executable,
+         "-c", WORKLOAD, str(tmp_path)],
+        check=True, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
+    )
+    result = json.loads(out.stdout)
+    assert result["same"] is False
+    assert [link["ifname"] for link in result["mine"]] == ["lo"]
+    workload = {link["ifname"]: link for link in result["workload"]}
+    assert set(workload) == {"lo", "eth0"} and "UP" in workload["lo"]["flags"]
+    assert ("10.9.1.15", 24) in {(a["local"], a["prefixlen"]) for a in workload["eth0"]["addr_info"]}

@@ -85,7 +85,10 @@ def test_config_json_from_a_container_plan():
     assert process["user"] == {"uid": 7, "gid": 8} and process["oomScoreAdj"] == 0
     assert "PATH=/bin" in process["env"] and "A=1" in process["env"] and "TERM=xterm" in process["env"]
     assert config["hostname"] == "zone1" and config["root"] == {"path": "rootfs", "readonly": False}
-    assert {ns["type"] for ns in config["linux"]["namespaces"]} == {"pid", "ipc", "uts", "mount"}
+    assert {ns["type"] for ns in config["linux"]["namespaces"]} == {"pid", "ipc", "uts", "mount", "network"}
+    assert {"type": "network"} in config["linux"]["namespaces"]  # no workload namespace: a fresh, empty one
+    joined = build_config(plan, netns="/run/zone/netns/workload")["linux"]["namespaces"]
+    assert {"type": "network", "path": "/run/zone/netns/workload"} in joined
     resources = config["linux"]["resources"]
     assert resources["memory"] == {"limit": 1 << 26}
     assert resources["cpu"] == {"quota": 150000, "period": 100000} and resources["pids"] == {"limit": 64}
