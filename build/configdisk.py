@@ -17,11 +17,16 @@ from zoneinit.zoneconfig import Container, ZoneConfig, encode_config_disk, parse
 from .oci import sha256_file
 
 
-def disk_entry(name: str, role: str, device: str, image: str | Path, fstype: str = "squashfs") -> dict[str, Any]:
-    """The config's description of a disk image the host attaches at ``device``: digest and size pinned."""
+def disk_entry(name: str, role: str, device: str, image: str | Path, fstype: str = "squashfs",
+               owner_shift: int = 0) -> dict[str, Any]:
+    """The config's description of a disk image the host attaches at ``device``: digest and size pinned;
+    ``owner_shift`` for a root image built for user-namespace containers (zonebuild.idshift)."""
     path = Path(image)
-    return {"name": name, "role": role, "device": device, "sha256": sha256_file(path), "size": path.stat().st_size,
-            "fstype": fstype}
+    entry = {"name": name, "role": role, "device": device, "sha256": sha256_file(path),
+             "size": path.stat().st_size, "fstype": fstype}
+    if owner_shift:
+        entry["owner_shift"] = owner_shift
+    return entry
 
 
 def _merge_env(base: Sequence[str], overrides: Mapping[str, str] | Sequence[str]) -> list[str]:

@@ -19,10 +19,9 @@ import struct
 from pathlib import Path
 
 from styrolite.errors import StyroliteError
+from zoneinit.zoneconfig import ID_RANGE, owner_shift_problem
 
-ID_RANGE = 65536            # ids a container sees: 0..65535, like a Docker/Kubernetes user namespace range
 DEFAULT_SHIFT = ID_RANGE    # container ids 0..65535 are zone ids 65536..131071 (the zone keeps 0..65535)
-MAX_ID = 2**32 - 2          # (uid_t)-1 is "no id"
 
 CAPABILITY_XATTR = "security.capability"
 VFS_CAP_REVISION_2 = 0x02000000
@@ -39,10 +38,9 @@ class IdShiftError(StyroliteError):
 
 def check_shift(shift: int) -> int:
     """A usable shift: a multiple of 65536, at least 65536 (so it never overlaps the zone's own ids)."""
-    if isinstance(shift, bool) or not isinstance(shift, int) or shift < ID_RANGE or shift % ID_RANGE:
-        raise IdShiftError(f"owner shift {shift!r}: must be a multiple of {ID_RANGE}, at least {ID_RANGE}")
-    if shift + ID_RANGE - 1 > MAX_ID:
-        raise IdShiftError(f"owner shift {shift}: the range {shift}..{shift + ID_RANGE - 1} passes 2^32-2")
+    problem = owner_shift_problem(shift)
+    if problem:
+        raise IdShiftError(problem)
     return shift
 
 

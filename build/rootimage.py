@@ -9,7 +9,8 @@ zonebuild.layers) into a scratch directory, which becomes one read-only file sys
 
 Both are built reproducibly (fixed fs timestamp, fixed UUID for erofs). With ``owner_shift`` every owner is
 shifted into a user namespace's range first (zonebuild.idshift), for containers whose root is not the
-zone's root. Results are cached by the image's config digest, the fs type and the shift. Usage: ``python -m zonebuild.rootimage IMAGE --out DIR [--fs erofs]``.
+zone's root. Results are cached by the image's config digest, the fs type and the shift.
+Usage: ``python -m zonebuild.rootimage IMAGE --out DIR [--fs erofs] [--owner-shift N]``.
 """
 
 from __future__ import annotations

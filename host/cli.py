@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-d", "--detach", action="store_true", help="leave the zone running in the background")
     run.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
     run.add_argument("--net", action="store_true", help="user-mode networking (address 10.0.2.15/24)")
+    run.add_argument("--userns", action=argparse.BooleanOptionalAction, default=True,
+                     help="run the container in a user namespace, its root mapped to zone uid 65536 (default: on)")
     run.add_argument("--address", help="zone address CIDR (implies --net)")
     run.add_argument("--kernel", help="kernel OCI image layout (default: built from linux-image-cloud-amd64)")
     run.add_argument("--initrd", help="zone initrd (default: built by zonebuild)")

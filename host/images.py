@@ -177,6 +177,7 @@ class PreparedRoot:
     path: Path
     fstype: str
     config: dict[str, object]    # the image's runtime config: Entrypoint, Cmd, Env, WorkingDir, User...
+    owner_shift: int = 0         # owners shifted for a user namespace (0: as in the image)
 
 
 def default_app_image() -> Path:
@@ -196,14 +197,17 @@ def resolve_app_image(name: str | None) -> Path:
     return path.resolve()
 
 
-def prepare_root_image(image: Path) -> PreparedRoot:
-    """OCI image -> read-only root image (squashfs), cached by the image's config digest (zonebuild)."""
+def prepare_root_image(image: Path, *, user_namespace: bool = True) -> PreparedRoot:
+    """OCI image -> read-only root image (squashfs), cached by the image's config digest (zonebuild). For a
+    user namespace its owners are shifted by zonebuild.idshift.DEFAULT_SHIFT (container 0 = zone 65536)."""
     ensure_zonebuild()
+    from zonebuild.idshift import DEFAULT_SHIFT
     from zonebuild.rootimage import RootImageError, build_root_image
 
+    shift = DEFAULT_SHIFT if user_namespace else 0
     with progress.step(f"root image from {image.name}"):
         try:
-            built = build_root_image(image, cache_root() / "root")
+            built = build_root_image(image, cache_root() / "root", owner_shift=shift)
         except RootImageError as e:
             raise HostError(f"image {image}") from e
-    return PreparedRoot(built.path, built.fstype, dict(built.config))
+    return PreparedRoot(built.path, built.fstype, dict(built.config), built.owner_shift)

@@ -73,6 +73,7 @@ class ZoneDef:
     backend: str = "qemu"
     cmdline_extra: list[str] = field(default_factory=list)  # appended to the kernel command line
     remove_on_exit: bool = False             # `run --rm`
+    user_namespace: bool = True              # container root is not zone root (an ownership-shifted root image)
 
     def validate(self) -> None:
         if not NAME_PATTERN.match(self.name):

@@ -54,7 +54,8 @@ def zone_config_document(definition: ZoneDef, kernel: images.PreparedKernel, roo
         "hostname": definition.name.replace("_", "-").replace(".", "-"),
         "disks": [
             disk_entry("addons", "addons", block_device(0, disk_prefix), kernel.addons),
-            disk_entry("root0", "root", root_image_device(0, disk_prefix), root.path, root.fstype),
+            disk_entry("root0", "root", root_image_device(0, disk_prefix), root.path, root.fstype,
+                       root.owner_shift),
         ],
         "containers": [container_from_image(MAIN_CONTAINER, "root0", root.config, command=definition.command,
                                             env=definition.env, main=True)],
@@ -90,7 +91,8 @@ def prepare_boot(definition: ZoneDef, zone: ZoneDir, disk_prefix: str = "vd") ->
 
     kernel = images.prepare_kernel(definition.kernel_image)
     initrd = images.boot_initrd(Path(definition.initrd), kernel)
-    root = images.prepare_root_image(images.resolve_app_image(definition.app_image))
+    root = images.prepare_root_image(images.resolve_app_image(definition.app_image),
+                                     user_namespace=definition.user_namespace)
     document = zone_config_document(definition, kernel, root, disk_prefix)
     config_disk = zone.disks / "config.img"
     try:
@@ -118,6 +120,7 @@ def definition_from_args(args: argparse.Namespace) -> ZoneDef:
         network=network,
         backend=args.backend,
         remove_on_exit=args.rm,
+        user_namespace=args.userns,
         cmdline_extra=list(args.kernel_arg),
     )
     if args.image not in ("busybox", "default") and not Path(args.image).exists():

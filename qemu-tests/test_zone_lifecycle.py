@@ -114,10 +114,14 @@ def test_interactive_tty_exec_from_a_terminal(zonehost, running_zone):
 
 
 def test_container_exit_code_is_the_cli_exit_code(zonehost):
-    result = zonehost.run("--rm", "--timing", "--name", "exit7", "busybox", "--",
-                          "sh", "-c", "echo hello from the zone; exit 7")
+    """Also the --no-userns opt-out: an unshifted image, and the container's ids are the zone's."""
+    result = zonehost.run("--rm", "--timing", "--no-userns", "--name", "exit7", "busybox", "--",
+                          "sh", "-c", "cat /proc/self/uid_map; stat -c %u /bin/busybox; "
+                                      "echo hello from the zone; exit 7")
     assert result.returncode == 7, describe(zonehost, "exit7", result)
-    assert result.stdout == "hello from the zone\n"
+    map_line, owner, hello = result.stdout.splitlines()
+    assert map_line.split() == ["0", "0", "4294967295"] and owner == "0"
+    assert hello == "hello from the zone"
     assert "zone ready at" in result.stderr
     assert not (zonehost.state / "exit7").exists()   # --rm
 

@@ -17,6 +17,8 @@ from zoneinit.mounts.images import mount_overlay
 from zoneinit.mounts.table import MountTable
 from zoneinit.plan import ContainerPlan
 
+ID_RANGE = 65536  # zoneinit.zoneconfig.ID_RANGE (not imported: PID 1 never loads the config parser)
+
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -41,8 +43,11 @@ def _default_seccomp() -> dict[str, Any]:
 
 
 def build_config(plan: ContainerPlan, *, hostname: str | None = None,
-                 name_files: dict[str, str] | None = None, netns: str | None = None) -> dict[str, Any]:
-    """The config.json document for ``plan`` (a plain dict)."""
+                 name_files: dict[str, str] | None = None, netns: str | None = None,
+                 owner_shift: int = 0) -> dict[str, Any]:
+    """The config.json document for ``plan`` (a plain dict). With ``owner_shift`` (its root image's owners
+    were shifted by that much) the container gets a user namespace mapping its ids 0..65535 there, so its
+    root is not the zone's root."""
     config = _base_config()
     process = config.setdefault("process", {})
     if plan.args:
@@ -65,6 +70,12 @@ def build_config(plan: ContainerPlan, *, hostname: str | None = None,
     linux = config.setdefault("linux", {})
     namespaces = [ns for ns in linux.get("namespaces", []) if ns.get("type") not in ("network", "user")]
     namespaces.append({"type": "network", "path": netns} if netns else {"type": "network"})
+    if not any(ns.get("type") == "cgroup" for ns in namespaces):
+        namespaces.append({"type": "cgroup"})  # its own cgroup is its "/" (and a user namespace may mount it)
+    if owner_shift:
+        namespaces.insert(0, {"type": "user"})
+        mapping = [{"containerID": 0, "hostID": owner_shift, "size": ID_RANGE}]
+        linux["uidMappings"], linux["gidMappings"] = mapping, [dict(m) for m in mapping]
     linux["namespaces"] = namespaces
     linux.setdefault("seccomp", _default_seccomp())
     _apply_limits(linux, plan)
@@ -105,7 +116,8 @@ def prepare_bundle(plan: ContainerPlan, disks: DiskStore, mounts: MountTable, *,
     if plan.image:
         lower = disks.rootfs_of(plan.image)
         mount_overlay(mounts, [lower], os.path.join(scratch, plan.id), rootfs)
-    config = build_config(plan, hostname=hostname, name_files=name_files, netns=netns)
+    config = build_config(plan, hostname=hostname, name_files=name_files, netns=netns,
+                          owner_shift=disks.owner_shift_of(plan.image) if plan.image else 0)
     tmp = os.path.join(bundle, "config.json.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(config, f, indent=1)

@@ -55,3 +55,8 @@ class DiskStore:
         top = self.path(name)
         nested = os.path.join(top, "rootfs")
         return nested if os.path.isdir(nested) else top
+
+    def owner_shift_of(self, name: str) -> int:
+        """How far the owners of root image ``name`` were shifted (0: not at all)."""
+        disk = self.disks.get(name)
+        return disk.owner_shift if disk is not None else 0

@@ -26,6 +26,9 @@ from styrolite.syscalls import constants as k
 from zoneinit.errors import ZoneInitError
 
 IFA_F_NODAD = 0x02  # the address is usable at once (no duplicate address detection wait under a VM)
+# Docker's per-container defaults: a container root in a user namespace has no CAP_NET_BIND_SERVICE or
+# CAP_NET_RAW over the shared namespace, and still binds port 80 and pings.
+WORKLOAD_SYSCTLS = {"net.ipv4.ip_unprivileged_port_start": "0", "net.ipv4.ping_group_range": "0 2147483647"}
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 IFREQ = struct.Struct("16sH22x")  # struct ifreq: name, then ifr_flags (the union is 24 bytes)
 
@@ -104,6 +107,10 @@ def create_workload_namespace(pin: str, sys: Syscalls = LINUX) -> str:
             sys.unshare(k.CLONE_NEWNET)
             step = "bring lo up in the workload network namespace"
             bring_loopback_up()
+            for name, value in WORKLOAD_SYSCTLS.items():
+                step = f"set {name} in the workload network namespace"
+                with open(f"/proc/sys/{name.replace('.', '/')}", "w", encoding="ascii") as f:
+                    f.write(value)
             step = f"pin the workload network namespace at {pin}"
             sys.mount("/proc/thread-self/ns/net", pin, None, k.MS_BIND)
     except OSError as e:

@@ -21,6 +21,7 @@ class DiskPlan:
     sha256: str | None = None    # pinned digest: verified in full before mounting (fail closed)
     size: int | None = None      # bytes of image on the device (the device may be longer)
     fstype: str | None = None    # from the superblock when absent
+    owner_shift: int = 0         # owners shifted by this: containers on it get a user namespace mapping 0 -> it
 
 
 @dataclass
@@ -138,7 +139,8 @@ def plan_from_dict(doc: Any) -> LaunchPlan:
     if not isinstance(doc, dict):
         raise ZoneInitError("zone config: expected a JSON object")
     disks = [DiskPlan(name=d["name"], device=d["device"], sha256=d.get("sha256"), size=d.get("size"),
-                      fstype=d.get("fstype")) for d in _get(doc, "disks", list, [])]
+                      fstype=d.get("fstype"), owner_shift=_get(d, "owner_shift", int, 0, "disks[].") or 0)
+             for d in _get(doc, "disks", list, [])]
     containers = [container_from_dict(c, i) for i, c in enumerate(_get(doc, "containers", list, []))]
     network = doc.get("network")
     return LaunchPlan(
@@ -163,7 +165,7 @@ def plan_from_zoneconfig(config: Any) -> LaunchPlan:
         network = NetworkPlan(hostname=config.hostname or config.name,
                               interfaces=[InterfacePlan(net.interface, addresses, net.mtu)], routes=routes,
                               nameservers=list(net.dns), search=list(net.search))
-    disks = [DiskPlan(d.name, d.device, d.sha256, d.size, d.fstype) for d in config.disks]
+    disks = [DiskPlan(d.name, d.device, d.sha256, d.size, d.fstype, d.owner_shift) for d in config.disks]
     addons = next((d.name for d in config.disks if d.role == "addons"), None)
     containers = [
         ContainerPlan(

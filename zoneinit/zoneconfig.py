@@ -39,6 +39,18 @@ DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 ENV_RE = re.compile(r"^[^=\0]+=[^\0]*$")
 DISK_ROLES = ("addons", "root", "data")
 FSTYPES = ("squashfs", "erofs", "ext4")
+ID_RANGE = 65536   # ids a user-namespace container sees: 0..65535
+MAX_ID = 2**32 - 2  # (uid_t)-1 is "no id"
+
+
+def owner_shift_problem(shift: int) -> str | None:
+    """Why ``shift`` cannot be a root image's owner shift, or None. The one rule for host and zone: a whole
+    id range, never overlapping the zone's own ids 0..65535, ending below (uid_t)-1."""
+    if isinstance(shift, bool) or not isinstance(shift, int) or shift < ID_RANGE or shift % ID_RANGE:
+        return f"owner shift {shift!r}: must be a multiple of {ID_RANGE}, at least {ID_RANGE}"
+    if shift + ID_RANGE - 1 > MAX_ID:
+        return f"owner shift {shift}: the range {shift}..{shift + ID_RANGE - 1} passes 2^32-2"
+    return None
 
 
 @dataclass
@@ -66,6 +78,7 @@ class Disk:
     sha256: str         # "sha256:<hex>" of the first ``size`` bytes: verified in full before mounting
     size: int           # bytes of image on the device (a block device may be longer)
     fstype: str = "squashfs"
+    owner_shift: int = 0  # root images: owners were shifted by this; its containers get a user namespace
 
 
 @dataclass
@@ -256,7 +269,12 @@ def _disk(obj: _Object) -> Disk:
     fstype = obj.text("fstype", "squashfs")
     if fstype not in FSTYPES:
         raise ConfigError(f"{obj.path}.fstype", f"{fstype!r} is not one of {', '.join(FSTYPES)}")
-    disk = Disk(name, role, device, digest, obj.integer("size", required=True, minimum=1), fstype)
+    owner_shift = obj.integer("owner_shift", 0)
+    if owner_shift:
+        problem = owner_shift_problem(owner_shift) if role == "root" else "only a root image has owners to shift"
+        if problem:
+            raise ConfigError(f"{obj.path}.owner_shift", problem)
+    disk = Disk(name, role, device, digest, obj.integer("size", required=True, minimum=1), fstype, owner_shift)
     obj.done()
     return disk
 

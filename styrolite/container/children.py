@@ -3,9 +3,11 @@
 Without a new user or time namespace there is no setup child: the runtime forks the init straight into
 the new pid namespace (``direct_init_main``), saving a fork and a round trip. Otherwise:
 
-runtime ──fork──> setup child: joins/unshares the user namespace ("userns"), waits while the runtime
-                  writes the id maps and puts it in the cgroup ("go"), joins the other namespaces,
-                  unshares the new ones, forks the init and reports its pid ("pid"), exits.
+runtime ──fork──> setup child: joins the given namespaces (after a given user namespace; before a new
+                  one, whose processes would lack privilege over them), unshares a new user namespace
+                  ("userns"), waits while the runtime writes the id maps and puts it in the cgroup
+                  ("go"), unshares the other new namespaces, forks the init and reports its pid
+                  ("pid"), exits.
           init:   pid 1 of the new pid namespace. Mounts the rootfs ("prepivot" -> runtime runs
                   prestart/createRuntime hooks -> "continue"), runs createContainer hooks, pivots,
                   finishes the rootfs, hostname, console, resolves the executable ("created"), then
@@ -58,6 +60,15 @@ def setup_child_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
         join_namespaces([item for item in opened if item[0] == "user"], ctx.sys)
         others = [item for item in opened if item[0] != "user"]
         if ctx.plan.new_user:
+            # join first, while we hold privilege over namespaces the new user namespace will not own (a
+            # network namespace shared with other containers): runc's order
+            join_namespaces(others, ctx.sys)
+            others = []
+            process = ctx.spec.process
+            if process is not None and process.oom_score_adj is not None:
+                # inside the new user namespace our /proc files belong to the host's root (we are not
+                # dumpable): set it now, the init inherits it
+                security.set_oom_score_adj(process.oom_score_adj)
             ctx.sys.unshare(k.CLONE_NEWUSER)
         channel.send("userns")
         channel.receive("go", "wait for the runtime to map ids and place the cgroup")

@@ -9,6 +9,7 @@ hierarchy, which the namespace roots at the container's cgroup), with the entry'
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import posixpath
 
@@ -71,7 +72,7 @@ def mount_cgroup(root_fd: int, mount: Mount, options: MountOptions, sys: Syscall
     dir_fd = make_dirs(root_fd, mount.destination, sys)
     try:
         if is_unified(entries):
-            sys.mount(mount.source or "cgroup2", fd_path(dir_fd), "cgroup2", flags, options.data_string())
+            _mount_cgroup2(root_fd, mount, options, flags, dir_fd, sys)
             return
         sys.mount("tmpfs", fd_path(dir_fd), "tmpfs", flags & ~k.MS_RDONLY, "mode=755")
     finally:
@@ -85,6 +86,22 @@ def mount_cgroup(root_fd: int, mount: Mount, options: MountOptions, sys: Syscall
     if flags & k.MS_RDONLY:
         with target(root_fd, mount.destination, sys) as where:
             sys.mount(None, where, None, k.MS_REMOUNT | flags, "mode=755")
+
+
+def _mount_cgroup2(root_fd: int, mount: Mount, options: MountOptions, flags: int, dir_fd: int,
+                   sys: Syscalls) -> None:
+    """A fresh cgroup2 mount. The kernel refuses (EBUSY) to stack a file system on the root of a mount of
+    the same superblock: that is the case when a bind of the host's /sys (a user namespace's sysfs
+    fallback) carried the host's cgroup2 mount along, locked. Ours then goes over a small tmpfs."""
+    try:
+        sys.mount(mount.source or "cgroup2", fd_path(dir_fd), "cgroup2", flags, options.data_string())
+        return
+    except OSError as e:
+        if e.errno != errno.EBUSY:
+            raise
+    sys.mount("tmpfs", fd_path(dir_fd), "tmpfs", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC, "mode=555,size=4k")
+    with target(root_fd, mount.destination, sys) as where:
+        sys.mount(mount.source or "cgroup2", where, "cgroup2", flags, options.data_string())
 
 
 def _mount_hierarchy(root_fd: int, destination: str, entry: MountEntry, own: dict[frozenset[str], str],

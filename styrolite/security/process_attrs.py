@@ -53,15 +53,20 @@ def set_oom_score_adj(value: int, proc: str = "/proc/self") -> None:
     """Write ``/proc/self/oom_score_adj``; lowering it below the current value needs CAP_SYS_RESOURCE."""
     validate_oom_score_adj(value)
     path = f"{proc}/oom_score_adj"
+    current = _read_int(path)
+    if current == value:
+        return  # already so (set before a user namespace made the file unwritable): nothing to do
     try:
         with open(path, "w") as f:
             f.write(str(value))
     except OSError as e:
         reason = f"write {value} to {path}"
         if e.errno in (errno.EACCES, errno.EPERM):
-            current = _read_int(path)
-            reason += (f": lowering the OOM score adjustment below {current} needs CAP_SYS_RESOURCE"
-                       if current is not None else ": permission denied")
+            if current is not None and value < current:
+                reason += f": lowering the OOM score adjustment below {current} needs CAP_SYS_RESOURCE"
+            else:
+                reason += ": permission denied (in a user namespace a non-dumpable process's /proc files " \
+                          "belong to the host's root)"
         raise ContainerError(reason) from e
 
 

@@ -32,7 +32,7 @@ def _document() -> dict[str, Any]:
         "disks": [
             {"name": "addons", "role": "addons", "device": "/dev/vda", "sha256": DIGEST, "size": 4096},
             {"name": "root0", "role": "root", "device": "/dev/vdc", "sha256": DIGEST, "size": 8192,
-             "fstype": "erofs"},
+             "fstype": "erofs", "owner_shift": 65536},
         ],
         "containers": [{"name": "app", "image": "root0", "args": ["/bin/sh", "-c", "echo hi"], "env": ["A=1"],
                         "user": {"uid": 1000, "gid": 1000}, "limits": {"memory": 64 << 20, "cpus": 0.5, "pids": 64},
@@ -44,7 +44,7 @@ def _document() -> dict[str, Any]:
 def test_valid_document_round_trips() -> None:
     config = parse_zone_config(_document())
     assert config.network and config.network.ipv4 and config.network.ipv4.gateway == "10.0.2.2"
-    assert config.containers[0].limits.cpus == 0.5
+    assert config.containers[0].limits.cpus == 0.5 and config.disk("root0").owner_shift == 65536
     assert config.main_container() is config.containers[0]
     assert loads(dumps(config)) == config
     assert dumps(loads(dumps(config))) == dumps(config)
@@ -74,6 +74,9 @@ def test_valid_document_round_trips() -> None:
         (lambda d: d["containers"][0].update(terminal="yes"), "$.containers[0].terminal", "true or false"),
         (lambda d: d["containers"][0]["user"].update(uid=True), "$.containers[0].user.uid", "integer"),
         (lambda d: d["options"].update(poweroff_on_exit=1), "$.options.poweroff_on_exit", "true or false"),
+        (lambda d: d["disks"][1].update(owner_shift=1000), "$.disks[1].owner_shift", "multiple of 65536"),
+        (lambda d: d["disks"][1].update(owner_shift=2**32 - 65536), "$.disks[1].owner_shift", "passes 2^32-2"),
+        (lambda d: d["disks"][0].update(owner_shift=65536), "$.disks[0].owner_shift", "only a root image"),
     ],
 )
 def test_errors_name_the_field(edit: Any, path: str, message: str) -> None:

@@ -85,7 +85,7 @@ def test_config_json_from_a_container_plan():
     assert process["user"] == {"uid": 7, "gid": 8} and process["oomScoreAdj"] == 0
     assert "PATH=/bin" in process["env"] and "A=1" in process["env"] and "TERM=xterm" in process["env"]
     assert config["hostname"] == "zone1" and config["root"] == {"path": "rootfs", "readonly": False}
-    assert {ns["type"] for ns in config["linux"]["namespaces"]} == {"pid", "ipc", "uts", "mount", "network"}
+    assert {ns["type"] for ns in config["linux"]["namespaces"]} == {"pid", "ipc", "uts", "mount", "network", "cgroup"}
     assert {"type": "network"} in config["linux"]["namespaces"]  # no workload namespace: a fresh, empty one
     joined = build_config(plan, netns="/run/zone/netns/workload")["linux"]["namespaces"]
     assert {"type": "network", "path": "/run/zone/netns/workload"} in joined
@@ -99,3 +99,20 @@ def test_config_json_from_a_container_plan():
     from styrolite.spec import parse_config
 
     parse_config(config)  # Styrolite accepts it
+
+
+def test_a_shifted_root_image_gives_a_user_namespace():
+    """Container ids 0..65535 map to the image's shifted owners, so container root is not zone root."""
+    from zoneinit import bundle, zoneconfig
+
+    assert bundle.ID_RANGE == zoneconfig.ID_RANGE
+    config = build_config(ContainerPlan(id="app", args=["id"]), owner_shift=65536)
+    namespaces = config["linux"]["namespaces"]
+    assert namespaces[0] == {"type": "user"}
+    assert config["linux"]["uidMappings"] == config["linux"]["gidMappings"] == [
+        {"containerID": 0, "hostID": 65536, "size": 65536}]
+    plain = build_config(ContainerPlan(id="app", args=["id"]))
+    assert "uidMappings" not in plain["linux"] and {"type": "user"} not in plain["linux"]["namespaces"]
+    from styrolite.spec import parse_config
+
+    parse_config(config)

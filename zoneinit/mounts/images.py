@@ -58,6 +58,14 @@ def mount_overlay(table: MountTable, lowers: list[str], scratch: str, target: st
         os.makedirs(d, mode=0o755, exist_ok=True)
     data = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}"
     try:
+        # the merged "/" takes its owner and mode from the upper dir: make them the image's own (for an
+        # ownership-shifted image, that is the container's root, not the zone's)
+        top = os.stat(lowers[0])
+        os.chown(upper, top.st_uid, top.st_gid)
+        os.chmod(upper, top.st_mode & 0o7777)
+    except OSError as e:
+        raise ZoneInitError(f"give the overlay upper dir {upper} the owner of {lowers[0]}") from e
+    try:
         return table.mount("overlay", target, "overlay", MS_NOSUID, data)
     except OSError as e:
         raise ZoneInitError(f"mount overlay on {target} over {', '.join(lowers)}") from e
