@@ -24,7 +24,7 @@ from styrolite.container.sync import SyncChannel
 from styrolite.container.terminal import take_terminal
 from styrolite.errors import ContainerError, describe
 from styrolite.lifecycle.common import cgroup_of, load_snapshot, require_status
-from styrolite.namespaces import join_namespaces, open_namespace_files
+from styrolite.namespaces import join_before_user, join_namespaces, open_namespace_files
 from styrolite.namespaces.plan import JOIN_ORDER
 from styrolite.spec.model import Process, Spec
 from styrolite.state import StateStore
@@ -116,12 +116,14 @@ def _exec_child_main(spec: Spec, process: Process, join: list[tuple[str, str]], 
     try:
         security.set_dumpable(False)
         channel.receive("go", "wait to be placed in the container's cgroup")
-        opened = open_namespace_files(join)
-        join_namespaces([item for item in opened if item[0] == "user"], sys)
+        if process.oom_score_adj is not None:  # now: in the user namespace our /proc files are not ours
+            security.set_oom_score_adj(process.oom_score_adj)
+        later = join_before_user(open_namespace_files(join), sys)  # the user namespace, then EPERM'd ones
+        join_namespaces([item for item in later if item[0] == "user"], sys)
         if any(t == "user" for t, _ in join):
             sys.setresgid(0)
             sys.setresuid(0)
-        join_namespaces([item for item in opened if item[0] != "user"], sys)
+        join_namespaces([item for item in later if item[0] != "user"], sys)
         pid = os.fork()
         if pid == 0:
             _exec_process_main(spec, process, seccomp_filter, stdio, terminal, preserve_fds, channel, sys)

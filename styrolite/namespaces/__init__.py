@@ -5,6 +5,13 @@ namespace, one with a path joins an existing one (``/proc/<pid>/ns/<type>`` or a
 """
 
 from styrolite.namespaces.idmap import write_id_mappings
-from styrolite.namespaces.plan import NamespacePlan, join_namespaces, open_namespace_files, plan_namespaces
+from styrolite.namespaces.plan import (
+    NamespacePlan,
+    join_before_user,
+    join_namespaces,
+    open_namespace_files,
+    plan_namespaces,
+)
 
-__all__ = ["NamespacePlan", "join_namespaces", "open_namespace_files", "plan_namespaces", "write_id_mappings"]
+__all__ = ["NamespacePlan", "join_before_user", "join_namespaces", "open_namespace_files", "plan_namespaces",
+           "write_id_mappings"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 
@@ -71,3 +72,28 @@ def join_namespaces(opened: list[tuple[str, int]], sys: Syscalls = LINUX) -> Non
             raise ContainerError(f"join {ns_type} namespace") from e
         finally:
             os.close(fd)
+
+
+def join_before_user(opened: list[tuple[str, int]], sys: Syscalls = LINUX) -> list[tuple[str, int]]:
+    """Join, now, every non-user namespace of ``opened`` that we may join while still in our own user namespace;
+    return the ones refused with EPERM (still open) to join after the user namespace, and the user one.
+
+    Entering a user namespace gives up privilege over everything its owner does not own: a network namespace
+    the container shares with others (a zone's workload namespace) can only be joined before it. A caller
+    without privilege here (rootless) needs the target user namespace first: its EPERMs are deferred."""
+    has_user = any(t == "user" for t, _ in opened)
+    later = [item for item in opened if item[0] == "user"]
+    for index, (ns_type, fd) in enumerate(opened):
+        if ns_type == "user":
+            continue
+        try:
+            sys.setns(fd, k.NAMESPACE_FLAGS[ns_type])
+        except OSError as e:
+            if e.errno == errno.EPERM and has_user:
+                later.append((ns_type, fd))
+                continue
+            for _, other in opened[index:]:
+                os.close(other)
+            raise ContainerError(f"join {ns_type} namespace") from e
+        os.close(fd)
+    return later

@@ -76,6 +76,29 @@ def test_user_namespace_maps_container_root_to_an_unprivileged_host_uid(make_bun
     assert os.stat(bundle / "rootfs" / "tmp" / "made").st_uid == 100000  # container root is host uid 100000
 
 
+def test_a_new_user_namespace_still_joins_a_shared_network_namespace(make_bundle, styrolite):
+    """The zone's case: a network namespace owned by the host's user namespace is joined before the new user
+    namespace is made (after it, setns would be EPERM), and oomScoreAdj is set while it still may be."""
+    subprocess.run(["ip", "netns", "add", "styrouser"], check=True)
+    try:
+        def edit(c):
+            c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "network"]
+            c["linux"]["namespaces"] += [{"type": "user"}, {"type": "network", "path": "/run/netns/styrouser"}]
+            c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+            c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+            c["mounts"] = [m for m in c["mounts"] if m["destination"] not in ("/sys", "/sys/fs/cgroup")]
+            c["process"]["oomScoreAdj"] = 123
+
+        bundle = make_bundle(["sh", "-c", "readlink /proc/self/ns/net; cat /proc/self/oom_score_adj"], edit=edit)
+        for parent in (bundle / "rootfs").parents:
+            os.chmod(parent, os.stat(parent).st_mode | 0o011)
+        result = styrolite("run", "-b", str(bundle), "c1")
+        assert result.returncode == 0, err(result)
+        assert out(result).split() == [f"net:[{os.stat('/run/netns/styrouser').st_ino}]", "123"]
+    finally:
+        subprocess.run(["ip", "netns", "del", "styrouser"])
+
+
 def test_hostname_and_domainname(make_bundle, styrolite):
     def edit(c):
         c["hostname"] = "zone-web"
