@@ -18,10 +18,10 @@ from zoneinit.idm.errors import CREDIT_EXCEEDED, IdmError
 if TYPE_CHECKING:
     from zoneinit.idm.connection import Connection
 
-DEFAULT_WINDOW = 128 * 1024
+DEFAULT_WINDOW = 1 << 20  # bytes in flight per stream channel: TCG latency makes a small window the bottleneck
 MAX_WINDOW = 1 << 20
 MIN_WINDOW = 4096
-DATA_CHUNK = 32 * 1024  # bytes per data frame
+DATA_CHUNK = 32 * 1024  # bytes per data frame (64 KiB measured no faster)
 
 
 def negotiate_window(requested: Any, cap: int = MAX_WINDOW) -> int:
