@@ -254,3 +254,15 @@ def test_container_root_is_not_zone_root(zone: Zone) -> None:
     assert lines[2] == "0" and lines[3] == "0:0", out  # root inside, owning its own image
     assert "wrote-own-root" in out
 
+
+
+def test_container_root_cannot_reconfigure_the_shared_network(zone: Zone) -> None:
+    """The workload namespace belongs to the zone's user namespace: container root (no CAP_NET_ADMIN there,
+    and none in its bounding set) can neither take lo down nor add an address, yet binds a low port."""
+    out, err, code = zone.sh("ip link set lo down 2>&1; echo rc=$?; ip addr add 10.99.0.1/24 dev lo 2>&1; "
+                             "echo rc=$?; (nc -l -p 80 & p=$!; sleep 1; kill $p) 2>&1; echo bound-80")
+    assert code == 0, err
+    codes = [line for line in out.splitlines() if line.startswith("rc=")]
+    assert len(codes) == 2 and "rc=0" not in codes, out
+    assert "not permitted" in out, out
+    assert "bound-80" in out and "bind" not in out.lower(), out  # nc would print "nc: bind: ..." if refused
