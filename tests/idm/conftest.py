@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from exec_service import ExecProcess, ExecService
 
 from zoneinit.idm.client import IdmClient
-from zoneinit.idm.exec_bridge import ExecProcess, ExecService
 from zoneinit.idm.server import IdmServer, run_until
 from zoneinit.idm.transport import socket_pair
 

@@ -1,7 +1,9 @@
-"""The zone side of ``exec``: pump a spawned process's pipes (or pty) through a stream, within credit.
+"""A protocol-level ``exec`` handler for the IDM tests: local processes pumped through a stream, within credit.
 
-PID 1 provides the one container-specific piece, ``spawn(payload) -> ExecProcess`` (Styrolite's exec
-into a container); ``ExecService`` validates the request, opens the stream, moves bytes without ever
+This is a test double. PID 1's real exec is zoneinit/execs.py (run by the agent, tested through
+tests/zoneinit and in real zones); this one lets the IDM tests (streams, the event channel, vchan,
+``zone`` CLI attach) exercise the wire protocol against plain local processes. The test provides
+``spawn(payload) -> ExecProcess``; ``ExecService`` validates the request, opens the stream, moves bytes without ever
 blocking, answers ``exec.resize``/``exec.signal``, and ends the stream with the exit code once PID 1's
 reaper reports the process (``process_exited``) and its output is drained. Output is read from the
 pipes only while the host has granted credit, so a process writing gigabytes to a slow host simply
