@@ -30,7 +30,7 @@ DOCUMENT = {
                 "ipv6": {"address": "fd00::15", "prefix": 64}, "dns": ["10.0.2.3"]},
     "disks": [{"name": "addons", "role": "addons", "device": "/dev/vda", "sha256": DIGEST, "size": 4096},
               {"name": "root0", "role": "root", "device": "/dev/vdc", "sha256": DIGEST, "size": 8192,
-               "fstype": "erofs"}],
+               "fstype": "erofs", "owner_shift": 65536}],
     "containers": [{"name": "app", "image": "root0", "args": ["/bin/sh", "-c", "echo hi"], "env": ["A=1"],
                     "user": {"uid": 1000, "gid": 1000}, "limits": {"memory": 64 << 20, "cpus": 0.5, "pids": 64},
                     "main": True}],
@@ -87,4 +87,5 @@ def seeds() -> list[bytes]:
 
 
 if __name__ == "__main__":
-    sys.exit(main("zone-config", target, seeds(), tokens=[b'"version"', b'"containers"', b'"disks"'], max_len=8192))
+    sys.exit(main("zone-config", target, seeds(), tokens=[b'"version"', b'"containers"', b'"disks"', b'"owner_shift"'],
+                  max_len=8192))
