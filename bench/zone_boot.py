@@ -5,6 +5,8 @@ For each of N rounds (alternating, so both see the same machine load):
             to its ``BASELINE-READY`` console line and to the output of ``echo``
   zone      our Nuitka initrd + config disk + root image; wall time from QEMU start to the IDM ``zone.ready``
             event and to the first byte of the main container's output (``echo``) over IDM
+  no-userns the same zone with ``--no-userns``: the cost of the container's user namespace is its
+            ``containers`` boot phase against this one's
 then PID 1's VmRSS after ready (from the ready event). Prints medians and ratios (target: zone <= 2.0x
 baseline; PID 1 RSS <= 20 MB).
 
@@ -94,9 +96,10 @@ def boot_zone(definition: ZoneDef, state: Path) -> dict[str, float]:
         client.close()
     qemu.wait(60) or qemu.quit()
     rss = event.payload.get("init_rss") or 0
-    phases = {p["name"]: p["start"] for p in event.payload["boot"]["phases"]}
+    phases = {p["name"]: p for p in event.payload["boot"]["phases"]}
     return {"ready": ready - start, "output": (first or ready) - start, "init_rss_mb": rss / 1e6,
-            "ready_since_kernel": phases.get("ready", 0.0)}
+            "ready_since_kernel": phases.get("ready", {}).get("start", 0.0),
+            "containers_phase": phases.get("containers", {}).get("duration", 0.0)}
 
 
 def main() -> int:
@@ -111,12 +114,15 @@ def main() -> int:
     state = Path(tempfile.mkdtemp(prefix="zone-bench-"))
     bb_initrd = build_busybox_initrd(state / "busybox-initrd.cpio.zst")
     definition = ZoneDef(name="bench", kernel_image=kernel, initrd=initrd, command=["echo", MARK_TEXT])
-    rounds: dict[str, list[dict[str, float]]] = {"baseline": [], "zone": []}
+    shared = ZoneDef(**{**definition.__dict__, "user_namespace": False})
+    rounds: dict[str, list[dict[str, float]]] = {"baseline": [], "zone": [], "no-userns": []}
     try:
         for i in range(args.rounds):
             rounds["baseline"].append(boot_baseline(definition, state, kernel, bb_initrd))
             rounds["zone"].append(boot_zone(definition, state))
-            print(f"round {i + 1}: baseline {rounds['baseline'][-1]}, zone {rounds['zone'][-1]}", file=sys.stderr)
+            rounds["no-userns"].append(boot_zone(shared, state))
+            print(f"round {i + 1}: " + ", ".join(f"{kind} {rows[-1]}" for kind, rows in rounds.items()),
+                  file=sys.stderr)
     finally:
         shutil.rmtree(state, ignore_errors=True)
 
@@ -132,9 +138,12 @@ def main() -> int:
         "zone_output_s": median("zone", "output"),
         "zone_ready_since_kernel_s": median("zone", "ready_since_kernel"),
         "init_rss_mb": median("zone", "init_rss_mb"),
+        "containers_phase_s": median("zone", "containers_phase"),
+        "containers_phase_no_userns_s": median("no-userns", "containers_phase"),
     }
     summary["ready_ratio"] = summary["zone_ready_s"] / summary["baseline_ready_s"]
     summary["output_ratio"] = summary["zone_output_s"] / summary["baseline_output_s"]
+    summary["userns_ratio"] = summary["containers_phase_s"] / (summary["containers_phase_no_userns_s"] or 1e-9)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -144,6 +153,8 @@ def main() -> int:
         print(f"QEMU wall time to first output: zone {summary['zone_output_s']:.2f} s, "
               f"busybox baseline {summary['baseline_output_s']:.2f} s, ratio {summary['output_ratio']:.2f}x")
         print(f"PID 1 VmRSS after ready:        {summary['init_rss_mb']:.1f} MB (target <= 20 MB)")
+        print(f"containers boot phase:          user namespace {summary['containers_phase_s']:.2f} s, "
+              f"--no-userns {summary['containers_phase_no_userns_s']:.2f} s, ratio {summary['userns_ratio']:.2f}x")
     return 0
 
 
