@@ -1,4 +1,6 @@
-"""The slice of libseccomp (2.5) Styrolite uses, through cffi in ABI mode (no compiler at install time).
+"""The slice of libseccomp (2.5) Styrolite uses, through cffi in out-of-line ABI mode: the declarations
+(seccomp_ffi_build.py) are precompiled into _seccomp_ffi.py, so neither a compiler at install time nor
+pycparser at run time is needed (parsing them cost PID 1 about a second per boot under TCG).
 
 Only the compiler side is used: building a filter context and exporting it as classic BPF. Loading the
 exported program is one ``seccomp(2)`` call through the syscall seam, so the container child does not
@@ -10,31 +12,7 @@ from __future__ import annotations
 import errno as errno_module
 import os
 
-from cffi import FFI
-
-_CDEF = """
-typedef void *scmp_filter_ctx;
-typedef uint64_t scmp_datum_t;
-struct scmp_arg_cmp {
-    unsigned int arg;
-    int op;
-    scmp_datum_t datum_a;
-    scmp_datum_t datum_b;
-};
-struct scmp_version { unsigned int major; unsigned int minor; unsigned int micro; };
-
-const struct scmp_version *seccomp_version(void);
-scmp_filter_ctx seccomp_init(uint32_t def_action);
-void seccomp_release(scmp_filter_ctx ctx);
-uint32_t seccomp_arch_resolve_name(const char *arch_name);
-uint32_t seccomp_arch_native(void);
-int seccomp_arch_add(scmp_filter_ctx ctx, uint32_t arch_token);
-int seccomp_attr_set(scmp_filter_ctx ctx, int attr, uint32_t value);
-int seccomp_syscall_resolve_name(const char *name);
-int seccomp_rule_add_array(scmp_filter_ctx ctx, uint32_t action, int syscall, unsigned int arg_cnt,
-                           const struct scmp_arg_cmp *arg_array);
-int seccomp_export_bpf(const scmp_filter_ctx ctx, int fd);
-"""
+from styrolite.security._seccomp_ffi import ffi as _ffi
 
 LIBRARY = "libseccomp.so.2"
 
@@ -81,8 +59,7 @@ class LibseccompError(OSError):
 
 class _Library:
     def __init__(self) -> None:
-        self.ffi = FFI()
-        self.ffi.cdef(_CDEF)
+        self.ffi = _ffi
         try:
             self.lib = self.ffi.dlopen(LIBRARY)
         except OSError as e:
