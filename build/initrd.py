@@ -77,6 +77,10 @@ NUITKA_FLAGS = (
     "--no-deployment-flag=excluded-module-usage",  # pyroute2 is excluded on purpose: found as bytecode
     "--nofollow-import-to=pydoc",
     "--nofollow-import-to=doctest",
+    # every C binding is a precompiled out-of-line module (styrolite.ffigen): only _cffi_backend runs in the
+    # zone; cffi's Python side and pycparser are needed by the *_ffi_build generators alone
+    "--nofollow-import-to=cffi",
+    "--nofollow-import-to=pycparser",
 )
 # Extension modules Nuitka copies although nothing here uses them (CJK codecs: only for those encodings);
 # dropped from the initrd, an import of them fails with a clear ImportError/LookupError.

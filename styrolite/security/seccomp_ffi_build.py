@@ -39,14 +39,9 @@ MODULE = "styrolite.security._seccomp_ffi"
 
 def generate(target_dir: str) -> str:
     """Write _seccomp_ffi.py into target_dir; returns its path."""
-    from cffi import FFI
+    from styrolite.ffigen import emit_abi_module
 
-    ffi = FFI()
-    ffi.cdef(CDEF)
-    ffi.set_source(MODULE, None)
-    path = os.path.join(target_dir, "_seccomp_ffi.py")
-    ffi.emit_python_code(path)
-    return path
+    return emit_abi_module(CDEF, MODULE, os.path.join(target_dir, "_seccomp_ffi.py"))
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+# ruff: noqa: E501
 # auto-generated file
 import _cffi_backend
 

@@ -43,13 +43,9 @@ MODULE = "styrolite.syscalls._kernel_ffi"
 
 def generate(target_dir: str) -> str:
     """Write _kernel_ffi.py into target_dir; returns its path."""
-    from cffi import FFI
+    from styrolite.ffigen import emit_abi_module
 
-    ffi = FFI()
-    ffi.cdef(CDEF)
-    ffi.set_source(MODULE, None)
-    return ffi.emit_python_code(os.path.join(target_dir, "_kernel_ffi.py")) or os.path.join(
-        target_dir, "_kernel_ffi.py")
+    return emit_abi_module(CDEF, MODULE, os.path.join(target_dir, "_kernel_ffi.py"))
 
 
 if __name__ == "__main__":

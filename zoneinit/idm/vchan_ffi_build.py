@@ -40,18 +40,9 @@ MODULE = "zoneinit.idm._vchan_ffi"
 
 def generate(target_dir: str) -> str:
     """Write _vchan_ffi.py into target_dir; returns its path."""
-    from cffi import FFI
+    from styrolite.ffigen import emit_abi_module
 
-    ffi = FFI()
-    ffi.cdef(CDEF)
-    ffi.set_source(MODULE, None)
-    path = os.path.join(target_dir, "_vchan_ffi.py")
-    ffi.emit_python_code(path)
-    with open(path, encoding="ascii") as f:
-        text = f.read()
-    with open(path, "w", encoding="ascii") as f:
-        f.write("# ruff: noqa: E501\n" + text)   # generated one-line tables
-    return path
+    return emit_abi_module(CDEF, MODULE, os.path.join(target_dir, "_vchan_ffi.py"))
 
 
 if __name__ == "__main__":
