@@ -40,6 +40,21 @@ def test_run_config_has_pinned_disks_and_one_main_container(tmp_path):
     assert config.network is None
 
 
+def test_a_shifted_root_image_is_pinned_with_its_owner_shift(tmp_path):
+    """`run` (user namespace on by default) builds the image shifted; the disk says so, and the zone maps ids."""
+    kernel, root = fake_inputs(tmp_path)
+    shifted = PreparedRoot(root.path, root.fstype, root.config, owner_shift=65536)
+    definition = ZoneDef(name="web", kernel_image="/k", initrd="/i")
+    assert definition.user_namespace is True
+    config = parse_zone_config(zone_config_document(definition, kernel, shifted))
+    assert config.disk("root0").owner_shift == 65536 and config.disk("addons").owner_shift == 0
+    plain = parse_zone_config(zone_config_document(definition, kernel, root))
+    assert plain.disk("root0").owner_shift == 0
+    old = {k: v for k, v in ZoneDef(name="web", kernel_image="/k", initrd="/i").to_json().items()
+           if k != "user_namespace"}
+    assert ZoneDef.from_json(old).user_namespace is True  # a zone.json written before the field still loads
+
+
 def test_xen_devices_and_network(tmp_path):
     kernel, root = fake_inputs(tmp_path)
     definition = ZoneDef(name="web", kernel_image="/k", initrd="/i", network=NetworkDef())
