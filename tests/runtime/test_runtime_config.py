@@ -92,9 +92,23 @@ def test_a_new_user_namespace_still_joins_a_shared_network_namespace(make_bundle
         bundle = make_bundle(["sh", "-c", "readlink /proc/self/ns/net; cat /proc/self/oom_score_adj"], edit=edit)
         for parent in (bundle / "rootfs").parents:
             os.chmod(parent, os.stat(parent).st_mode | 0o011)
+        netns = f"net:[{os.stat('/run/netns/styrouser').st_ino}]"
         result = styrolite("run", "-b", str(bundle), "c1")
         assert result.returncode == 0, err(result)
-        assert out(result).split() == [f"net:[{os.stat('/run/netns/styrouser').st_ino}]", "123"]
+        assert out(result).split() == [netns, "123"]
+        # exec into such a container: the shared namespace before the container's user namespace
+        config = json.loads((bundle / "config.json").read_text())
+        config["process"]["args"] = ["sleep", "100"]
+        (bundle / "config.json").write_text(json.dumps(config))
+        styrolite("run", "-d", "-b", str(bundle), "c2", check=True)
+        try:
+            inside = styrolite("exec", "c2", "sh", "-c", "readlink /proc/self/ns/net; cat /proc/self/uid_map; "
+                               "cat /proc/self/oom_score_adj")
+            assert inside.returncode == 0, err(inside)
+            lines = out(inside).splitlines()
+            assert lines[0] == netns and lines[1].split() == ["0", "100000", "65536"] and lines[2] == "123"
+        finally:
+            styrolite("delete", "-f", "c2")
     finally:
         subprocess.run(["ip", "netns", "del", "styrouser"])
 
