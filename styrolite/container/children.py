@@ -33,7 +33,7 @@ from styrolite.container.stdio import Stdio
 from styrolite.container.sync import SyncChannel
 from styrolite.container.terminal import take_terminal
 from styrolite.errors import describe
-from styrolite.namespaces import NamespacePlan, join_namespaces, open_namespace_files
+from styrolite.namespaces import NamespacePlan, join_before_user, join_namespaces, open_namespace_files
 from styrolite.spec.model import Spec
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls import constants as k
@@ -56,26 +56,20 @@ class LaunchContext:
 def setup_child_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
     try:
         security.set_dumpable(False)  # nothing in the container may open /proc/<us>/exe (CVE-2019-5736)
-        opened = open_namespace_files(ctx.plan.join)
-        join_namespaces([item for item in opened if item[0] == "user"], ctx.sys)
-        others = [item for item in opened if item[0] != "user"]
+        process_setup.set_oom_score_adj_early(ctx.spec.process)
+        # what we may join now, while we still hold privilege over namespaces a user namespace will not own
+        # (a network namespace shared with other containers): runc's order. `later` holds a given user
+        # namespace and what only it lets us join.
+        later = join_before_user(open_namespace_files(ctx.plan.join), ctx.sys)
+        join_namespaces([item for item in later if item[0] == "user"], ctx.sys)
         if ctx.plan.new_user:
-            # join first, while we hold privilege over namespaces the new user namespace will not own (a
-            # network namespace shared with other containers): runc's order
-            join_namespaces(others, ctx.sys)
-            others = []
-            process = ctx.spec.process
-            if process is not None and process.oom_score_adj is not None:
-                # inside the new user namespace our /proc files belong to the host's root (we are not
-                # dumpable): set it now, the init inherits it
-                security.set_oom_score_adj(process.oom_score_adj)
             ctx.sys.unshare(k.CLONE_NEWUSER)
         channel.send("userns")
         channel.receive("go", "wait for the runtime to map ids and place the cgroup")
         if ctx.plan.new_user or ctx.plan.joins("user"):
             ctx.sys.setresgid(0)
             ctx.sys.setresuid(0)
-        join_namespaces(others, ctx.sys)
+        join_namespaces([item for item in later if item[0] != "user"], ctx.sys)
         if ctx.plan.unshare_flags:
             ctx.sys.unshare(ctx.plan.unshare_flags)
         if ctx.plan.creates("time"):

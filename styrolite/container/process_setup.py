@@ -66,6 +66,13 @@ def close_descriptors_except(keep: set[int], sys: Syscalls = LINUX) -> None:
     sys.close_range(start, 0xFFFFFFFF, 0)
 
 
+def set_oom_score_adj_early(process: Process | None) -> None:
+    """``process.oomScoreAdj``, before any user namespace is entered: in there a non-dumpable process's /proc
+    files belong to the host's root and cannot be written. The process inherits it (setup and exec)."""
+    if process is not None and process.oom_score_adj is not None:
+        security.set_oom_score_adj(process.oom_score_adj)
+
+
 def become_process(
     process: Process,
     spec: Spec,

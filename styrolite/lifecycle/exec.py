@@ -116,8 +116,7 @@ def _exec_child_main(spec: Spec, process: Process, join: list[tuple[str, str]], 
     try:
         security.set_dumpable(False)
         channel.receive("go", "wait to be placed in the container's cgroup")
-        if process.oom_score_adj is not None:  # now: in the user namespace our /proc files are not ours
-            security.set_oom_score_adj(process.oom_score_adj)
+        process_setup.set_oom_score_adj_early(process)
         later = join_before_user(open_namespace_files(join), sys)  # the user namespace, then EPERM'd ones
         join_namespaces([item for item in later if item[0] == "user"], sys)
         if any(t == "user" for t, _ in join):
