@@ -80,6 +80,15 @@ def set_oom_score_adj(value: int = -1000) -> None:
         f.write(str(value))
 
 
+def on_xen() -> bool:
+    """Booted as a Xen guest (the drivers to load differ: xen_netfront, xen_evtchn...)."""
+    try:
+        with open("/sys/hypervisor/type", encoding="ascii") as f:
+            return f.read().strip() == "xen"
+    except OSError:
+        return False
+
+
 class ZoneInit:
     def __init__(self, *, sys: Syscalls = LINUX, paths: ZonePaths | None = None, pid1: bool | None = None,
                  console: bool = True, early: tuple[EarlyMount, ...] = EARLY_MOUNTS) -> None:
@@ -222,11 +231,7 @@ class ZoneInit:
         if name in LAZY_MODULES:
             return False
         if name.startswith("xen"):
-            try:
-                with open("/sys/hypervisor/type", encoding="ascii") as f:
-                    return f.read().strip() == "xen"
-            except OSError:
-                return False
+            return on_xen()
         return True
 
     def _load_fstype(self, fstype: str) -> bool:
@@ -377,10 +382,7 @@ class ZoneInit:
     def _ensure_interface(self, name: str) -> None:
         if os.path.exists(f"/sys/class/net/{name}"):
             return
-        on_xen = False
-        with contextlib.suppress(OSError), open("/sys/hypervisor/type", encoding="ascii") as f:
-            on_xen = f.read().strip() == "xen"
-        driver = "xen_netfront" if on_xen else "virtio_net"
+        driver = "xen_netfront" if on_xen() else "virtio_net"
         self._load_modules([driver])
         if not wait_for_path(f"/sys/class/net/{name}"):
             from zoneinit.errors import ZoneInitError
@@ -488,7 +490,7 @@ class ZoneInit:
                 with contextlib.suppress(Exception):
                     conn.flush()
                 pending += conn.pending_output
-            unacked = sum(1 for msg in getattr(server, "_unacked", {}).values()  # TODO(helper-5): public API
+            unacked = sum(1 for msg in server.unacked_events()
                           if msg.type == "container.exit" and (msg.payload or {}).get("main"))
             now = time.monotonic()
             if (not unacked or now >= deadline) and (not pending or now >= flush_deadline):

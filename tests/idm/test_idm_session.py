@@ -152,7 +152,7 @@ def test_events_buffer_while_disconnected_and_durable_ones_wait_for_ack(loop, tm
         exit_event = client.wait_event("container.exit", timeout=5, id="web")
         assert exit_event.payload["exit_code"] == 7
         client.call("ping")  # the ack was sent before this request
-    assert loop.on_loop(lambda: len(loop.server._unacked)) == 0
+    assert loop.on_loop(lambda: len(loop.server.unacked_events())) == 0
 
     # Nobody connected: the non-durable backlog is bounded, the overflow counted.
     def flood() -> None:

@@ -313,6 +313,10 @@ class IdmServer:
             for msg in backlog:
                 conn.send(msg)
 
+    def unacked_events(self) -> list[m.Message]:
+        """Durable events sent (or waiting) that no client has acknowledged yet, oldest first."""
+        return list(self._unacked.values())
+
     def _ping(self, req: Request) -> dict[str, Any]:
         return {"pong": True, "echo": req.payload}
 
