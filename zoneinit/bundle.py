@@ -15,9 +15,8 @@ from typing import Any
 from zoneinit.disks import DiskStore
 from zoneinit.mounts.images import mount_overlay
 from zoneinit.mounts.table import MountTable
+from zoneinit.idrange import ID_RANGE
 from zoneinit.plan import ContainerPlan
-
-ID_RANGE = 65536  # zoneinit.zoneconfig.ID_RANGE (not imported: PID 1 never loads the config parser)
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from styrolite.errors import ConfigError
+from zoneinit.idrange import owner_shift_problem
 
 SCHEMA_VERSION = 1
 MAGIC = b"ZONECFG1"
@@ -39,18 +40,6 @@ DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 ENV_RE = re.compile(r"^[^=\0]+=[^\0]*$")
 DISK_ROLES = ("addons", "root", "data")
 FSTYPES = ("squashfs", "erofs", "ext4")
-ID_RANGE = 65536   # ids a user-namespace container sees: 0..65535
-MAX_ID = 2**32 - 2  # (uid_t)-1 is "no id"
-
-
-def owner_shift_problem(shift: int) -> str | None:
-    """Why ``shift`` cannot be a root image's owner shift, or None. The one rule for host and zone: a whole
-    id range, never overlapping the zone's own ids 0..65535, ending below (uid_t)-1."""
-    if isinstance(shift, bool) or not isinstance(shift, int) or shift < ID_RANGE or shift % ID_RANGE:
-        return f"owner shift {shift!r}: must be a multiple of {ID_RANGE}, at least {ID_RANGE}"
-    if shift + ID_RANGE - 1 > MAX_ID:
-        return f"owner shift {shift}: the range {shift}..{shift + ID_RANGE - 1} passes 2^32-2"
-    return None
 
 
 @dataclass
