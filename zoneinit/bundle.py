@@ -13,9 +13,9 @@ import os
 from typing import Any
 
 from zoneinit.disks import DiskStore
+from zoneinit.idrange import ID_RANGE
 from zoneinit.mounts.images import mount_overlay
 from zoneinit.mounts.table import MountTable
-from zoneinit.idrange import ID_RANGE
 from zoneinit.plan import ContainerPlan
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
