@@ -152,3 +152,14 @@ def test_unknown_fstype_loads_its_module_and_retries(tmp_path):
     fake.fail_on("mount", errno.ENODEV)
     with pytest.raises(OSError):
         table.mount("/dev/vdd", str(tmp_path / "img2"), "btrfs")
+
+
+def test_root_is_rootfs_reads_the_first_mount_of_slash(tmp_path):
+    from zoneinit.mounts.early import root_is_rootfs
+
+    info = tmp_path / "mountinfo"
+    info.write_text("1 1 0:1 / / rw - rootfs rootfs rw\n22 1 0:21 / /proc rw,nosuid - proc proc rw\n")
+    assert root_is_rootfs(str(info))
+    info.write_text("25 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n")
+    assert not root_is_rootfs(str(info))
+    assert not root_is_rootfs(str(tmp_path / "missing"))

@@ -65,13 +65,21 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
-def mounted_targets(mountinfo: str = "/proc/self/mountinfo") -> set[str]:
-    """Mount points that exist now (empty if /proc is not mounted yet)."""
+def _mounts(mountinfo: str) -> list[tuple[str, str]]:
+    """(mount point, fstype) of each line of mountinfo, in order; empty if /proc is not mounted yet. (PID 1's
+    early boot cannot afford styrolite.rootfs, whose package imports the whole rootfs code.)"""
     try:
         with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
-            return {_unescape(line.split()[4]) for line in f if line.strip()}
+            lines = [line for line in f if line.strip()]
     except OSError:
-        return set()
+        return []
+    return [(_unescape(line.split()[4]), line.split(" - ", 1)[1].split()[0] if " - " in line else "")
+            for line in lines]
+
+
+def mounted_targets(mountinfo: str = "/proc/self/mountinfo") -> set[str]:
+    """Mount points that exist now (empty if /proc is not mounted yet)."""
+    return {point for point, _ in _mounts(mountinfo)}
 
 
 def early_mounts(table: MountTable, root: str = "/", mounts: tuple[EarlyMount, ...] = EARLY_MOUNTS,
@@ -120,16 +128,7 @@ def enable_cgroup_controllers(cgroup_root: str = CGROUP_ROOT) -> list[str]:
 
 def root_is_rootfs(mountinfo: str = "/proc/self/mountinfo") -> bool:
     """True when / is the initramfs itself (fstype ``rootfs``): a mount without a parent."""
-    try:
-        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) > 4 and fields[4] == "/":
-                    fstype = line.split(" - ", 1)[1].split()[0] if " - " in line else ""
-                    return fstype == "rootfs"
-    except OSError:
-        pass
-    return False
+    return next((fstype for point, fstype in _mounts(mountinfo) if point == "/"), "") == "rootfs"
 
 
 def make_root_pivotable(sys: Syscalls = LINUX, staging: str = "/.zone-root") -> None:
