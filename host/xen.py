@@ -9,6 +9,7 @@ the zone's console.log (``xl console`` in the background). IDM is a vchan served
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import subprocess
@@ -99,7 +100,7 @@ def attach_loop(path: Path) -> str:
                 fcntl.ioctl(loop, LOOP_SET_FD, backing)   # a read-only backing fd makes a read-only loop
                 return device
             except OSError as e:
-                if e.errno != 16:   # EBUSY: another process took it first
+                if e.errno != errno.EBUSY:   # another process took it first
                     raise BackendError(f"attach {path} to {device}") from e
             finally:
                 os.close(loop)
