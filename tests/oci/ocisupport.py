@@ -38,7 +38,7 @@ def make_pki(directory: Path) -> PKI:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "zoneoci test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
@@ -155,10 +155,9 @@ auth:
     path: {base / "htpasswd"}
 """
     (base / "config.yml").write_text(config)
-    log = open(base / "registry.log", "wb")
-    process = subprocess.Popen([binary, "serve", str(base / "config.yml")], stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL)
-    log.close()
+    with open(base / "registry.log", "wb") as log:
+        process = subprocess.Popen([binary, "serve", str(base / "config.yml")], stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     host = None
     while time.monotonic() < deadline and host is None:

@@ -47,7 +47,7 @@ def test_pull_then_second_pull_downloads_nothing(fmt: str, registry: Registry, i
         ["skopeo", "inspect", "--cert-dir", str(registry.certs_d / registry.host), "--creds",
          "zoneuser:s3cret-pass", f"docker://{ref}"], capture_output=True, text=True, check=True).stdout)["Digest"]
     # the store's one-image layout is what zonebuild's verified reader (root images) opens
-    record, layout = local_image(ref, store, policy="never")
+    _record, layout = local_image(ref, store, policy="never")
     root = _open_with_zonebuild(layout, tmp_path / "rootfs")
     assert (root / "etc" / "app.conf").read_text() == "answer=42\n" and (root / "bin" / "busybox").is_file()
 
