@@ -28,7 +28,7 @@ from zoneoci.errors import AuthError, DigestMismatchError, ManifestError, OCIErr
 from zoneoci.hosts import RegistryHosts
 from zoneoci.manifest import MAX_MANIFEST_BYTES, Descriptor
 from zoneoci.reference import Reference, endpoint_host
-from zoneoci.transport import RetryPolicy, Transport, finish
+from zoneoci.transport import RETRY_STATUSES, RetryPolicy, Transport, finish
 
 CHUNK = 1 << 20
 MAX_ERROR_BODY = 64 << 10
@@ -192,7 +192,7 @@ class RegistryClient:
     def _auth_hint(self) -> str:
         from zoneoci.auth import auth_file_paths
         paths = self.auth_paths if self.auth_paths is not None else auth_file_paths()
-        return "looked in " + ", ".join(str(p) for p in paths)
+        return "looked in " + ", ".join(str(p) for p in paths) if paths else "no auth file configured"
 
     def _fetch_token(self, registry: str, challenge: Challenge, scopes: frozenset[str],
                      credentials: Credentials | None) -> tuple[str, float]:
@@ -218,8 +218,12 @@ class RegistryClient:
                 headers["Authorization"] = basic_header(credentials)
         response, _ = self.transport.request(method, url, headers, body)
         self.stats.add(requests=1)
-        who = f" for user {credentials.username!r}" if credentials and credentials.username else ""
         if response.status in (401, 403):
+            if credentials is None:
+                finish(response)
+                raise AuthError(f"registry {registry} requires a login and no credentials were found "
+                                f"({self._auth_hint()})", response.status)
+            who = f" for user {credentials.username!r}" if credentials.username else " (identity token)"
             raise AuthError(f"registry {registry}: token server refused the credentials{who}: "
                             f"{_registry_errors(response)}", response.status)
         if response.status != 200:
@@ -279,7 +283,8 @@ class RegistryClient:
                 raise AuthError(f"{what}: 401 Unauthorized: {detail}", 401)
             if response.status == 403:
                 raise AuthError(f"{what}: access denied: {_registry_errors(response)}", 403)
-            raise RegistryError(f"{what}: {_registry_errors(response)}", response.status)
+            tries = f" after {self.transport.retry.attempts} attempts" if response.status in RETRY_STATUSES else ""
+            raise RegistryError(f"{what}: {_registry_errors(response)}{tries}", response.status)
         raise AuthError(f"{method} {ref.name}: 401 Unauthorized without a usable challenge", 401)
 
     # ---- reading -----------------------------------------------------------------------------------------
@@ -353,7 +358,9 @@ class RegistryClient:
                 out.truncate()
                 verifier = Verifier(descriptor.digest, descriptor.size, label)
             try:
-                for chunk in response.stream(CHUNK, decode_content=True):
+                # read1: whatever arrived (up to 1 MiB), so bytes before a dropped connection are kept for the
+                # Range resume (read(amt) would discard a partial chunk with the error)
+                while chunk := response.read1(CHUNK):
                     verifier.update(chunk)
                     out.write(chunk)
                     received += len(chunk)

@@ -20,7 +20,9 @@ class OCIError(Exception):
         cause = self.__cause__
         if cause is not None:
             inner = str(cause) or type(cause).__name__
-            if inner not in text:
+            if inner.startswith(text):  # the cause already names our context
+                text = inner
+            elif inner not in text:
                 text = f"{text}: {inner}"
         return text
 
