@@ -107,7 +107,7 @@ def _registry_errors(response: urllib3.BaseHTTPResponse) -> str:
 class RegistryClient:
     def __init__(self, hosts: RegistryHosts | None = None, *, auth_paths: list[Path] | None = None,
                  credentials: dict[str, Credentials] | None = None, timeout: float = 30.0,
-                 retry: RetryPolicy | None = None, parallel: int = 4) -> None:
+                 retry: RetryPolicy | None = None, parallel: int = 6) -> None:
         self.hosts = hosts if hosts is not None else RegistryHosts.load()
         self.auth_paths = auth_paths
         self.explicit_credentials = dict(credentials or {})
@@ -118,6 +118,7 @@ class RegistryClient:
         self._bases: dict[str, str] = {}
         self._challenges: dict[str, Challenge | None] = {}
         self._tokens: dict[tuple[str, frozenset[str]], tuple[str, float]] = {}
+        self._found_credentials: dict[tuple[str, str], Credentials | None] = {}
 
     def close(self) -> None:
         self.transport.close()
@@ -165,9 +166,17 @@ class RegistryClient:
         raise failure
 
     def _credentials(self, registry: str, repository: str) -> Credentials | None:
+        """From the explicit map, else the auth files (read once per registry and repository)."""
         if registry in self.explicit_credentials:
             return self.explicit_credentials[registry]
-        return find_credentials(registry, repository, self.auth_paths)
+        key = (registry, repository)
+        with self._lock:
+            if key in self._found_credentials:
+                return self._found_credentials[key]
+        found = find_credentials(registry, repository, self.auth_paths)
+        with self._lock:
+            self._found_credentials[key] = found
+        return found
 
     def _authorization(self, registry: str, repository: str, scopes: frozenset[str],
                        challenge: Challenge | None) -> str | None:

@@ -41,7 +41,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("pull", help="pull an image by reference into the content store")
     p.add_argument("reference", metavar="REF", help="e.g. 127.0.0.1:5000/app:1.0 or ...@sha256:...")
     p.add_argument("--platform", default=None, help="os/arch[/variant] (default: this host's)")
-    p.add_argument("--parallel", type=int, default=4, help="blob downloads at once (default 4)")
+    p.add_argument("--parallel", type=int, default=6, help="blob downloads at once (default 6, as skopeo)")
     _common(p)
     p = verbs.add_parser("images", help="list the images in the content store")
     _common(p)
@@ -69,7 +69,7 @@ def _client(args: argparse.Namespace) -> RegistryClient:
                                (Path(cert_dir),) if cert_dir else DEFAULT_CERTS_DIRS)
     authfile = getattr(args, "authfile", None)
     return RegistryClient(hosts, auth_paths=[Path(authfile)] if authfile else None,
-                          parallel=max(1, getattr(args, "parallel", 4) or 4))
+                          parallel=max(1, getattr(args, "parallel", 6) or 6))
 
 
 def _size(n: int) -> str:
