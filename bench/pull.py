@@ -5,6 +5,8 @@ image with skopeo, then measures:
 
   * pull time of the image into an empty content store (`python -m zoneoci pull`, the real interpreter, no
     shim) against `skopeo copy` of the same image into an empty directory: medians and their ratio (goal <= 1);
+    each measurement starts after a sync, since ours fsyncs every blob (skopeo's dir: does not) and would
+    otherwise pay for the previous contender's dirty pages;
   * the same pull through the library in a warm process (what `zonehost run REF` does);
   * a second pull of the same image: bytes downloaded (goal 0);
   * two concurrent pulls (separate processes) into one empty store: blob bytes downloaded by each, and their
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -51,6 +54,7 @@ with RegistryClient(RegistryHosts([], (Path(certs),)), auth_paths=[Path(auth)]) 
 
 
 def timed(argv: list[str]) -> tuple[float, str]:
+    os.sync()  # start each measurement with no dirty pages left by the previous one (our fsyncs would pay for them)
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
     elapsed = time.perf_counter() - start
@@ -96,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 ours_cli.append(elapsed)
                 shutil.rmtree(store)
                 with RegistryClient(hosts, auth_paths=[registry.authfile]) as client:
+                    os.sync()
                     start = time.perf_counter()
                     pull(ref, ContentStore(store), client)
                     ours_lib.append(time.perf_counter() - start)

@@ -19,7 +19,6 @@ import binascii
 import json
 import os
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +80,8 @@ def _decode_entry(entry: object, where: str) -> Credentials | None:
 
 
 def _credential_helper(helper: str, server: str, where: str) -> Credentials | None:
+    import subprocess  # only for credential helpers: keep it off the common import path
+
     program = f"docker-credential-{helper}"
     try:
         done = subprocess.run([program, "get"], input=server.encode(), capture_output=True, timeout=30)

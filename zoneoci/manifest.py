@@ -8,7 +8,7 @@ descriptor's digest as a file name.
 from __future__ import annotations
 
 import json
-import platform as _platform
+import os
 from dataclasses import dataclass, field
 
 from zoneoci import mediatypes
@@ -47,7 +47,7 @@ class Platform:
 
 
 def host_platform() -> Platform:
-    machine = _platform.machine().lower()
+    machine = os.uname().machine.lower()
     arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "i686": "386",
             "i386": "386", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
     return Platform("linux", arch.get(machine, machine))
