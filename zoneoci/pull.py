@@ -25,6 +25,7 @@ from zoneoci.digest import short
 from zoneoci.errors import ManifestError, NotFoundError, OCIError, StoreError
 from zoneoci.manifest import (
     MAX_CONFIG_BYTES,
+    MAX_MANIFEST_BYTES,
     Descriptor,
     ImageIndex,
     ImageManifest,
@@ -57,6 +58,9 @@ Progress = Callable[[str], None]
 
 def _manifest_bytes(store: ContentStore, client: RegistryClient, ref: Reference, desc: Descriptor,
                     fetched: FetchedManifest | None) -> bytes:
+    if desc.size > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"manifest {short(desc.digest)} of {desc.size} bytes exceeds the "
+                            f"{MAX_MANIFEST_BYTES}-byte limit")
     if store.has(desc.digest):
         return store.read_blob(desc.digest)
     if fetched is None or fetched.descriptor.digest != desc.digest:
@@ -157,7 +161,9 @@ def pull(ref: Reference | str, store: ContentStore, client: RegistryClient, *,
             wanted = [("config", image.config)] + [(f"layer {i}", layer) for i, layer in enumerate(image.layers)]
             _fetch_blobs(store, client, reference, wanted, progress)
             _check_config(image, want, store.read_blob(image.config.digest, MAX_CONFIG_BYTES))
-            record = store.set_ref(str(reference), top, manifest_desc.digest, str(want))
+            # pinned: named by digest (a tag next to a digest is ignored, as docker does)
+            name = f"{reference.name}@{reference.digest}" if reference.digest else str(reference)
+            record = store.set_ref(name, top, manifest_desc.digest, str(want))
     except OCIError as e:
         raise PullError(f"pull {reference}") from e
     return PulledImage(reference.with_digest(top.digest) if not reference.digest else reference, record, image)

@@ -56,8 +56,13 @@ def test_pull_then_second_pull_downloads_nothing(fmt: str, registry: Registry, i
     assert again.digest == image.digest and client.stats.downloaded == before  # 0 bytes the second time
     pinned = parse_reference(ref).with_digest(image.digest)
     requests = client.stats.requests
-    pull(pinned, store, client)
+    by_digest = pull(pinned, store, client)
     assert client.stats.requests == requests  # pinned and present: not even a HEAD
+    assert by_digest.record.name == f"{registry.host}/test/app@{image.digest}"
+    # the host's entry point pulls what is missing
+    fresh = ContentStore(tmp_path / "fresh")
+    record, _ = local_image(str(pinned), fresh, client)
+    assert record.target.digest == image.digest
 
 
 def test_index_platform_selection(registry: Registry, images: PushedImages, client: RegistryClient,
@@ -200,6 +205,11 @@ def test_cli_pull_images_rmi_prune(registry: Registry, images: PushedImages, tmp
     assert cli("prune", opts=False).stdout.startswith("deleted 0 blobs")
     bad = cli("pull", f"{registry.host}/Test/App")
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "lowercase" in bad.stderr
+    pushed = cli("push", app, f"{registry.host}/test/cli-pushed:2")
+    assert pushed.returncode == 0, pushed.stderr
+    assert pushed.stdout.strip() == registry.skopeo_inspect("test/cli-pushed:2", raw=False)["Digest"]
+    nowhere = cli("push", "not-in-store:1", f"{registry.host}/test/x:1")
+    assert nowhere.returncode == 1 and nowhere.stderr.count("\n") == 1 and "no image" in nowhere.stderr
 
 
 def _busybox_digest(root: Path, ref: str) -> str:
