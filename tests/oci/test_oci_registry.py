@@ -228,3 +228,21 @@ def test_unreachable_registry_is_one_line(store: ContentStore, tmp_path: Path) -
             pull(f"127.0.0.1:{port}/app:1", store, c)
     assert isinstance(err.value.__cause__, RegistryError)
     assert "connection refused (after 2 attempts)" in str(err.value)
+
+
+def test_zonebuild_layout_round_trip_to_a_root_image(registry: Registry, client: RegistryClient,
+                                                     store: ContentStore, tmp_path: Path) -> None:
+    """zonebuild's busybox OCI layout pushed (as zonebuild will push the kernel and extensions), pulled back
+    by reference, and turned into a squashfs root image from the store's layout view, as the host will."""
+    from host.zonebuild_import import ensure_zonebuild
+
+    ensure_zonebuild()
+    from zonebuild.busybox_image import cached_busybox_image
+    from zonebuild.rootimage import build_root_image
+
+    ref = f"{registry.host}/zone/busybox:latest"
+    pushed = push(ref, client, layout=cached_busybox_image())
+    record, layout = local_image(ref, store, client)
+    assert record.target.digest == pushed.digest
+    root = build_root_image(layout, tmp_path / "root", use_cache=False)
+    assert root.path.stat().st_size > 100_000 and root.config.get("Cmd") == ["sh"]
