@@ -3,7 +3,7 @@
 One :class:`RegistryClient` serves any number of registries and threads. Per registry it pings ``/v2/`` once
 (choosing https, or plain http for a registry marked insecure whose TLS fails), learns the authentication
 challenge, and keeps bearer tokens per scope. Every byte that comes back is checked against the digest that
-named it; blobs stream to a file object in 1 MiB chunks and a lost connection resumes with a ``Range``
+named it; blobs stream to a file object in 64 KiB reads and a lost connection resumes with a ``Range``
 request. Counters in :class:`TransferStats` say what crossed the network.
 """
 
@@ -31,6 +31,7 @@ from zoneoci.reference import Reference, endpoint_host
 from zoneoci.transport import RETRY_STATUSES, RetryPolicy, Transport, finish
 
 CHUNK = 1 << 20
+READ_SIZE = 64 << 10  # below glibc's mmap threshold: buffers are reused instead of page-faulted in afresh
 MAX_ERROR_BODY = 64 << 10
 MAX_TOKEN_BODY = 1 << 20
 DEFAULT_CHUNKED_THRESHOLD = 512 << 20  # blobs above this are uploaded in chunks of DEFAULT_UPLOAD_CHUNK
@@ -369,7 +370,7 @@ class RegistryClient:
             try:
                 # read1: whatever arrived (up to 1 MiB), so bytes before a dropped connection are kept for the
                 # Range resume (read(amt) would discard a partial chunk with the error)
-                while chunk := response.read1(CHUNK):
+                while chunk := response.read1(READ_SIZE):
                     verifier.update(chunk)
                     out.write(chunk)
                     received += len(chunk)
