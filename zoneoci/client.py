@@ -368,7 +368,7 @@ class RegistryClient:
                 out.truncate()
                 verifier = Verifier(descriptor.digest, descriptor.size, label)
             try:
-                # read1: whatever arrived (up to 1 MiB), so bytes before a dropped connection are kept for the
+                # read1: whatever arrived (up to READ_SIZE), so bytes before a dropped connection are kept for the
                 # Range resume (read(amt) would discard a partial chunk with the error)
                 while chunk := response.read1(READ_SIZE):
                     verifier.update(chunk)
