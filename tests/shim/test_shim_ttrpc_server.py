@@ -28,6 +28,7 @@ class Handlers:
         self.release = threading.Event()
         self.cancelled: list[bool] = []
         self.contexts: list[CallContext] = []
+        self.entered = 0
 
     def echo(self, request: shim_pb2.StateRequest, ctx: CallContext) -> shim_pb2.StateResponse:
         self.contexts.append(ctx)
@@ -40,6 +41,7 @@ class Handlers:
         raise ZeroDivisionError("boom")
 
     def block(self, request: shim_pb2.StateRequest, ctx: CallContext) -> shim_pb2.StateResponse:
+        self.entered += 1
         while not self.release.wait(0.02):
             if ctx.cancelled.is_set():
                 self.cancelled.append(True)
@@ -177,9 +179,10 @@ def test_too_many_calls_in_flight(pair: tuple[Client, socket.socket], handlers: 
     for t in threads:
         t.start()
     deadline = time.monotonic() + 5
+    while handlers.entered < 8 and time.monotonic() < deadline:
+        time.sleep(0.01)
     with pytest.raises(RpcError) as info:
-        while time.monotonic() < deadline:
-            call(client, "Block", timeout=10)
+        call(client, "Echo", timeout=5)
     assert info.value.code == Code.RESOURCE_EXHAUSTED
     handlers.release.set()
     for t in threads:
