@@ -424,6 +424,14 @@ class TaskService:
         return EMPTY()
 
     # zone lifecycle ----------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop the zone and end the shim whatever still runs (SIGTERM to the shim)."""
+        with self._lock:
+            if self._shutdown_started:
+                return
+            self._shutdown_started = True
+        self._shutdown()
+
     def _shutdown(self) -> None:
         try:
             if self.zone_pid and self.zone_stopped_reason is None:

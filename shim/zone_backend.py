@@ -208,3 +208,8 @@ class ZoneBackend(Protocol):
     def update(self, container_id: str, resources: dict[str, Any], annotations: dict[str, str]) -> None:
         """Apply new OCI linux.resources (the JSON containerd sends) to a running container."""
         ...
+
+    def cleanup_after_crash(self, bundle: str, container_id: str) -> None:
+        """Called by `containerd-shim-zone-v2 delete` in a fresh process after the shim died: release what
+        the dead shim held for this container or pod on the host (VMM, disks, taps). Idempotent."""
+        ...
