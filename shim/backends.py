@@ -30,7 +30,7 @@ class NoZoneBackend:
         raise Unavailable(NOT_YET)
 
     start_zone = create_container = start_container = delete_container = _refuse
-    exec_process = start_exec = delete_exec = signal = resize_pty = pids = stats = _refuse
+    exec_process = start_exec = delete_exec = signal = resize_pty = stats = _refuse
     pause = resume = update = _refuse
 
     def stop_zone(self, timeout: float) -> None:

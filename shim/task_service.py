@@ -13,11 +13,13 @@ and they share one zone. How each call maps onto the backend (`shim.zone_backend
 | Delete | forget the task (the zone goes at Shutdown) | `delete_container` | `delete_exec` |
 | Pause/Resume | refused (FailedPrecondition) | `pause`/`resume` | — |
 | Stats / Update | `stats`/`update` of the sandbox id (pod-level) | `stats`/`update` | — |
-| Pids | the VMM's pid | `pids` | — |
+| Pids | the VMM's pid | the VMM's pid (2) | — |
 | ResizePty / CloseIO | — | `resize_pty` / stdin EOF | same |
 | Shutdown | once no task is left: `stop_zone`, then the shim exits | | |
 
 (1) a container without a pod (`ctr run`) boots a zone of its own. Its stdio is bridged (`shim.stdio`).
+(2) Every pid containerd sees (Create, Start, State, Pids, events) is the VMM's, as in Kata: a pid inside
+the zone means nothing on the host and may name an unrelated host process. Zone pids go to the log.
 
 Events, in call order (a process's TaskExit never precedes its TaskStart/TaskExecStarted): TaskCreate,
 TaskStart, TaskExecAdded, TaskExecStarted, TaskExit, TaskDelete, TaskPaused, TaskResumed, TaskOOM.
@@ -119,7 +121,7 @@ class TaskService:
         self._zone_lock = threading.Lock()  # one zone boot at a time
         self._containers: dict[str, Container] = {}
         self._reserved: set[str] = set()
-        self.zone_pid = 0
+        self.vmm_pid = 0
         self.zone_stopped_reason: str | None = None
         self._zone_kill_signal = 0
         self._shutdown_started = False
@@ -160,12 +162,12 @@ class TaskService:
             if self.zone_stopped_reason is not None:
                 raise Unavailable(f"the pod's zone has stopped ({self.zone_stopped_reason}); "
                                   "no new containers in it")
-            if not self.zone_pid:
+            if not self.vmm_pid:
                 sandbox = SandboxSpec(sandbox_id=sandbox_id, bundle=bundle, spec=spec, namespace=self.namespace)
                 pid = self._backend_call(f"boot the zone for pod {sandbox_id}", self.backend.start_zone,
                                          sandbox, self)
-                self.zone_pid = int(pid)
-            return self.zone_pid
+                self.vmm_pid = int(pid)
+            return self.vmm_pid
 
     # Task service ------------------------------------------------------------------------------------
     def Create(self, request: shim_pb2.CreateTaskRequest, ctx: CallContext) -> shim_pb2.CreateTaskResponse:
@@ -185,17 +187,15 @@ class TaskService:
                 raise AlreadyExists(f"container {request.id!r} already exists")
             self._reserved.add(request.id)
         try:
-            zone_pid = self._boot_zone(annotations.get(SANDBOX_ID) or request.id, request.bundle, spec)
-            process = Process(request.id, "", stdio)
-            if is_sandbox:
-                process.pid = zone_pid
-            else:
+            vmm_pid = self._boot_zone(annotations.get(SANDBOX_ID) or request.id, request.bundle, spec)
+            process = Process(request.id, "", stdio, pid=vmm_pid)
+            if not is_sandbox:
                 rootfs = tuple(Mount(m.type, m.source, m.target, tuple(m.options)) for m in request.rootfs)
                 container_spec = ContainerSpec(request.id, request.bundle, spec, rootfs, request.terminal,
                                                bool(request.stdin), is_sandbox)
-                pid, streams = self._backend_call(f"create container {request.id}", self.backend.create_container,
-                                                  container_spec)
-                process.pid = int(pid)
+                zone_pid, streams = self._backend_call(f"create container {request.id}",
+                                                       self.backend.create_container, container_spec)
+                log.info("created %s (pid %s in the zone)", request.id, zone_pid)
                 try:
                     process.io = ProcessIO(request.id, stdio, streams)
                 except BaseException:
@@ -222,15 +222,15 @@ class TaskService:
         with self._event_lock:
             if process.started or process.status != Status.CREATED:
                 raise FailedPrecondition(f"cannot start {process.name}: it is {process.status.name.lower()}")
-            if container.is_sandbox:
-                pid = self.zone_pid
-            elif request.exec_id:
-                pid = self._backend_call(f"start exec {process.name}", self.backend.start_exec, request.id,
-                                         request.exec_id)
-            else:
-                pid = self._backend_call(f"start container {request.id}", self.backend.start_container,
-                                         request.id)
-            process.pid, process.started = int(pid), True
+            if request.exec_id:
+                zone_pid = self._backend_call(f"start exec {process.name}", self.backend.start_exec, request.id,
+                                              request.exec_id)
+                log.info("started %s (pid %s in the zone)", process.name, zone_pid)
+            elif not container.is_sandbox:
+                zone_pid = self._backend_call(f"start container {request.id}", self.backend.start_container,
+                                              request.id)
+                log.info("started %s (pid %s in the zone)", process.name, zone_pid)
+            process.pid, process.started = self.vmm_pid, True
             if not process.exited:
                 process.status = Status.RUNNING
             if request.exec_id:
@@ -283,7 +283,7 @@ class TaskService:
                 raise AlreadyExists(f"exec {request.exec_id!r} already exists in {request.id}")
             self._reserved.add(f"{request.id}/{request.exec_id}")
         try:
-            process = Process(request.id, request.exec_id, stdio)
+            process = Process(request.id, request.exec_id, stdio, pid=self.vmm_pid)
             exec_spec = ExecSpec(request.id, request.exec_id, process_spec, request.terminal, bool(request.stdin))
             streams = self._backend_call(f"exec {process.name}", self.backend.exec_process, exec_spec)
             try:
@@ -374,11 +374,8 @@ class TaskService:
         return EMPTY()
 
     def Pids(self, request: shim_pb2.PidsRequest, ctx: CallContext) -> shim_pb2.PidsResponse:
-        container = self._container(request.id)
-        if container.is_sandbox:
-            return shim_pb2.PidsResponse(processes=[task_pb2.ProcessInfo(pid=self.zone_pid)])
-        infos = self._backend_call(f"pids of {request.id}", self.backend.pids, request.id)
-        return shim_pb2.PidsResponse(processes=[task_pb2.ProcessInfo(pid=info.pid) for info in infos])
+        self._container(request.id)
+        return shim_pb2.PidsResponse(processes=[task_pb2.ProcessInfo(pid=self.vmm_pid)])
 
     def CloseIO(self, request: shim_pb2.CloseIORequest, ctx: CallContext) -> empty_pb2.Empty:
         _, process = self._process(request.id, request.exec_id)
@@ -434,7 +431,7 @@ class TaskService:
 
     def _shutdown(self) -> None:
         try:
-            if self.zone_pid and self.zone_stopped_reason is None:
+            if self.vmm_pid and self.zone_stopped_reason is None:
                 self.backend.stop_zone(self.stop_timeout)
                 self.zone_stopped("the shim shut down")
         except Exception:

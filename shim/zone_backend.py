@@ -11,8 +11,8 @@ process), AlreadyExists, InvalidArgument (a spec the zone cannot honour), Failed
 Unavailable (the zone is gone or not booted), Unimplemented. Any other exception reaches containerd as
 Internal with its text.
 
-Processes are named by (container_id, exec_id); exec_id "" is the container's own (init) process. Pids are
-the zone's, as the zone reports them (they are only meaningful inside the zone).
+Processes are named by (container_id, exec_id); exec_id "" is the container's own (init) process. Pids a
+backend returns are the zone's (for logs); containerd is shown the VMM's pid, which start_zone returns.
 """
 
 from __future__ import annotations
@@ -95,12 +95,6 @@ class ExecSpec:
     process: dict[str, Any]  # OCI runtime spec "process" object
     terminal: bool
     stdin: bool
-
-
-@dataclass(frozen=True)
-class ProcessInfo:
-    pid: int
-    exec_id: str = ""  # the exec this pid belongs to, if it is one
 
 
 @dataclass
@@ -191,9 +185,6 @@ class ZoneBackend(Protocol):
         ...
 
     def resize_pty(self, container_id: str, exec_id: str, width: int, height: int) -> None:
-        ...
-
-    def pids(self, container_id: str) -> list[ProcessInfo]:
         ...
 
     def stats(self, container_id: str) -> ContainerStats:

@@ -26,7 +26,6 @@ from shim.zone_backend import (
     ContainerSpec,
     ContainerStats,
     ExecSpec,
-    ProcessInfo,
     ProcessStreams,
     SandboxSpec,
 )
@@ -229,11 +228,6 @@ class LocalBackend:
         self._record("resize_pty", container_id, exec_id, width, height)
         process = self._get(container_id, exec_id)
         fcntl.ioctl(process.master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
-
-    def pids(self, container_id: str) -> list[ProcessInfo]:
-        self._record("pids", container_id)
-        return [ProcessInfo(p.popen.pid, exec_id) for (cid, exec_id), p in self.processes.items()
-                if cid == container_id and p.popen is not None and p.exit_status is None]
 
     def stats(self, container_id: str) -> ContainerStats:
         self._record("stats", container_id)

@@ -77,7 +77,7 @@ def test_container_in_pod_output_exit_and_events(shim: ShimUnderTest, make_bundl
     state = shim.call("State", api.StateRequest(id="c1"))
     assert state.status == Status.CREATED and state.stdout == stdout.path and state.bundle == str(bundle)
     started = shim.call("Start", api.StartRequest(id="c1"))
-    assert started.pid > 0 and created.pid == 0
+    assert started.pid == created.pid == shim.backend.zone.pid  # containerd sees the VMM's pid
     waited = shim.call("Wait", api.WaitRequest(id="c1"))
     assert waited.exit_status == 3
     assert stdout.wait_for(b"out\n") == b"out\n" and stderr.wait_for(b"err\n") == b"err\n"
