@@ -15,8 +15,10 @@ $ZONE_SHIM_LISTEN_FD) and stdout/stderr on the bundle's `log`
 FIFO that containerd reads (a `shim.log` file when there is none). `start` writes `address` and `shim.pid`
 into the bundle, as the runc and Kata shims do.
 
-`delete` runs when containerd finds the shim dead: it releases what the dead shim held (the backend's
-`cleanup_after_crash`), removes its stale socket, and prints a DeleteResponse (exit 137, now).
+`delete` runs whenever a task's connection to its shim closes: after a normal Shutdown, when the pod's
+shim lives on for other containers, and when the shim died. Only in the last case (nothing answers on the
+bundle's address) does it release what the dead shim held (the backend's `cleanup_after_crash`) and remove
+the stale socket. It always prints a DeleteResponse (exit 137, now), as containerd expects.
 """
 
 from __future__ import annotations
@@ -203,12 +205,16 @@ def delete(args: ShimArgs, cleanup: Callable[[str, str], None]) -> bytes:
 
     from shim.protos import shim_pb2
 
-    cleanup(args.bundle, args.id)
-    with contextlib.suppress(OSError):
-        with open(os.path.join(args.bundle, "address")) as f:
-            address = f.read().strip()
-        if address and not can_connect(address):
-            os.unlink(_path(address))
+    address = ""
+    with contextlib.suppress(OSError), open(os.path.join(args.bundle, "address")) as f:
+        address = f.read().strip()
+    # containerd runs `delete` whenever a task's connection closes, also when the pod's shim lives on and
+    # serves the pod's other containers: then there is nothing to clean up
+    if not (address and can_connect(address)):
+        cleanup(args.bundle, args.id)
+        if address:
+            with contextlib.suppress(OSError):
+                os.unlink(_path(address))
     exited_at = timestamp_pb2.Timestamp()
     exited_at.FromDatetime(datetime.now(UTC))
     return shim_pb2.DeleteResponse(pid=0, exit_status=128 + 9, exited_at=exited_at).SerializeToString()

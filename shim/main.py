@@ -85,13 +85,13 @@ def serve(args: ShimArgs, listener: socket.socket) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    path = listener.getsockname()
     server.serve_in_thread(listener)
     log.info("serving %s (namespace %s, pid %d)", args.id, args.namespace, os.getpid())
     while not done.wait(1.0):
         pass
     server.close()
     publisher.close(5.0)
-    path = listener.getsockname()
     if isinstance(path, str) and path:
         with contextlib.suppress(OSError):
             os.unlink(path)
