@@ -90,7 +90,7 @@ def serve(args: ShimArgs, listener: socket.socket) -> int:
     log.info("serving %s (namespace %s, pid %d)", args.id, args.namespace, os.getpid())
     while not done.wait(1.0):
         pass
-    server.close()
+    server.close(grace=2.0)  # the Shutdown call that got us here still answers
     publisher.close(5.0)
     if isinstance(path, str) and path:
         with contextlib.suppress(OSError):

@@ -171,16 +171,25 @@ class Server:
         thread.start()
         return thread
 
-    def close(self) -> None:
-        """Stop accepting, close every connection (calls in flight see `cancelled`)."""
+    def close(self, grace: float = 0.0) -> None:
+        """Stop accepting; give calls in flight up to `grace` seconds to answer; then close every connection
+        (calls still in flight see `cancelled`)."""
         self._closed.set()
         with self._lock:
             listeners, self._listeners = self._listeners, []
-            connections = list(self._connections)
         for listener in listeners:
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
             listener.close()
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            with self._lock:
+                busy = any(connection.calls_in_flight for connection in self._connections)
+            if not busy:
+                break
+            time.sleep(0.01)
+        with self._lock:
+            connections = list(self._connections)
         for connection in connections:
             connection.abort()
 
@@ -207,6 +216,11 @@ class _Connection:
             seconds = int(server.send_timeout)
             micros = int((server.send_timeout - seconds) * 1e6)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, micros))
+
+    @property
+    def calls_in_flight(self) -> int:
+        with self._state_lock:
+            return len(self._in_flight)
 
     def run(self) -> None:
         decoder = FrameDecoder(self.server.limit)

@@ -354,3 +354,20 @@ def test_fuzz_hostile_frames_answered_or_ignored(server: Server,
         assert call(client, "Echo", "alive", timeout=5).id == "alive"
     finally:
         client.close()
+
+
+def test_graceful_close_lets_calls_in_flight_answer(server: Server, handlers: Handlers) -> None:
+    a, b = socket.socketpair()
+    server.serve_connection(a)
+    client = Client(b)
+    results: list[str] = []
+    caller = threading.Thread(target=lambda: results.append(call(client, "Block", timeout=10).id))
+    caller.start()
+    deadline = time.monotonic() + 5
+    while handlers.entered < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    threading.Timer(0.2, handlers.release.set).start()
+    server.close(grace=5)
+    caller.join(5)
+    assert results == ["released"]
+    client.close()
