@@ -67,6 +67,7 @@ SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
 CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 RESOURCES_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
+IGNORED_BY_DEFAULT = {signals.SIGCHLD, signals.SIGCONT, signals.SIGURG, signals.SIGWINCH}
 ZONE_STOP_SIGNALS = {signals.SIGTERM, signals.SIGINT, signals.SIGHUP, signals.SIGQUIT, signals.SIGKILL}
 EMPTY = empty_pb2.Empty
 
@@ -368,6 +369,12 @@ class TaskService:
         if container.is_sandbox:
             if request.signal in ZONE_STOP_SIGNALS:
                 self._stop_zone_async(request.signal)
+            return EMPTY()
+        if not process.started:
+            # never started: nothing runs in the zone yet. As with runc (whose waiting init dies of the
+            # signal), a signal that would end a process ends this one; Delete then removes it.
+            if request.signal not in IGNORED_BY_DEFAULT:
+                self._record_exit(process, 128 + request.signal, datetime.now(UTC), output_timeout=0.0)
             return EMPTY()
         self._backend_call(f"signal {process.name}", self.backend.signal, request.id, request.exec_id,
                            request.signal, request.all)

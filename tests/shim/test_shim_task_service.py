@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import FifoReader, ShimUnderTest, container_annotations, sandbox_annotations
 from google.protobuf import any_pb2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shim.process import Status
 from shim.protos import cgroups_v2_pb2, events_pb2, mount_pb2
@@ -288,3 +290,42 @@ def test_events_are_not_published_for_failed_calls(shim: ShimUnderTest, make_bun
 def test_oom_event(shim: ShimUnderTest) -> None:
     shim.service.oom("c1")
     assert isinstance(shim.sink.wait_for("/tasks/oom")[0], events_pb2.TaskOOM)
+
+
+def test_kill_before_start_ends_the_process(shim: ShimUnderTest, make_bundle) -> None:
+    shim.call("Create", api.CreateTaskRequest(id="never", bundle=str(make_bundle("never", ["sleep", "30"]))))
+    shim.call("Kill", api.KillRequest(id="never", signal=signal.SIGWINCH))  # ignored by default: still there
+    assert shim.call("State", api.StateRequest(id="never")).status == Status.CREATED
+    shim.call("Kill", api.KillRequest(id="never", signal=signal.SIGKILL))
+    assert shim.call("Wait", api.WaitRequest(id="never")).exit_status == 137
+    expect_error(shim, "Start", api.StartRequest(id="never"), Code.FAILED_PRECONDITION, "stopped")
+    shim.call("Delete", api.DeleteRequest(id="never"))
+    assert "start_container" not in shim.backend.names() and "delete_container" in shim.backend.names()
+    assert shim.sink.topics() == ["/tasks/create", "/tasks/exit", "/tasks/delete"]
+
+
+TASK_METHODS = [m.name for m in api.DESCRIPTOR.services_by_name["Task"].methods if m.name != "Shutdown"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(TASK_METHODS), payload=st.binary(max_size=200))
+def test_fuzz_hostile_task_requests_get_answers(shim: ShimUnderTest, method: str, payload: bytes) -> None:
+    """Any bytes as any Task call's payload: an answer (success or a status), promptly; the shim goes on."""
+    from google.protobuf import empty_pb2
+
+    try:
+        shim.client.call("containerd.task.v2.Task", method, RawPayload(payload), empty_pb2.Empty, timeout=10)
+    except RpcError as e:
+        assert e.code != Code.DEADLINE_EXCEEDED, f"{method} hung on {payload!r}"
+        assert e.code != Code.INTERNAL, f"{method} crashed on {payload!r}: {e.message}"
+    assert shim.call("Connect", api.ConnectRequest()).shim_pid == os.getpid()
+
+
+class RawPayload:
+    """Stands in for a request message: serializes to the given bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def SerializeToString(self) -> bytes:
+        return self.data
