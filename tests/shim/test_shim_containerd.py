@@ -14,105 +14,18 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-RUNTIME = "io.containerd.zone.v2"
+from containerd_lab import Containerd, Events
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 if os.geteuid() != 0 or shutil.which("containerd") is None or shutil.which("ctr") is None:
     pytest.skip("needs root and Debian's containerd + ctr", allow_module_level=True)
-
-
-class Containerd:
-    def __init__(self, root: Path, backend: str | None) -> None:
-        self.dir = root
-        self.address = str(root / "c.sock")
-        self.sockets = root / "s"
-        bindir = root / "bin"
-        bindir.mkdir()
-        shim = bindir / "containerd-shim-zone-v2"
-        shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m shim.main "$@"\n')
-        shim.chmod(0o755)
-        (root / "rootfs").mkdir()
-        (root / "fifo").mkdir()
-        (root / "config.toml").write_text(f"""version = 2
-root = "{root}/root"
-state = "{root}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{self.address}"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{root}/opt"
-""")
-        env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", PYTHONPATH=f"{REPO}:{HERE}",
-                   ZONE_SHIM_SOCKET_DIR=str(self.sockets))
-        env.pop("ZONE_SHIM_BACKEND", None)
-        if backend:
-            env["ZONE_SHIM_BACKEND"] = backend
-        self.log = open(root / "containerd.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(["containerd", "--config", str(root / "config.toml"), "--log-level", "debug"],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while not os.path.exists(self.address):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"containerd did not start: {self.logs()[-2000:]}")
-            time.sleep(0.05)
-
-    def logs(self) -> str:
-        return (self.dir / "containerd.log").read_text(errors="replace")
-
-    def ctr(self, *args: str, input: bytes | None = None, timeout: float = 60,
-            check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(["ctr", "--address", self.address, "--namespace", "zonetest", *args], input=input,
-                                capture_output=True, timeout=timeout)
-        if check and result.returncode != 0:
-            raise AssertionError(f"ctr {' '.join(args)} exited {result.returncode}: {result.stderr.decode()}")
-        return result
-
-    def run(self, container_id: str, *command: str, detach: bool = False, input: bytes | None = None,
-            check: bool = False) -> subprocess.CompletedProcess:
-        flags = ["-d"] if detach else ["--rm"]
-        return self.ctr("run", *flags, "--runtime", RUNTIME, "--fifo-dir", str(self.dir / "fifo"), "--rootfs",
-                        str(self.dir / "rootfs"), container_id, *command, input=input, check=check)
-
-    def shim_processes(self) -> list[int]:
-        """Processes (shims, the double's processes) whose working directory is in this containerd's state."""
-        state = str(self.dir / "state")
-        found = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                with contextlib.suppress(OSError):
-                    if os.readlink(f"/proc/{entry}/cwd").startswith(state):
-                        found.append(int(entry))
-        return found
-
-    def wait_no_shims(self, timeout: float = 15) -> list[int]:
-        deadline = time.monotonic() + timeout
-        while (left := self.shim_processes()) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        return left
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        for pid in self.shim_processes():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-        self.log.close()
 
 
 @pytest.fixture
@@ -125,28 +38,6 @@ def containerd() -> Iterator[Containerd]:
     finally:
         daemon.stop()
         shutil.rmtree(root, ignore_errors=True)
-
-
-class Events:
-    def __init__(self, containerd: Containerd) -> None:
-        self.path = containerd.dir / "events.log"
-        self.file = open(self.path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(["ctr", "--address", containerd.address, "events"], stdout=self.file,
-                                     stderr=subprocess.STDOUT)
-        time.sleep(0.3)
-
-    def wait_for(self, *needles: str, timeout: float = 15) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.path.read_text(errors="replace")
-            if all(n in text for n in needles) or time.monotonic() > deadline:
-                return text
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(5)
-        self.file.close()
 
 
 def test_run_output_exit_code_and_events(containerd: Containerd) -> None:
