@@ -14,6 +14,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -162,3 +163,37 @@ def test_without_a_zone_backend_runs_fail_with_the_reason() -> None:
     finally:
         daemon.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_terminal_and_resize(containerd: Containerd) -> None:
+    """`ctr run -t` on a pseudo-terminal of 31x97: the shim bridges containerd's terminal FIFOs and
+    ResizePty reaches the process's terminal."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 31, 97, 0, 0))
+    command = ["ctr", "--address", containerd.address, "--namespace", "zonetest", "run", "--rm", "-t",
+               "--runtime", "io.containerd.zone.v2", "--fifo-dir", str(containerd.dir / "fifo"), "--rootfs",
+               str(containerd.dir / "rootfs"), "t1", "sh", "-c", "sleep 1; tty; stty size; exit 5"]
+    proc = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    output = bytearray()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+        if proc.poll() is not None and b"31 97" in output:
+            break
+    code = proc.wait(30)
+    os.close(master)
+    assert b"/dev/pts/" in output, output
+    assert b"31 97" in output, output
+    assert code == 5
