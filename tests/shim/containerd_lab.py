@@ -169,6 +169,11 @@ state = "{root}/state"
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         self.log.close()
+        # what a failed test may leave mounted (snapshots, a sandbox's /dev/shm): deepest first
+        with open("/proc/self/mounts") as f:
+            mounts = [line.split()[1] for line in f if line.split()[1].startswith(str(self.dir) + "/")]
+        for target in sorted(mounts, key=len, reverse=True):
+            subprocess.run(["umount", "-l", target], capture_output=True, check=False)
 
 
 class Events:

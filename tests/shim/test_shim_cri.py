@@ -53,7 +53,9 @@ def cri() -> Iterator[Cri]:
         archive = root / "images.tar"
         minimal_oci_archive(archive, ["registry.k8s.io/pause:3.6", APP_IMAGE])
         containerd.ctr("images", "import", str(archive))
-        yield Cri(containerd)
+        cri = Cri(containerd)
+        yield cri
+        cri("rmp", "--force", "--all", check=False)  # whatever a failed test left
     finally:
         containerd.stop()
         shutil.rmtree(root, ignore_errors=True)
