@@ -42,9 +42,11 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, str]:
 
 
 def _args(options: argparse.Namespace) -> ShimArgs:
-    if not options.namespace:
+    # containerd 1.6 passes flags; later versions also set NAMESPACE and GRPC_ADDRESS in the environment
+    namespace = options.namespace or os.environ.get("NAMESPACE", "")
+    if not namespace:
         raise LaunchError("shim namespace cannot be empty")
-    return ShimArgs(namespace=options.namespace, id=options.id, address=options.address,
+    return ShimArgs(namespace=namespace, id=options.id, address=options.address or os.environ.get("GRPC_ADDRESS", ""),
                     publish_binary=options.publish_binary or "containerd",
                     bundle=os.path.abspath(options.bundle or os.getcwd()), debug=options.debug,
                     ttrpc_address=os.environ.get("TTRPC_ADDRESS", ""))
