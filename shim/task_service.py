@@ -440,7 +440,7 @@ class TaskService:
         try:
             if self.vmm_pid and self.zone_stopped_reason is None:
                 self.backend.stop_zone(self.stop_timeout)
-                self.zone_stopped("the shim shut down")
+                self._zone_stopped("the shim shut down")
         except Exception:
             log.exception("stopping the zone at shutdown failed")
         finally:
@@ -458,7 +458,7 @@ class TaskService:
                 self.backend.stop_zone(timeout)
             except Exception:
                 log.exception("stopping the zone failed")
-            self.zone_stopped(f"the sandbox task got signal {signal}")
+            self._zone_stopped(f"the sandbox task got signal {signal}")
 
         threading.Thread(target=stop, name="zone-stop", daemon=True).start()
 
@@ -490,6 +490,11 @@ class TaskService:
         self._publish(events_pb2.TaskOOM(container_id=container_id))
 
     def zone_stopped(self, reason: str) -> None:
+        # on a thread of its own: a backend may report this from inside a call the service made while
+        # holding its event lock (a zone dying under Start)
+        threading.Thread(target=self._zone_stopped, args=(reason,), name="zone-stopped", daemon=True).start()
+
+    def _zone_stopped(self, reason: str) -> None:
         with self._lock:
             if self.zone_stopped_reason is None:
                 self.zone_stopped_reason = reason

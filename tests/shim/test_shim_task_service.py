@@ -329,3 +329,18 @@ class RawPayload:
 
     def SerializeToString(self) -> bytes:
         return self.data
+
+
+def test_zone_dying_inside_a_call_does_not_deadlock(shim: ShimUnderTest, make_bundle) -> None:
+    from shim.ttrpc import Unavailable
+
+    shim.call("Create", api.CreateTaskRequest(id="d", bundle=str(make_bundle("d", ["sleep", "30"]))))
+
+    def dies_while_starting(container_id: str) -> int:
+        shim.backend.events.zone_stopped("the VMM died during start")  # reported from inside the call
+        raise Unavailable("the zone is gone")
+
+    shim.backend.start_container = dies_while_starting
+    expect_error(shim, "Start", api.StartRequest(id="d"), Code.UNAVAILABLE, "the zone is gone")
+    assert shim.call("Wait", api.WaitRequest(id="d")).exit_status == 137
+    assert shim.sink.topics() == ["/tasks/create", "/tasks/exit"]
