@@ -7,7 +7,11 @@ containerd names a process's stdio in CreateTaskRequest / ExecProcessRequest as 
   opened read-write: that never blocks and never fails with EPIPE while the client is away (runc's shim
   holds a read end for the same reason). stdin is read until its writers close it.
 * a path to a regular file, or `file:///path` (stdout and stderr both, its directory created): appended to.
-* `binary://...` (a logging binary): refused with InvalidArgument, not supported by this shim.
+* `binary:///path/to/logger?key=value` (a logging binary, as `ctr run --log-uri` sends it, for stdout and
+  stderr): started as containerd's shims start it — arguments `key value` from the query, environment
+  CONTAINER_ID and CONTAINER_NAMESPACE only, the process's stdout on fd 3 and stderr on fd 4 (pipes), and
+  fd 5 to close once it is ready, which the shim waits for (10 s). When the process is deleted the logger
+  gets its pipes' EOF, then SIGTERM, then SIGKILL after 10 s.
 
 With a terminal, stdout carries the terminal's output and there is no stderr. Stdin ends at the FIFO's
 EOF (every writer closed it) or at CloseIO, whichever comes first; CloseIO first lets what the client
@@ -18,13 +22,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
+import select
+import signal
 import stat
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 from shim.ttrpc.status import InvalidArgument
 from shim.zone_backend import ByteSink, ByteSource, ProcessStreams
@@ -40,10 +47,11 @@ class StdioPaths:
     stdout: str = ""
     stderr: str = ""
     terminal: bool = False
+    binary: str = ""  # after resolved(): a logging binary's URI (then stdout and stderr are "")
 
     def resolved(self) -> StdioPaths:
         """Validate the forms containerd may send; `file://` URIs become plain paths."""
-        stdout, stderr = self.stdout, self.stderr
+        stdout, stderr, binary = self.stdout, self.stderr, ""
         uri = urlparse(stdout) if "://" in stdout else None
         if uri is not None:
             if uri.scheme == "file":
@@ -52,8 +60,11 @@ class StdioPaths:
                 os.makedirs(os.path.dirname(uri.path) or "/", mode=0o755, exist_ok=True)
                 stdout = stderr = uri.path
             elif uri.scheme == "binary":
-                raise InvalidArgument(f"stdio: binary:// logging is not supported by containerd-shim-zone-v2 "
-                                      f"({stdout!r}); use the default FIFOs or file://")
+                if not uri.path.startswith("/"):
+                    raise InvalidArgument(f"stdio: binary URI without an absolute path: {stdout!r}")
+                if stderr not in ("", stdout):
+                    raise InvalidArgument(f"stdio: stderr {stderr!r} differs from the logging binary {stdout!r}")
+                binary, stdout, stderr = stdout, "", ""
             elif uri.scheme != "fifo":
                 raise InvalidArgument(f"stdio: unknown STDIO scheme {uri.scheme!r} in {stdout!r}")
             else:
@@ -62,7 +73,70 @@ class StdioPaths:
             if "://" in value and not value.startswith("fifo://"):
                 raise InvalidArgument(f"stdio: {name} must be a FIFO or file path, not {value!r}")
         return StdioPaths(self.stdin.removeprefix("fifo://"), stdout, stderr.removeprefix("fifo://"),
-                          self.terminal)
+                          self.terminal, binary)
+
+
+class LoggingBinary:
+    """A `binary://` logger: started with the process's stdout/stderr pipes, stopped after them."""
+
+    READY_TIMEOUT = 10.0
+    STOP_TIMEOUT = 10.0
+
+    def __init__(self, uri: str, container_id: str, namespace: str) -> None:
+        parsed = urlparse(uri)
+        args = [parsed.path]
+        for key, values in parse_qs(parsed.query, keep_blank_values=True).items():
+            args += [key, values[0]]
+        out_r, self.stdout_fd = os.pipe2(os.O_CLOEXEC)
+        err_r, self.stderr_fd = os.pipe2(os.O_CLOEXEC)
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        # posix_spawn, not fork + preexec: the shim is multi-threaded. Copies above 9 first, so placing
+        # them at 3, 4 and 5 never overwrites one still to be placed.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (out_r, err_r, ready_w)]
+        actions = [(os.POSIX_SPAWN_OPEN, n, os.devnull, os.O_RDWR, 0) for n in (0, 1, 2)]
+        actions += [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(high, start=3)]
+        try:
+            self.pid = os.posix_spawn(parsed.path, args, {"CONTAINER_ID": container_id,
+                                                          "CONTAINER_NAMESPACE": namespace},
+                                      file_actions=actions, setsid=True)
+        except OSError as e:
+            for fd in (ready_r, self.stdout_fd, self.stderr_fd):
+                os.close(fd)
+            raise InvalidArgument(f"stdio: cannot start logging binary {parsed.path}: {e.strerror}") from e
+        finally:
+            for fd in (out_r, err_r, ready_w, *high):
+                os.close(fd)
+        self._exited = threading.Event()
+        threading.Thread(target=self._reap, name=f"logger-{self.pid}", daemon=True).start()
+        try:
+            ready, _, _ = select.select([ready_r], [], [], self.READY_TIMEOUT)
+        finally:
+            os.close(ready_r)
+        if not ready:
+            for fd in (self.stdout_fd, self.stderr_fd):
+                os.close(fd)
+            self.stop()
+            raise InvalidArgument(f"stdio: logging binary {parsed.path} was not ready within "
+                                  f"{self.READY_TIMEOUT:.0f} s")
+
+    def _reap(self) -> None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        self._exited.set()
+
+    def stop(self) -> None:
+        """SIGTERM (after the logger has had its pipes' EOF), SIGKILL after STOP_TIMEOUT; on a thread."""
+        def stop() -> None:
+            if self._exited.is_set():
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            if not self._exited.wait(self.STOP_TIMEOUT):
+                log.warning("logging binary %d ignored SIGTERM; killing it", self.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+
+        threading.Thread(target=stop, name="logger-stop", daemon=True).start()
 
 
 def _open_output(path: str) -> int:
@@ -85,9 +159,11 @@ def _write_all(fd: int, data: bytes) -> None:
 class ProcessIO:
     """The pumps of one process: stdout/stderr from the zone into containerd's FIFOs, stdin the other way."""
 
-    def __init__(self, name: str, paths: StdioPaths, streams: ProcessStreams) -> None:
+    def __init__(self, name: str, paths: StdioPaths, streams: ProcessStreams, container_id: str = "",
+                 namespace: str = "") -> None:
         self.name = name
         self.paths = paths.resolved()
+        self.logger: LoggingBinary | None = None
         self.streams = streams
         self._threads: list[threading.Thread] = []
         self._output_threads: list[threading.Thread] = []
@@ -97,6 +173,12 @@ class ProcessIO:
         self._stdin_sink_closed = False
         self._output_fds: list[int] = []
         # open the outputs now, so a bad path fails the Create/Exec call itself
+        if self.paths.binary:
+            self.logger = LoggingBinary(self.paths.binary, container_id or name, namespace)
+            self._output_fds += [self.logger.stdout_fd, self.logger.stderr_fd]
+            self._stdout_fd: int | None = self.logger.stdout_fd
+            self._stderr_fd: int | None = self.logger.stderr_fd
+            return
         self._stdout_fd = self._open_or_none(self.paths.stdout)
         self._stderr_fd = None if self.paths.terminal else self._open_or_none(self.paths.stderr)
 
@@ -118,6 +200,8 @@ class ProcessIO:
                 thread = threading.Thread(target=self._pump_out, args=(label, source, fd),
                                           name=f"stdio-{label}-{self.name}", daemon=True)
                 self._output_threads.append(thread)
+            elif fd is not None:  # nothing will ever be written there (e.g. stderr with a terminal)
+                self._close_output(fd)
         if self.streams.stdin is not None:
             if self.paths.stdin:
                 self._threads.append(threading.Thread(target=self._pump_in, args=(self.streams.stdin,),
@@ -152,10 +236,13 @@ class ProcessIO:
             with contextlib.suppress(Exception):
                 source.close()
             if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-                with contextlib.suppress(ValueError):
-                    self._output_fds.remove(fd)
+                self._close_output(fd)
+
+    def _close_output(self, fd: int) -> None:
+        with contextlib.suppress(ValueError):
+            self._output_fds.remove(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def wait_output(self, timeout: float) -> bool:
         """Wait until every output stream reached its end (so containerd has all output before the exit is
@@ -225,6 +312,16 @@ class ProcessIO:
             if source is not None:
                 with contextlib.suppress(Exception):
                     source.close()
+        if self.logger is not None:
+            logger, self.logger = self.logger, None
+
+            def stop_logger() -> None:
+                self.wait_output(5.0)  # the logger gets its pipes' EOF first, then SIGTERM
+                for fd in list(self._output_fds):
+                    self._close_output(fd)
+                logger.stop()
+
+            threading.Thread(target=stop_logger, name=f"logger-{self.name}", daemon=True).start()
 
     def _close_fds(self) -> None:
         for fd in self._output_fds:

@@ -198,7 +198,7 @@ class TaskService:
                                                        self.backend.create_container, container_spec)
                 log.info("created %s (pid %s in the zone)", request.id, zone_pid)
                 try:
-                    process.io = ProcessIO(request.id, stdio, streams)
+                    process.io = ProcessIO(request.id, stdio, streams, request.id, self.namespace)
                 except BaseException:
                     self._backend_call(f"delete container {request.id}", self.backend.delete_container,
                                        request.id)
@@ -288,7 +288,7 @@ class TaskService:
             exec_spec = ExecSpec(request.id, request.exec_id, process_spec, request.terminal, bool(request.stdin))
             streams = self._backend_call(f"exec {process.name}", self.backend.exec_process, exec_spec)
             try:
-                process.io = ProcessIO(process.name, stdio, streams)
+                process.io = ProcessIO(process.name, stdio, streams, request.id, self.namespace)
             except BaseException:
                 self._backend_call(f"delete exec {process.name}", self.backend.delete_exec, request.id,
                                    request.exec_id)

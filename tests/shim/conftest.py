@@ -22,6 +22,17 @@ from shim.ttrpc.server import Server
 
 TASK = "containerd.task.v2.Task"
 
+# a `binary://` logging binary for the tests (containerd's contract: ready by closing fd 5, stdout on fd 3,
+# stderr on fd 4, CONTAINER_ID/CONTAINER_NAMESPACE in its environment)
+LOGGER = """#!/bin/sh
+# a logging binary: ready, then copy stdout (fd 3) and stderr (fd 4) into the directory given as "dir"
+[ "$1" = dir ] || exit 2
+exec 5>&-
+cat <&3 > "$2/$CONTAINER_NAMESPACE-$CONTAINER_ID.out" &
+cat <&4 > "$2/$CONTAINER_NAMESPACE-$CONTAINER_ID.err"
+wait
+"""
+
 
 class RecordingSink:
     def __init__(self) -> None:

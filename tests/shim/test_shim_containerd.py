@@ -197,3 +197,22 @@ def test_terminal_and_resize(containerd: Containerd) -> None:
     assert b"/dev/pts/" in output, output
     assert b"31 97" in output, output
     assert code == 5
+
+
+def test_log_uri_binary(containerd: Containerd) -> None:
+    """`ctr run --log-uri binary://...`: containerd's logging-binary contract (fds 3/4/5, env)."""
+    from conftest import LOGGER
+
+    logger = containerd.dir / "logger.sh"
+    logger.write_text(LOGGER)
+    logger.chmod(0o755)
+    result = containerd.ctr("run", "--rm", "--runtime", "io.containerd.zone.v2", "--log-uri",
+                            f"binary://{logger}?dir={containerd.dir}", "--rootfs", str(containerd.dir / "rootfs"),
+                            "lg1", "sh", "-c", "echo logged-out; echo logged-err >&2; exit 2", check=False)
+    assert result.returncode == 2, result.stderr
+    out, err = containerd.dir / "zonetest-lg1.out", containerd.dir / "zonetest-lg1.err"
+    deadline = time.monotonic() + 10
+    while not (out.exists() and err.exists() and out.read_text() and err.read_text()) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (out.read_text(), err.read_text()) == ("logged-out\n", "logged-err\n")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FifoReader, ShimUnderTest, container_annotations, sandbox_annotations
+from conftest import LOGGER, FifoReader, ShimUnderTest, container_annotations, sandbox_annotations
 from google.protobuf import any_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -220,8 +220,8 @@ def test_errors_name_what_was_wrong(shim: ShimUnderTest, make_bundle, tmp_path: 
                  Code.UNIMPLEMENTED)
     expect_error(shim, "Checkpoint", api.CheckpointTaskRequest(id="x"), Code.UNIMPLEMENTED)
     bundle = make_bundle("ok", ["sleep", "30"])
-    expect_error(shim, "Create", api.CreateTaskRequest(id="ok", bundle=str(bundle), stdout="binary:///bin/logger"),
-                 Code.INVALID_ARGUMENT, "binary:// logging is not supported")
+    expect_error(shim, "Create", api.CreateTaskRequest(id="ok", bundle=str(bundle), stdout="binary:///no/logger"),
+                 Code.INVALID_ARGUMENT, "cannot start logging binary /no/logger: No such file or directory")
     assert shim.backend.names()[-1] == "delete_container"  # nothing left behind in the zone
     expect_error(shim, "Create", api.CreateTaskRequest(id="ok", bundle=str(bundle), stdout="tcp://x"),
                  Code.INVALID_ARGUMENT, "unknown STDIO scheme")
@@ -344,3 +344,26 @@ def test_zone_dying_inside_a_call_does_not_deadlock(shim: ShimUnderTest, make_bu
     expect_error(shim, "Start", api.StartRequest(id="d"), Code.UNAVAILABLE, "the zone is gone")
     assert shim.call("Wait", api.WaitRequest(id="d")).exit_status == 137
     assert shim.sink.topics() == ["/tasks/create", "/tasks/exit"]
+
+
+
+
+def test_logging_binary(shim: ShimUnderTest, make_bundle, tmp_path: Path) -> None:
+    logger = tmp_path / "logger.sh"
+    logger.write_text(LOGGER)
+    logger.chmod(0o755)
+    uri = f"binary://{logger}?dir={tmp_path}"
+    bundle = make_bundle("logged", ["sh", "-c", "echo to-out; echo to-err >&2"])
+    shim.call("Create", api.CreateTaskRequest(id="logged", bundle=str(bundle), stdout=uri, stderr=uri))
+    shim.call("Start", api.StartRequest(id="logged"))
+    assert shim.call("Wait", api.WaitRequest(id="logged")).exit_status == 0
+    shim.call("Delete", api.DeleteRequest(id="logged"))
+    out, err = tmp_path / "testns-logged.out", tmp_path / "testns-logged.err"
+    deadline = time.monotonic() + 10
+    while not (out.exists() and err.exists() and out.read_text() and err.read_text()) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (out.read_text(), err.read_text()) == ("to-out\n", "to-err\n")
+    expect_error(shim, "Create", api.CreateTaskRequest(id="nolog", bundle=str(make_bundle("nolog")),
+                                                       stdout="binary:///does/not/exist"),
+                 Code.INVALID_ARGUMENT, "cannot start logging binary /does/not/exist")
