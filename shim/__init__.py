@@ -4,6 +4,8 @@
 | --- | --- |
 | `shim.main` | the console script: `start`, `delete`, and the long-running shim daemon |
 | `shim.launch` | `start`/`delete` as containerd 1.6 calls them: pod grouping, socket address, daemonising |
+| `shim.bundle` | a bundle's config.json and the CRI annotations in it (pod id, sandbox or container) |
+| `shim.backends` | which ZoneBackend the daemon runs (`ZONE_SHIM_BACKEND`, else the zone backend) |
 | `shim.ttrpc` | containerd's ttrpc protocol: framing, threaded server, client |
 | `shim.protos` | containerd 1.6's protobuf messages, generated |
 | `shim.task_service` | the Task service (Create, Start, ... Shutdown) over the backend seam |

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import socket
 import subprocess
@@ -35,11 +34,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from shim.bundle import pod_of, read_spec
+
 SOCKET_DIR_ENV = "ZONE_SHIM_SOCKET_DIR"
 LISTEN_FD_ENV = "ZONE_SHIM_LISTEN_FD"  # the daemon's inherited listening socket
 DEFAULT_SOCKET_DIR = "/run/containerd/s"
 SOCKET_PATH_LIMIT = 106
-GROUP_ANNOTATIONS = ("io.kubernetes.cri.sandbox-id",)
 
 
 class LaunchError(Exception):
@@ -59,21 +59,7 @@ class ShimArgs:
 
 def group_of(bundle: str, container_id: str) -> str:
     """The pod this container belongs to, from its bundle's OCI spec (else the container itself)."""
-    path = os.path.join(bundle, "config.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            spec = json.load(f)
-    except OSError as e:
-        raise LaunchError(f"cannot read {path}: {e.strerror}") from e
-    except ValueError as e:
-        raise LaunchError(f"{path} is not valid JSON: {e}") from e
-    annotations = spec.get("annotations") if isinstance(spec, dict) else None
-    if isinstance(annotations, dict):
-        for key in GROUP_ANNOTATIONS:
-            value = annotations.get(key)
-            if isinstance(value, str) and value:
-                return value
-    return container_id
+    return pod_of(read_spec(bundle), container_id)
 
 
 def socket_address(containerd_address: str, namespace: str, group: str) -> str:

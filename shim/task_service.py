@@ -41,6 +41,8 @@ from typing import Any
 
 from google.protobuf import empty_pb2
 
+from shim import bundle
+from shim.bundle import read_spec
 from shim.events import EventSink, timestamp
 from shim.metrics import metrics_any
 from shim.process import Container, Process, Status
@@ -63,27 +65,11 @@ from shim.zone_backend import ContainerSpec, ExecSpec, Mount, SandboxSpec, ZoneB
 log = logging.getLogger("shim.task")
 
 VERSION = "containerd-shim-zone-v2 0.1.0"
-SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
-CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 RESOURCES_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
 IGNORED_BY_DEFAULT = {signals.SIGCHLD, signals.SIGCONT, signals.SIGURG, signals.SIGWINCH}
 ZONE_STOP_SIGNALS = {signals.SIGTERM, signals.SIGINT, signals.SIGHUP, signals.SIGQUIT, signals.SIGKILL}
 EMPTY = empty_pb2.Empty
-
-
-def read_bundle_spec(bundle: str) -> dict[str, Any]:
-    path = os.path.join(bundle, "config.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            spec = json.load(f)
-    except OSError as e:
-        raise InvalidArgument(f"bundle {bundle}: cannot read config.json: {e.strerror}") from e
-    except ValueError as e:
-        raise InvalidArgument(f"bundle {bundle}: config.json is not valid JSON: {e}") from e
-    if not isinstance(spec, dict):
-        raise InvalidArgument(f"bundle {bundle}: config.json is not a JSON object")
-    return spec
 
 
 def _json_any(any_value: Any, type_url: str, what: str) -> dict[str, Any]:
@@ -158,13 +144,13 @@ class TaskService:
         except Exception:
             log.exception("publishing %s failed", type(event).__name__)
 
-    def _boot_zone(self, sandbox_id: str, bundle: str, spec: dict[str, Any]) -> int:
+    def _boot_zone(self, sandbox_id: str, bundle_dir: str, spec: dict[str, Any]) -> int:
         with self._zone_lock:
             if self.zone_stopped_reason is not None:
                 raise Unavailable(f"the pod's zone has stopped ({self.zone_stopped_reason}); "
                                   "no new containers in it")
             if not self.vmm_pid:
-                sandbox = SandboxSpec(sandbox_id=sandbox_id, bundle=bundle, spec=spec, namespace=self.namespace)
+                sandbox = SandboxSpec(sandbox_id=sandbox_id, bundle=bundle_dir, spec=spec, namespace=self.namespace)
                 pid = self._backend_call(f"boot the zone for pod {sandbox_id}", self.backend.start_zone,
                                          sandbox, self)
                 self.vmm_pid = int(pid)
@@ -177,18 +163,15 @@ class TaskService:
             raise Unimplemented("checkpoint/restore is not supported by zones")
         if not request.bundle:
             raise InvalidArgument(f"container {request.id}: no bundle")
-        spec = read_bundle_spec(request.bundle)
-        annotations = spec.get("annotations") or {}
-        if not isinstance(annotations, dict):
-            raise InvalidArgument(f"bundle {request.bundle}: annotations is not an object")
-        is_sandbox = annotations.get(CONTAINER_TYPE) == "sandbox"
+        spec = read_spec(request.bundle)
+        is_sandbox = bundle.is_sandbox(spec)
         stdio = StdioPaths(request.stdin, request.stdout, request.stderr, request.terminal)
         with self._lock:
             if request.id in self._containers or request.id in self._reserved:
                 raise AlreadyExists(f"container {request.id!r} already exists")
             self._reserved.add(request.id)
         try:
-            vmm_pid = self._boot_zone(annotations.get(SANDBOX_ID) or request.id, request.bundle, spec)
+            vmm_pid = self._boot_zone(bundle.pod_of(spec, request.id), request.bundle, spec)
             process = Process(request.id, "", stdio, pid=vmm_pid)
             if not is_sandbox:
                 rootfs = tuple(Mount(m.type, m.source, m.target, tuple(m.options)) for m in request.rootfs)

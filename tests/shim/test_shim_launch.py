@@ -19,6 +19,7 @@ from google.protobuf import empty_pb2
 from shim.launch import LaunchError, group_of, socket_address
 from shim.protos import shim_pb2
 from shim.ttrpc.client import Client
+from shim.ttrpc.status import InvalidArgument
 
 REPO = Path(__file__).resolve().parents[2]
 TASK = "containerd.task.v2.Task"
@@ -68,10 +69,13 @@ def test_group_of(tmp_path: Path) -> None:
     assert group_of(str(bundle(tmp_path, "a", {"io.kubernetes.cri.sandbox-id": "pod"})), "a") == "pod"
     assert group_of(str(bundle(tmp_path, "b")), "b") == "b"
     (tmp_path / "c").mkdir()
-    with pytest.raises(LaunchError, match="cannot read"):
+    with pytest.raises(InvalidArgument, match=r"cannot read config\.json"):
         group_of(str(tmp_path / "c"), "c")
     (tmp_path / "c" / "config.json").write_text("[")
-    with pytest.raises(LaunchError, match="not valid JSON"):
+    with pytest.raises(InvalidArgument, match="not valid JSON"):
+        group_of(str(tmp_path / "c"), "c")
+    (tmp_path / "c" / "config.json").write_text('{"annotations": {"a": 1}}')
+    with pytest.raises(InvalidArgument, match="annotations is not an object of strings"):
         group_of(str(tmp_path / "c"), "c")
 
 
