@@ -66,25 +66,29 @@ def test_stdin_is_piped_through(containerd: Containerd) -> None:
 
 def test_detached_task_exec_ps_pause_metrics_kill(containerd: Containerd) -> None:
     assert containerd.run("d1", "sleep", "60", detach=True).returncode == 0
+
+    def tasks() -> str:
+        return containerd.ctr("task", "ls").stdout.decode()
+
     try:
-        listing = containerd.ctr("task", "ls").stdout.decode()
-        assert "d1" in listing and "RUNNING" in listing
+        assert "d1" in tasks() and "RUNNING" in tasks(), tasks()
         out = containerd.ctr("task", "exec", "--fifo-dir", str(containerd.dir / "fifo"), "--exec-id", "x1", "d1",
                              "sh", "-c", "echo exec output; exit 4", check=False)
-        assert out.returncode == 4 and out.stdout == b"exec output\n"
+        assert (out.returncode, out.stdout) == (4, b"exec output\n"), out
         assert "PID" in containerd.ctr("task", "ps", "d1").stdout.decode()
         containerd.ctr("task", "pause", "d1")
-        assert "PAUSED" in containerd.ctr("task", "ls").stdout.decode()
+        assert "PAUSED" in tasks(), tasks()
         containerd.ctr("task", "resume", "d1")
+        assert "RUNNING" in tasks(), tasks()
         metrics = containerd.ctr("task", "metrics", "d1").stdout.decode()
         assert "memory.usage_in_bytes" in metrics or "memory.usage" in metrics, metrics
         containerd.ctr("task", "kill", "-s", "SIGKILL", "d1")
-        deadline = time.monotonic() + 10
-        while "STOPPED" not in containerd.ctr("task", "ls").stdout.decode() and time.monotonic() < deadline:
+        deadline = time.monotonic() + 20
+        while "STOPPED" not in tasks() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert "STOPPED" in containerd.ctr("task", "ls").stdout.decode()
+        assert "STOPPED" in tasks(), tasks()
         again = containerd.ctr("task", "kill", "-s", "SIGKILL", "d1", check=False)
-        assert again.returncode != 0 and b"process already finished" in again.stderr
+        assert again.returncode != 0 and b"process already finished" in again.stderr, again
     finally:
         containerd.ctr("task", "rm", "-f", "d1", check=False)
         containerd.ctr("container", "rm", "d1", check=False)
