@@ -110,6 +110,11 @@ class RecordingSyscalls:
     def setrlimit(self, resource_id: int, soft: int, hard: int) -> None:
         self._record("setrlimit", resource_id, soft, hard)
 
+    def execve(self, path: str, argv: list[str], envp: list[str], seccomp_program: bytes | None = None,
+               seccomp_flags: int = 0) -> None:
+        """Records the call and returns (a real execve never does): callers treat a return as a failure."""
+        self._record("execve", path, list(argv), list(envp), seccomp_program, seccomp_flags)
+
     def bpf(self, cmd: int, attr: bytes) -> int:
         """Records the call; BPF_PROG_LOAD (5) returns a fresh fake fd, every other command 0."""
         self._record("bpf", cmd, bytes(attr))

@@ -49,8 +49,8 @@ _numbers = _SYSCALL_NUMBERS.get(os.uname().machine, _SYSCALL_NUMBERS["x86_64"])
 
 # Parse every C type string the calls below use once, at import: cffi parses a type string the first time
 # it sees it (milliseconds each), and a freshly forked container child would otherwise pay that again.
-for _type in ("int", "long", "size_t", "unsigned int", "char[]", "struct mount_attr *", "struct open_how *",
-              "struct rlimit *", "struct sock_fprog *"):
+for _type in ("int", "long", "size_t", "unsigned int", "char[]", "char *[]", "struct mount_attr *",
+              "struct open_how *", "struct rlimit *", "struct sock_fprog *"):
     _ffi.typeof(_type)
 
 
@@ -181,6 +181,32 @@ class LinuxSyscalls:
         result = _syscall("seccomp", _ffi.cast("unsigned int", k.SECCOMP_SET_MODE_FILTER),
                           _ffi.cast("unsigned int", flags), prog)
         return _check(result, "seccomp", f"SECCOMP_SET_MODE_FILTER, {flags:#x}, <{len(program) // 8} instructions>")
+
+    def execve(self, path: str, argv: list[str], envp: list[str], seccomp_program: bytes | None = None,
+               seccomp_flags: int = 0) -> None:
+        """execve(2); returns only by raising. With ``seccomp_program`` the filter is loaded right before it.
+
+        Every buffer (path, argv, envp, the BPF program) is built first, so nothing runs between the
+        seccomp(2) that installs the filter and the execve(2) but the check of its result: the filter only
+        has to allow execve itself (runc and crun make the same promise).
+        """
+        keep = [_cstr(item) for item in argv]
+        env = [_cstr(item) for item in envp]
+        c_argv = _ffi.new("char *[]", [*keep, _ffi.NULL])
+        c_envp = _ffi.new("char *[]", [*env, _ffi.NULL])
+        c_path = _cstr(path)
+        if seccomp_program is not None:
+            buffer = _ffi.new("char[]", seccomp_program)
+            prog = _ffi.new("struct sock_fprog *")
+            prog.len, prog.filter = len(seccomp_program) // 8, buffer
+            mode, flags = _ffi.cast("unsigned int", k.SECCOMP_SET_MODE_FILTER), _ffi.cast("unsigned int", seccomp_flags)
+            if _syscall("seccomp", mode, flags, prog) < 0:
+                err = _ffi.errno
+                raise KernelError(err, "seccomp", f"SECCOMP_SET_MODE_FILTER, {seccomp_flags:#x}, "
+                                                  f"<{len(seccomp_program) // 8} instructions>")
+        _libc.execve(c_path, c_argv, c_envp)
+        err = _ffi.errno
+        raise KernelError(err, "execve", repr(path))
 
     def finit_module(self, fd: int, params: str = "", flags: int = 0) -> None:
         result = _syscall("finit_module", _ffi.cast("int", fd), _cstr(params), _ffi.cast("int", flags))
