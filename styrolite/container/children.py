@@ -53,7 +53,7 @@ class LaunchContext:
     terminal: bool = False
     preserve_fds: int = 0
     sys: Syscalls = LINUX
-    bind_source_fds: dict[int, int] = field(default_factory=dict)  # mounts[index] -> O_PATH fd of its source
+    bind_source_fds: dict[int, int] = field(default_factory=dict)  # mounts[index] -> detached copy of its source
 
 
 def setup_child_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
@@ -61,7 +61,7 @@ def setup_child_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
         security.set_dumpable(False)  # nothing in the container may open /proc/<us>/exe (CVE-2019-5736)
         process_setup.set_oom_score_adj_early(ctx.spec.process)
         # bind sources, while we may still look up every host path (a user namespace's root may not)
-        ctx.bind_source_fds = rootfs.open_bind_sources(ctx.spec, ctx.bundle)
+        ctx.bind_source_fds = rootfs.open_bind_sources(ctx.spec, ctx.bundle, ctx.sys)
         # what we may join now, while we still hold privilege over namespaces a user namespace will not own
         # (a network namespace shared with other containers): runc's order. `later` holds a given user
         # namespace and what only it lets us join.

@@ -152,6 +152,7 @@ def bind_source(mount: Mount, bundle: str) -> str:
 
 def _mount_bind(root_fd: int, mount: Mount, options: MountOptions, bundle: str, sys: Syscalls,
                 source_fd: int | None = None) -> None:
+    """``source_fd``: a detached copy of the source (``open_bind_sources``), moved into place instead."""
     source = bind_source(mount, bundle) if source_fd is None else fd_path(source_fd)
     try:
         is_dir = stat.S_ISDIR(os.stat(source).st_mode)
@@ -159,7 +160,10 @@ def _mount_bind(root_fd: int, mount: Mount, options: MountOptions, bundle: str, 
         raise ContainerError(f"bind source {bind_source(mount, bundle)!r}") from e
     fd = make_dirs(root_fd, mount.destination, sys) if is_dir else make_file(root_fd, mount.destination, sys)
     try:
-        sys.mount(source, fd_path(fd), None, k.MS_BIND | (options.flags & k.MS_REC))
+        if source_fd is None:
+            sys.mount(source, fd_path(fd), None, k.MS_BIND | (options.flags & k.MS_REC))
+        else:
+            sys.move_mount(source_fd, "", fd, "", k.MOVE_MOUNT_F_EMPTY_PATH | k.MOVE_MOUNT_T_EMPTY_PATH)
     finally:
         os.close(fd)
     if options.flags & ~_BIND_ONLY & ~k.MS_PROPAGATION:

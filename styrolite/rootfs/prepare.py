@@ -11,6 +11,7 @@ still mounted under the rootfs, where the host sees them, as runc does, and ``de
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 
@@ -97,30 +98,6 @@ def _mount_all(rootfs: str, spec: Spec, bundle: str, sys: Syscalls, prepared: Pr
         os.close(root_fd)
 
 
-def open_bind_sources(spec: Spec, bundle: str) -> dict[int, int]:
-    """O_PATH fds of every bind mount's source, keyed by its index in ``spec.mounts``.
-
-    Opened while the caller is still the runtime's root: inside a new user namespace a source under a
-    directory only the host's root may search (0700) could no longer be looked up (runc and crun do the
-    same). The fds are close-on-exec; the container's process setup closes them before execve.
-    """
-    opened: dict[int, int] = {}
-    try:
-        for index, mount in enumerate(spec.mounts):
-            if mount.type in ("cgroup", "cgroup2") or not is_bind(mount, parse_options(mount.options)):
-                continue
-            source = bind_source(mount, bundle)
-            try:
-                opened[index] = os.open(source, os.O_PATH | os.O_CLOEXEC)
-            except OSError as e:
-                raise ContainerError(f"{describe_mount(mount)}: open bind source {source!r}: {e.strerror}") from e
-    except BaseException:
-        for fd in opened.values():
-            os.close(fd)
-        raise
-    return opened
-
-
 def _make_parent_private(rootfs: str, sys: Syscalls) -> None:
     """pivot_root also refuses a new root whose parent mount is shared (runc's rootfsParentMountPrivate)."""
     parent = mount_containing(os.path.dirname(rootfs), read_mountinfo())
@@ -132,3 +109,34 @@ def _mount_ids_under(rootfs: str) -> list[int]:
     """Ids of the rootfs bind and of host submounts it carried along (root.readonly covers them too)."""
     entries = read_mountinfo()
     return [e.mount_id for e in entries if e.mount_point == rootfs or e.mount_point.startswith(rootfs + "/")]
+
+
+def open_bind_sources(spec: Spec, bundle: str, sys: Syscalls = LINUX) -> dict[int, int]:
+    """Detached copies (open_tree OPEN_TREE_CLONE) of every bind mount's source, keyed by its index in
+    ``spec.mounts``.
+
+    Taken while the caller is still the runtime's root in the runtime's mount namespace: inside a new user
+    namespace a source under a directory only the host's root may search (0700) could no longer be looked
+    up, and a plain descriptor of it could not be bound from the container's new mount namespace (EINVAL).
+    A detached tree can: ``mount_entry`` moves it into place (runc and crun take their sources early too).
+    Without open_tree (kernels before 5.2) the sources are looked up by path later, as before.
+    """
+    opened: dict[int, int] = {}
+    try:
+        for index, mount in enumerate(spec.mounts):
+            options = parse_options(mount.options)
+            if mount.type in ("cgroup", "cgroup2") or not is_bind(mount, options):
+                continue
+            source = bind_source(mount, bundle)
+            flags = k.OPEN_TREE_CLONE | k.OPEN_TREE_CLOEXEC | (k.AT_RECURSIVE if options.flags & k.MS_REC else 0)
+            try:
+                opened[index] = sys.open_tree(k.AT_FDCWD, source, flags)
+            except OSError as e:
+                if e.errno == errno.ENOSYS:
+                    break
+                raise ContainerError(f"{describe_mount(mount)}: open bind source {source!r}") from e
+    except BaseException:
+        for fd in opened.values():
+            os.close(fd)
+        raise
+    return opened

@@ -90,7 +90,7 @@ MOUNT_OPTIONS: tuple[str, ...] = (
     "remount", "rexec", "rnoatime", "rnodev", "rnodiratime", "rnoexec", "rnorelatime", "rnostrictatime",
     "rnosuid", "rnosymfollow", "ro", "rprivate", "rrelatime", "rro", "rrw", "rshared", "rslave",
     "rstrictatime", "rsuid", "rsymfollow", "runbindable", "rw", "shared", "silent", "slave", "strictatime",
-    "suid", "symfollow", "sync", "unbindable",
+    "suid", "symfollow", "sync", "tmpcopyup", "unbindable",
 )  # fmt: skip
 
 

@@ -107,6 +107,16 @@ class LinuxSyscalls:
         )
         _check(result, "mount_setattr", f"{path!r}, {flags:#x}, set={attr_set:#x}, clr={attr_clr:#x}")
 
+    def open_tree(self, dirfd: int, path: str, flags: int) -> int:
+        """open_tree(2): with OPEN_TREE_CLONE, a detached copy of the mount (tree) at ``path``, as an fd."""
+        result = _syscall("open_tree", _ffi.cast("int", dirfd), _cstr(path), _ffi.cast("unsigned int", flags))
+        return _check(result, "open_tree", f"{dirfd}, {path!r}, {flags:#x}")
+
+    def move_mount(self, from_dirfd: int, from_path: str, to_dirfd: int, to_path: str, flags: int) -> None:
+        result = _syscall("move_mount", _ffi.cast("int", from_dirfd), _cstr(from_path), _ffi.cast("int", to_dirfd),
+                          _cstr(to_path), _ffi.cast("unsigned int", flags))
+        _check(result, "move_mount", f"{from_dirfd}, {from_path!r}, {to_dirfd}, {to_path!r}, {flags:#x}")
+
     def openat2(self, dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
         """open relative to ``dirfd`` with RESOLVE_* limits (RESOLVE_IN_ROOT: symlinks cannot escape dirfd)."""
         how = _ffi.new("struct open_how *")
