@@ -196,13 +196,6 @@ def execute(ready: ReadyProcess, sys: Syscalls = LINUX) -> None:
     raise ExecutableError(f"exec {ready.args[0]!r}: execve returned", 127)
 
 
-def become_process(process: Process, spec: Spec, seccomp_filter: Any, *, preserve_fds: int = 0,
-                   keep_fds: set[int] = frozenset(), sys: Syscalls = LINUX) -> None:  # type: ignore[assignment]
-    """Both halves at once (exec and tests, which have no ``start`` in between)."""
-    execute(prepare_process(process, spec, seccomp_filter, preserve_fds=preserve_fds, keep_fds=keep_fds, sys=sys),
-            sys)
-
-
 def _set_identity(process: Process, sys: Syscalls) -> None:
     user = process.user
     try:
