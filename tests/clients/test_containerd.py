@@ -14,7 +14,7 @@ import uuid
 import pytest
 from conftest import RUNTIMES
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(params=RUNTIMES)

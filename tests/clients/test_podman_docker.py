@@ -14,7 +14,7 @@ import pytest
 from conftest import RUNTIMES
 
 IMAGE = "busybox:latest"
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module", params=["podman", "docker"])

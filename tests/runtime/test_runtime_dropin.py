@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from helpers import err, out, state_of
 
+pytestmark = pytest.mark.root
+
 MINIMAL_STATIC_SYSCALLS = [  # what static busybox needs for `echo` (strace), and nothing else
     "execve", "arch_prctl", "set_tid_address", "set_robust_list", "rseq", "prlimit64", "brk", "mprotect",
     "readlink", "getrandom", "getuid", "prctl", "write", "exit_group", "exit",
