@@ -352,3 +352,21 @@ def test_features_into_a_closed_pipe_is_quiet():
     result = subprocess.run(f"{sys.executable} -m styrolite.cli features | head -c 10 >/dev/null", shell=True,
                             capture_output=True, cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0 and result.stderr == b""
+
+
+@pytest.mark.skipif(not os.path.exists("/sys/fs/cgroup/cpu/cpu.rt_runtime_us"),
+                    reason="needs cgroup v1 cpu with CONFIG_RT_GROUP_SCHED")
+def test_v1_realtime_budget_reaches_the_container_through_its_parents(make_bundle, styrolite):
+    def edit(c):
+        c["linux"]["resources"]["cpu"] = {"realtimePeriod": 1000000, "realtimeRuntime": 5000}
+
+    bundle = make_bundle(["sleep", "60"], edit=edit)
+    styrolite("run", "-d", "-b", str(bundle), "c1", check=True)
+    try:
+        config = json.loads((bundle / "config.json").read_text())
+        parts = config["linux"]["cgroupsPath"].strip("/").split("/")
+        cpu = Path("/sys/fs/cgroup/cpu")
+        assert (cpu / parts[0] / "cpu.rt_runtime_us").read_text().strip() != "0"
+        assert (cpu / parts[0] / parts[1] / "cpu.rt_runtime_us").read_text().strip() == "5000"
+    finally:
+        styrolite("delete", "--force", "c1", check=True)
