@@ -206,3 +206,13 @@ def test_user(client, runtime):
     assert result.returncode == 0, text(result)
     uid, gid, _, cap_eff = result.stdout.decode().split()
     assert (uid, gid, cap_eff) == ("1234", "5678", "0000000000000000")
+
+
+def test_user_namespace(client, runtime):
+    if client.name != "podman":
+        pytest.skip("docker maps users only daemon-wide (userns-remap)")
+    result = client.run(runtime, "run", "--rm", "--network", "none", "--uidmap", "0:100000:65536",
+                        "--gidmap", "0:100000:65536", IMAGE, "sh", "-c",
+                        "cat /proc/self/uid_map; id -u; touch /tmp/x && echo writable")
+    assert result.returncode == 0, text(result)
+    assert result.stdout.decode().split() == ["0", "100000", "65536", "0", "writable"]
