@@ -39,6 +39,27 @@ def wait_for(check, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def terminate(process: subprocess.Popen) -> None:
+    """SIGTERM a daemon we started (its own session), SIGKILL its group if it does not go within 30 s."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def unique_name() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def output_of(result: subprocess.CompletedProcess) -> str:
+    """stdout and stderr, for assertions and their messages."""
+    return result.stdout.decode() + result.stderr.decode()
+
+
 def run_in_pty(argv: list[str], keys: bytes, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str]:
     """Run ``argv`` with a pty as its stdin/stdout/stderr (what ``-it`` needs), type ``keys``, collect the
     screen output until it exits. Returns (exit code, output)."""
@@ -180,12 +201,7 @@ class Dockerd(Client):
                 ids = self.run("runc", "ps", "-aq", timeout=30).stdout.decode().split()
                 if ids:
                     self.run("runc", "rm", "-f", *ids, timeout=60)
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        terminate(self.process)
         self.log.close()
 
 
@@ -243,12 +259,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                     self.ctr("task", "delete", "-f", task, timeout=30)
                 for container in self.ctr("container", "ls", "-q", timeout=30).stdout.decode().split():
                     self.ctr("container", "delete", container, timeout=30)
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        terminate(self.process)
         self.log.close()
 
 

@@ -28,6 +28,12 @@ def require(*programs: str) -> None:
         pytest.skip(f"not installed: {', '.join(missing)} (apt-get install podman docker.io containerd runc)")
 
 
+@pytest.fixture(params=RUNTIMES)
+def runtime(request) -> str:
+    """Each client test runs once with runc (the reference) and once with styrolite."""
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def styrolite_executable(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """What the clients run as the ``styrolite`` runtime. A fixture, so a compiled binary can replace the

@@ -9,25 +9,14 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 
 import pytest
-from conftest import RUNTIMES
+from clients import output_of as text
+from clients import unique_name as name
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
 
-@pytest.fixture(params=RUNTIMES)
-def runtime(request) -> str:
-    return request.param
-
-
-def name() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
-
-
-def text(result) -> str:
-    return result.stdout.decode() + result.stderr.decode()
 
 
 def task_status(containerd, container: str) -> str:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import pytest
-from conftest import RUNTIMES
+from clients import output_of as text
+from clients import unique_name as name
 
 IMAGE = "busybox:latest"
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
@@ -22,17 +22,6 @@ def client(request):
     return request.getfixturevalue(request.param)
 
 
-@pytest.fixture(params=RUNTIMES)
-def runtime(request) -> str:
-    return request.param
-
-
-def name() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
-
-
-def text(result) -> str:
-    return result.stdout.decode() + result.stderr.decode()
 
 
 def inspect(client, runtime: str, container: str, field: str) -> str:
