@@ -51,6 +51,19 @@ def terminate(process: subprocess.Popen) -> None:
         process.wait(timeout=10)
 
 
+def remove_cgroup(name: str) -> None:
+    """rmdir /sys/fs/cgroup/<hierarchy>/<name> and what is below it, in every hierarchy (the parent cgroup a
+    daemon made for its containers; they are gone by now)."""
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        top = hierarchy / name
+        if top.is_dir() and not top.is_symlink():
+            for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+            with contextlib.suppress(OSError):
+                top.rmdir()
+
+
 def unique_name() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
@@ -151,16 +164,20 @@ driver = "vfs"
 graphroot = "{base}/root"
 runroot = "{base}/run"
 """)
+        self.cgroup_parent = f"styrolite-test-podman-{uuid.uuid4().hex[:8]}"
         self.env.update(CONTAINERS_CONF=str(base / "containers.conf"),
                         CONTAINERS_STORAGE_CONF=str(base / "storage.conf"))
         self.run("runc", "load", "-i", str(image_archive), check=True)
 
     def command(self, runtime: str, args: tuple[str, ...]) -> list[str]:
+        if args and args[0] in ("run", "create"):  # a cgroup parent of the run's own, removed by stop()
+            return ["podman", "--runtime", runtime, args[0], "--cgroup-parent", f"/{self.cgroup_parent}", *args[1:]]
         return ["podman", "--runtime", runtime, *args]
 
     def stop(self) -> None:
         """Remove every container (each with the runtime it was created with); podman has no daemon."""
         self.run("runc", "rm", "--all", "--force", "--time", "0", timeout=120)
+        remove_cgroup(self.cgroup_parent)
 
 
 class Dockerd(Client):
@@ -171,13 +188,14 @@ class Dockerd(Client):
         super().__init__(base, styrolite)
         (base / "daemon.json").write_text("{}")
         self.socket = base / "docker.sock"
+        self.cgroup_parent = f"styrolite-test-docker-{uuid.uuid4().hex[:8]}"
         self.log = open(base / "dockerd.log", "wb")  # noqa: SIM115 (open while the daemon runs)
         self.process = subprocess.Popen(
             ["dockerd", "--config-file", str(base / "daemon.json"), "--data-root", str(base / "data"),
              "--exec-root", str(base / "exec"), "--pidfile", str(base / "docker.pid"),
              "--host", f"unix://{self.socket}", "--iptables=false", "--ip6tables=false", "--bridge=none",
              "--ip-forward=false", "--ip-masq=false", "--storage-driver", "vfs",
-             "--exec-opt", "native.cgroupdriver=cgroupfs", "--cgroup-parent", f"/styrolite-test-docker-{base.name}",
+             "--exec-opt", "native.cgroupdriver=cgroupfs", "--cgroup-parent", f"/{self.cgroup_parent}",
              "--add-runtime", f"styrolite={styrolite}",
              "--default-ulimit", NOFILE, "--default-ulimit", NPROC],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, cwd="/")
@@ -203,6 +221,7 @@ class Dockerd(Client):
                     self.run("runc", "rm", "-f", *ids, timeout=60)
         terminate(self.process)
         self.log.close()
+        remove_cgroup(self.cgroup_parent)
 
 
 class Containerd(Client):
@@ -261,6 +280,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                     self.ctr("container", "delete", container, timeout=30)
         terminate(self.process)
         self.log.close()
+        remove_cgroup(self.namespace)
 
 
 def styrolite_wrapper(directory: Path, repo: Path, python: str) -> Path:
