@@ -205,3 +205,19 @@ def test_user_namespace(client, runtime):
                         "cat /proc/self/uid_map; id -u; touch /tmp/x && echo writable")
     assert result.returncode == 0, text(result)
     assert result.stdout.decode().split() == ["0", "100000", "65536", "0", "writable"]
+
+
+def test_process_setup_failure_fails_the_run_like_runc(client):
+    """A limit this host cannot grant (hard open files above 20000, no CAP_SYS_RESOURCE) fails `create`, so
+    the client reports the runtime's error with the same exit code (podman 126) instead of a container that
+    starts and dies."""
+    codes = {}
+    for runtime in ("runc", "styrolite"):
+        result = client.run(runtime, "run", "--rm", "--network", "none", "--ulimit", "nofile=40000:40000", IMAGE,
+                            "true")
+        codes[runtime] = result.returncode
+        assert result.returncode != 0, text(result)
+        assert "nofile" in text(result).lower() or "rlimit" in text(result).lower(), text(result)
+    assert codes["styrolite"] == codes["runc"]
+    if client.name == "podman":
+        assert codes["styrolite"] == 126
