@@ -5,4 +5,4 @@ standard OCI runtime command line over the same code (``styrolite.cli``).
 """
 
 __version__ = "0.1.0"
-OCI_VERSION = "1.2.0"
+OCI_VERSION = "1.3.0"

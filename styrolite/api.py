@@ -27,9 +27,6 @@ from styrolite.syscalls import LINUX, Syscalls
 
 __all__ = ["Pipes", "Runtime", "Stdio", "exit_code_of"]
 
-PR_SET_CHILD_SUBREAPER = 36
-
-
 def become_subreaper() -> None:
     import prctl
 

@@ -107,15 +107,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.systemd_cgroup:
             raise StyroliteError("--systemd-cgroup: the systemd cgroup driver is not supported")
-        return int(COMMANDS[args.subcommand](args) or 0)
+        code = int(COMMANDS[args.subcommand](args) or 0)
+        sys.stdout.flush()  # here, where a closed pipe can still be handled, not at interpreter exit
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _reader_went_away()
     except (StyroliteError, OSError) as e:
         return _fail(describe(e))
     except Exception as e:  # an internal error still gets one clear line
         if args.debug:
             raise
         return _fail(f"internal error: {describe(e)} ({type(e).__name__}); rerun with --debug")
+
+
+def _reader_went_away() -> int:
+    """``styrolite features | head``: the reader closed the pipe. Not an error; say nothing, and point stdout
+    at /dev/null so the interpreter's final flush does not complain either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 0
 
 
 def _fail(message: str) -> int:

@@ -40,7 +40,8 @@ def run_hooks(phase: str, hooks: list[Hook], state: dict, *, must_succeed: bool 
 
 def run_hook(hook: Hook, state_json: bytes) -> None:
     args = hook.args or [hook.path]
-    env = dict(item.split("=", 1) for item in hook.env if "=" in item)
+    # no env: the runtime's own environment, as runc and crun pass it (the hook finds PATH, ...)
+    env = dict(item.split("=", 1) for item in hook.env if "=" in item) if hook.env else None
     try:
         completed = subprocess.run(
             args, executable=hook.path, input=state_json, env=env, capture_output=True,

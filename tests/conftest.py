@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -43,9 +44,31 @@ def base_config() -> dict:
     return config
 
 
+# Container ids in tests are short and fixed ("c1"); the default cgroup, /styrolite/<id>, would be shared by
+# every suite running on this machine at once (other worktrees), and one run's `delete` would kill another
+# run's container. Each bundle gets a cgroup under a parent unique to this test run instead.
+CGROUP_PARENT = f"styrolite-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_cgroup_parent() -> Iterator[None]:
+    yield
+    for base, dirs, _files in os.walk("/sys/fs/cgroup"):
+        if os.path.basename(base) == CGROUP_PARENT:
+            for root, _subdirs, _names in sorted(os.walk(base), key=lambda w: -w[0].count("/")):
+                with contextlib.suppress(OSError):
+                    os.rmdir(root)
+            dirs[:] = []
+        elif base.count("/") > 4:
+            dirs[:] = []
+
+
 @pytest.fixture
 def make_bundle(tmp_path: Path, busybox_rootfs: Path) -> Callable[..., Path]:
-    """make_bundle(args=[...], edit=lambda cfg: ...) -> bundle dir with config.json and a private rootfs copy."""
+    """make_bundle(args=[...], edit=lambda cfg: ...) -> bundle dir with config.json and a private rootfs copy.
+
+    Its cgroup is /<CGROUP_PARENT>/<bundle directory name> unless the config names one.
+    """
 
     def make(args: list[str] | None = None, edit: Callable[[dict], None] | None = None,
              config: dict | None = None) -> Path:
@@ -53,6 +76,7 @@ def make_bundle(tmp_path: Path, busybox_rootfs: Path) -> Callable[..., Path]:
         bundle.mkdir()
         shutil.copytree(busybox_rootfs, bundle / "rootfs", symlinks=True, copy_function=os.link)
         cfg = copy.deepcopy(config) if config is not None else base_config()
+        cfg.setdefault("linux", {}).setdefault("cgroupsPath", f"/{CGROUP_PARENT}/{bundle.name}")
         if args is not None:
             cfg["process"]["args"] = args
         if edit is not None:

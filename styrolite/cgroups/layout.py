@@ -44,16 +44,6 @@ class CgroupLayout:
             seen.setdefault(hierarchy.mountpoint, hierarchy)
         return list(seen.values())
 
-    def unified_controllers(self) -> set[str]:
-        """The controllers the cgroup2 hierarchy offers at its root."""
-        if self.unified is None:
-            return set()
-        try:
-            with open(os.path.join(self.unified.mountpoint, "cgroup.controllers")) as f:
-                return set(f.read().split())
-        except OSError:
-            return set()
-
 
 def _unescape(field_text: str) -> str:
     """mountinfo escapes space, tab, newline and backslash as ``\\ooo``."""

@@ -107,9 +107,9 @@ class V1Manager(CgroupManager):
             self._set_memory(r)
         if r.cpu is not None:
             self._set_cpu(r)
-        if r.pids is not None and not self._missing("pids", "pids.limit"):
+        if r.pids is not None and r.pids.limit != 0 and not self._missing("pids", "pids.limit"):  # 0: unset
             files.write(self._dir("pids"), "pids.max", r.pids.limit if r.pids.limit > 0 else "max")
-        if r.block_io is not None and not self._missing("blkio", "blockIO limits"):
+        if r.block_io is not None and _sets_blkio(r) and not self._missing("blkio", "blockIO limits"):
             self._set_blkio(r)
         if r.hugepage_limits:
             self._set_hugetlb(r)
@@ -180,6 +180,8 @@ class V1Manager(CgroupManager):
             if c.realtime_period:
                 files.write(d, "cpu.rt_period_us", c.realtime_period)
             if c.realtime_runtime is not None:
+                if c.realtime_runtime > 0:
+                    grant_rt_budget(d, c.realtime_runtime)
                 files.write(d, "cpu.rt_runtime_us", c.realtime_runtime)
             if c.idle is not None:
                 files.write(d, "cpu.idle", c.idle)
@@ -191,19 +193,19 @@ class V1Manager(CgroupManager):
 
     def _set_blkio(self, r: Resources) -> None:
         b, d = r.block_io, self._dir("blkio")
-        if b.weight is not None or b.weight_device:
+        weighted = [device for device in b.weight_device if device.weight]
+        if b.weight or weighted:
             weight_file = next((f for f in ("blkio.weight", "blkio.bfq.weight") if files.exists(d, f)), None)
             if weight_file is None:
                 log.warning("cgroup v1 %s: no blkio.weight or blkio.bfq.weight (no proportional io scheduler); "
                             "blockIO weight ignored", self.path)
             else:
-                if b.weight is not None:
+                if b.weight:  # 0 is "not set": docker sends it with every container
                     files.write(d, weight_file, b.weight)
-                for device in b.weight_device:
-                    if device.weight is not None:
-                        files.write(d, weight_file + "_device" if weight_file == "blkio.weight" else weight_file,
-                                    f"{device.major}:{device.minor} {device.weight}")
-        if b.leaf_weight is not None:
+                for device in weighted:
+                    files.write(d, weight_file + "_device" if weight_file == "blkio.weight" else weight_file,
+                                f"{device.major}:{device.minor} {device.weight}")
+        if b.leaf_weight:
             if files.exists(d, "blkio.leaf_weight"):
                 files.write(d, "blkio.leaf_weight", b.leaf_weight)
             else:
@@ -345,6 +347,43 @@ class V1Manager(CgroupManager):
         finally:
             if signal == signal_module.SIGKILL and freezer is not None and (frozen_here or self.state() == "frozen"):
                 self.thaw()
+
+
+def _sets_blkio(r: Resources) -> bool:
+    """Whether ``blockIO`` asks for anything: weights of 0 mean "not set" (runc's reading)."""
+    b = r.block_io
+    return b is not None and bool(b.weight or b.leaf_weight or any(d.weight for d in b.weight_device)
+                                  or b.throttle_read_bps_device or b.throttle_write_bps_device
+                                  or b.throttle_read_iops_device or b.throttle_write_iops_device)
+
+
+def grant_rt_budget(directory: str, runtime: int) -> None:
+    """Make room for ``runtime`` µs of realtime budget in the v1 cgroup ``directory``.
+
+    The kernel caps the sum of the children's ``cpu.rt_runtime_us`` by the parent's, and a cgroup made by
+    ``create`` (the ``styrolite`` or ``libpod_parent`` level) starts at 0, so a container asking for a
+    budget would get EINVAL. Like runc, raise every ancestor below the hierarchy's root to what its
+    children need, top-down so each parent has granted enough before its child asks.
+    """
+    ancestors: list[str] = []
+    parent = os.path.dirname(directory)
+    while files.exists(os.path.dirname(parent), "cpu.rt_runtime_us"):  # the root's parent is no cgroup
+        ancestors.append(parent)
+        parent = os.path.dirname(parent)
+    needs: list[tuple[str, int]] = []
+    child, need = directory, runtime
+    for ancestor in ancestors:  # bottom-up: what the siblings already hold plus our path's need
+        siblings = 0
+        for entry in os.scandir(ancestor):
+            if entry.is_dir(follow_symlinks=False) and entry.path != child:
+                siblings += max(files.read_int(entry.path, "cpu.rt_runtime_us") or 0, 0)
+        need += siblings
+        needs.append((ancestor, need))
+        child = ancestor
+    for ancestor, wanted in reversed(needs):
+        current = files.read_int(ancestor, "cpu.rt_runtime_us")
+        if current is not None and 0 <= current < wanted:
+            files.write(ancestor, "cpu.rt_runtime_us", wanted)
 
 
 def _blkio_totals(directory: str) -> dict[str, int | None]:

@@ -45,9 +45,9 @@ def _needed_controllers(r: Resources) -> set[str]:
     if r.pids is not None:
         needed.add("pids")
     b = r.block_io
-    if b and (b.weight is not None or b.weight_device or b.throttle_read_bps_device or b.throttle_write_bps_device
-              or b.throttle_read_iops_device or b.throttle_write_iops_device):
-        needed.add("io")
+    if b and (b.weight or any(d.weight for d in b.weight_device) or b.throttle_read_bps_device
+              or b.throttle_write_bps_device or b.throttle_read_iops_device or b.throttle_write_iops_device):
+        needed.add("io")  # weights of 0 mean "not set" (docker sends blockIO.weight 0 with every container)
     if r.hugepage_limits:
         needed.add("hugetlb")
     if r.rdma:
@@ -144,7 +144,7 @@ class V2Manager(CgroupManager):
                             self.path, controller)
         self._set_memory(r, available)
         self._set_cpu(r, available, initial)
-        if r.pids is not None and "pids" in available:
+        if r.pids is not None and r.pids.limit != 0 and "pids" in available:  # 0: not set (runc)
             files.write(self.directory, "pids.max", r.pids.limit if r.pids.limit > 0 else "max")
         self._set_io(r, available)
         self.set_hugetlb(r, available)
@@ -217,17 +217,17 @@ class V2Manager(CgroupManager):
         b = r.block_io
         if b is None or "io" not in available:
             return
-        if b.leaf_weight is not None:
+        if b.leaf_weight:
             log.warning("cgroup v2 %s: blockIO.leafWeight has no cgroup v2 equivalent; ignored", self.path)
         # io.weight takes the v2 range; BFQ's io.bfq.weight takes the blkio range unchanged.
         if files.exists(self.directory, "io.weight"):
             weight_file, convert = "io.weight", io_weight_from_blkio
         else:
             weight_file, convert = "io.bfq.weight", (lambda w: w)
-        if b.weight is not None:
+        if b.weight:
             self._write_io_weight(weight_file, f"default {convert(b.weight)}")
         for device in b.weight_device:
-            if device.weight is not None:
+            if device.weight:
                 self._write_io_weight(weight_file, f"{device.major}:{device.minor} {convert(device.weight)}")
         for key, devices in (("rbps", b.throttle_read_bps_device), ("wbps", b.throttle_write_bps_device),
                              ("riops", b.throttle_read_iops_device), ("wiops", b.throttle_write_iops_device)):

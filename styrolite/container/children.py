@@ -10,8 +10,9 @@ runtime ──fork──> setup child: joins the given namespaces (after a given
                   ("pid"), exits.
           init:   pid 1 of the new pid namespace. Mounts the rootfs ("prepivot" -> runtime runs
                   prestart/createRuntime hooks -> "continue"), runs createContainer hooks, pivots,
-                  finishes the rootfs, hostname, console, resolves the executable ("created"), then
-                  blocks on the exec fifo until ``start``; runs startContainer hooks; becomes the process.
+                  finishes the rootfs, hostname, console, then sets the process up as far as it can be
+                  before exec: rlimits, user, capabilities, the executable ("created"); blocks on the exec
+                  fifo until ``start``; runs startContainer hooks; loads a late seccomp filter and execs.
 The runtime is a child subreaper, so the init is reparented to it when the setup child exits.
 """
 
@@ -29,6 +30,7 @@ from typing import Any, NoReturn
 # files are out of reach, so a lazy import there fails. (It also keeps the fork path warm.)
 from styrolite import hooks, rootfs, security
 from styrolite.container import process_setup
+from styrolite.container.network import loopback_up
 from styrolite.container.stdio import Stdio
 from styrolite.container.sync import SyncChannel
 from styrolite.container.terminal import take_terminal
@@ -51,12 +53,15 @@ class LaunchContext:
     terminal: bool = False
     preserve_fds: int = 0
     sys: Syscalls = LINUX
+    bind_source_fds: dict[int, int] = field(default_factory=dict)  # mounts[index] -> detached copy of its source
 
 
 def setup_child_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
     try:
         security.set_dumpable(False)  # nothing in the container may open /proc/<us>/exe (CVE-2019-5736)
         process_setup.set_oom_score_adj_early(ctx.spec.process)
+        # bind sources, while we may still look up every host path (a user namespace's root may not)
+        ctx.bind_source_fds = rootfs.open_bind_sources(ctx.spec, ctx.bundle, ctx.sys)
         # what we may join now, while we still hold privilege over namespaces a user namespace will not own
         # (a network namespace shared with other containers): runc's order. `later` holds a given user
         # namespace and what only it lets us join.
@@ -121,20 +126,22 @@ def container_init_main(ctx: LaunchContext, channel: SyncChannel, announced: boo
         fifo_fd = ctx.exec_fifo_fd
         spec, process = ctx.spec, ctx.spec.process
         assert process is not None
-        new_mount_ns = ctx.plan.creates("mount")
-        prepared = None
-        if new_mount_ns:
-            prepared = rootfs.prepare_rootfs(spec, ctx.bundle, ctx.sys)
+        # a joined mount namespace gets the bundle's rootfs set up and pivoted into, like a new one (runc)
+        mount_ns = ctx.plan.creates("mount") or ctx.plan.joins("mount")
+        if ctx.plan.creates("network"):
+            loopback_up()  # runc and crun bring lo up in a new network namespace
+        prepared = rootfs.prepare_rootfs(spec, ctx.bundle, ctx.sys, own_namespace=mount_ns,
+                                         source_fds=ctx.bind_source_fds)
         channel.send("prepivot")
         message, _ = channel.receive("continue", "wait for createRuntime hooks")
         state = message["state"]
         if spec.hooks and spec.hooks.create_container:
             hooks.run_hooks("createContainer", spec.hooks.create_container, state)
-        if new_mount_ns:
+        if mount_ns:
             rootfs.pivot_into(ctx.rootfs, ctx.sys)
-            rootfs.finalize_rootfs(spec, ctx.sys, prepared)
         else:
-            os.chdir("/")
+            rootfs.chroot_into(ctx.rootfs, ctx.sys)
+        rootfs.finalize_rootfs(spec, ctx.sys, prepared)
         if ctx.plan.creates("uts"):
             if spec.hostname:
                 ctx.sys.sethostname(spec.hostname)
@@ -142,21 +149,22 @@ def container_init_main(ctx: LaunchContext, channel: SyncChannel, announced: boo
                 ctx.sys.setdomainname(spec.domainname)
         if ctx.terminal:
             _attach_console(ctx, channel)
-        executable = process_setup.find_executable(process)
-        channel.send("created")
+        keep = {channel.fileno()} | ({fifo_fd} if fifo_fd is not None else set())
+        ready = process_setup.prepare_process(process, spec, ctx.seccomp_filter, preserve_fds=ctx.preserve_fds,
+                                              keep_fds=keep, create_cwd=True, sys=ctx.sys)
+        channel.send("created", warnings=ready.warnings)
         created = True
         channel.close()
         if fifo_fd is not None:
             os.read(fifo_fd, 1)  # blocks until `start` writes
             os.close(fifo_fd)
         if spec.hooks and spec.hooks.start_container:
-            hooks.run_hooks("startContainer", spec.hooks.start_container, {**state, "status": "running"})
-        process_setup.become_process(process, spec, ctx.seccomp_filter, executable=executable,
-                       preserve_fds=ctx.preserve_fds, sys=ctx.sys)
+            hooks.run_hooks("startContainer", spec.hooks.start_container, state)
+        process_setup.execute(ready, ctx.sys)
     except BaseException as e:
         if created:
             print(f"styrolite: {describe(e)}", file=python_sys.stderr, flush=True)
-            os._exit(127)
+            os._exit(getattr(e, "exit_code", 127))
         channel.send_error(describe(e))
         os._exit(1)
     os._exit(1)

@@ -11,7 +11,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,9 @@ from styrolite.container.stdio import Stdio
 from styrolite.container.sync import SyncChannel
 from styrolite.errors import ConfigError, ContainerError
 from styrolite.lifecycle.common import CONFIG_SNAPSHOT
+from styrolite.lifecycle.handoff import send_console, write_pid_file
 from styrolite.namespaces import NamespacePlan, plan_namespaces, write_id_mappings
+from styrolite.security.capabilities import unknown_capability_warnings
 from styrolite.spec.model import Spec
 from styrolite.state import ContainerState, StateStore, process_start_time, validate_id
 from styrolite.syscalls import LINUX, Syscalls
@@ -72,11 +73,11 @@ def create(
         console_fd = _launch(store, state, spec, bundle, rootfs, cleanup, stdio or Stdio(), use_terminal,
                              preserve_fds, sys)
         if console_socket is not None and console_fd is not None:
-            _send_console(console_socket, console_fd)
+            send_console(console_socket, console_fd)
             os.close(console_fd)
             console_fd = None
         if pid_file:
-            _write_pid_file(pid_file, state.pid)
+            write_pid_file(pid_file, state.pid)
     except BaseException as e:
         cleanup.run()
         raise ContainerError(f"create container {container_id!r}") from e
@@ -121,8 +122,13 @@ def _launch(store: StateStore, state: ContainerState, spec: Spec, bundle: str, r
 
     linux = spec.linux
     plan = plan_namespaces(spec)
-    if not (plan.creates("mount") or plan.joins("mount")):
-        raise ConfigError("linux.namespaces", "a mount namespace is required (add {\"type\": \"mount\"})")
+    if not (plan.creates("mount") or plan.joins("mount")) and spec.root is not None and spec.root.readonly:
+        # without a mount namespace the rootfs is a path in the runtime's mounts: making it read-only would
+        # remount the host's file system (runc silently ignores it; a container never gets less than asked)
+        raise ConfigError("root.readonly", "a read-only root needs a mount namespace (add {\"type\": \"mount\"} "
+                                           "to linux.namespaces)")
+    for warning in unknown_capability_warnings(spec.process):
+        log.warning("%s", warning)
     seccomp_filter = None
     if linux and linux.seccomp:
         from styrolite.security import compile_filter
@@ -164,16 +170,20 @@ def _launch(store: StateStore, state: ContainerState, spec: Spec, bundle: str, r
         store.save(state)
         parent.send(release)
         parent.receive("prepivot", "mount the container's root filesystem")
+        # the state hooks read: "created", as the spec and crun have it (the environment exists by now)
+        hook_state = {**state.oci_state(), "status": "created", "pid": state.pid}
         hooks = spec.hooks
         if hooks:
-            run_hooks("prestart", hooks.prestart, state.oci_state())
-            run_hooks("createRuntime", hooks.create_runtime, state.oci_state())
-        parent.send("continue", state=state.oci_state())
+            run_hooks("prestart", hooks.prestart, hook_state)
+            run_hooks("createRuntime", hooks.create_runtime, hook_state)
+        parent.send("continue", state=hook_state)
         console_fd = None
         if terminal:
             _, fds = parent.receive("console", "set up the console")
             console_fd = fds[0]
-        parent.receive("created", "prepare the container's process")
+        message, _ = parent.receive("created", "prepare the container's process")
+        for warning in message.get("warnings", []):
+            log.warning("%s", warning)
     finally:
         parent.close()
     state.status = "created"
@@ -237,22 +247,3 @@ def _reap(pid: int) -> None:
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise ContainerError(f"setup process exited with {os.waitstatus_to_exitcode(status)}")
-
-
-def _send_console(path: str, fd: int) -> None:
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.connect(path)
-            socket.send_fds(sock, [b"console"], [fd])
-    except OSError as e:
-        raise ContainerError(f"send the console to --console-socket {path!r}: {e.strerror}") from e
-
-
-def _write_pid_file(path: str, pid: int) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(str(pid))
-        os.replace(tmp, path)
-    except OSError as e:
-        raise ContainerError(f"write --pid-file {path!r}: {e.strerror}") from e

@@ -1,4 +1,6 @@
-"""``delete``: remove a stopped container (``--force``: kill it first) and run its poststop hooks."""
+"""``delete``: remove a stopped or created container (``--force``: also a running one, killed first), then
+run its poststop hooks. ``--force`` of a container that does not exist succeeds, as with runc and crun:
+callers use it to make sure a container is gone."""
 
 from __future__ import annotations
 
@@ -6,10 +8,11 @@ import contextlib
 import os
 import signal
 
-from styrolite.errors import ContainerError
+from styrolite.errors import ContainerError, NotFoundError
 from styrolite.lifecycle.common import cgroup_of, load_snapshot, require_status, wait_for_exit
 from styrolite.state import StateStore
 from styrolite.syscalls import LINUX, Syscalls
+from styrolite.syscalls import constants as k
 
 KILL_TIMEOUT = 10.0
 
@@ -17,9 +20,15 @@ KILL_TIMEOUT = 10.0
 def delete(store: StateStore, container_id: str, force: bool = False, sys: Syscalls = LINUX) -> None:
     from styrolite.hooks import run_hooks
 
-    state = store.load(container_id)
+    try:
+        state = store.load(container_id)
+    except NotFoundError:
+        if force:
+            return
+        raise
     if not force:
-        require_status(state, ("stopped",), "delete")
+        # a created container has not run anything of its own yet: deleting it just ends the waiting init
+        require_status(state, ("stopped", "created"), "delete")
     cgroup = cgroup_of(state)
     if state.status != "stopped":
         _kill_and_wait(state.pid, cgroup, sys)
@@ -30,6 +39,8 @@ def delete(store: StateStore, container_id: str, force: bool = False, sys: Sysca
         cgroup.destroy(kill=True)
     except Exception as e:
         raise ContainerError(f"delete container {container_id!r}: remove cgroup {cgroup.path}") from e
+    if spec is not None and spec.namespace("mount") is None and state.rootfs:
+        _detach_mounts_under(state.rootfs, sys)
     state.status = "stopped"
     store.remove(container_id)
     if spec is not None and spec.hooks and spec.hooks.poststop:
@@ -56,3 +67,15 @@ def _kill_and_wait(pid: int, cgroup, sys: Syscalls) -> None:
     finally:
         if pidfd is not None:
             os.close(pidfd)
+
+
+def _detach_mounts_under(rootfs: str, sys: Syscalls) -> None:
+    """A container without a mount namespace of its own mounted its entries where the host sees them
+    (under its rootfs): detach them, deepest first, so the bundle can be removed."""
+    from styrolite.rootfs.mountinfo import read_mountinfo
+
+    root = os.path.realpath(rootfs)
+    points = [e.mount_point for e in read_mountinfo() if e.mount_point.startswith(root.rstrip("/") + "/")]
+    for point in sorted(set(points), key=lambda p: p.count("/"), reverse=True):
+        with contextlib.suppress(OSError):
+            sys.umount2(point, k.MNT_DETACH)

@@ -3,15 +3,17 @@
 runtime ──fork──> exec child: non-dumpable, joins the container's cgroup (the runtime moves it), then
                   its namespaces (user first, mount last: that also makes the container's root our
                   root), forks the process (so it is inside the pid namespace), reports its pid, exits.
-         process: pty (if asked), resolve the executable, apply ``process``, execve. Its copy of the
-                  sync channel is close-on-exec, so a clean EOF tells the runtime the exec succeeded;
-                  an ``error`` message tells why it did not.
+         process: pty (if asked), apply ``process`` (process_setup.prepare_process: rlimits, user,
+                  capabilities, the executable), then a late seccomp filter and execve in one step. Its
+                  copy of the sync channel is close-on-exec, so a clean EOF tells the runtime the exec
+                  succeeded; an ``error`` message tells why it did not (``warnings`` may come first).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys as python_sys
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from styrolite.container.sync import SyncChannel
 from styrolite.container.terminal import take_terminal
 from styrolite.errors import ContainerError, describe
 from styrolite.lifecycle.common import cgroup_of, load_snapshot, require_status
+from styrolite.lifecycle.handoff import send_console, write_pid_file
 from styrolite.namespaces import join_before_user, join_namespaces, open_namespace_files
 from styrolite.namespaces.plan import JOIN_ORDER
 from styrolite.spec.model import Process, Spec
@@ -31,6 +34,7 @@ from styrolite.state import StateStore
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls import constants as k
 
+log = logging.getLogger("styrolite")
 
 @dataclass
 class Executed:
@@ -50,8 +54,6 @@ def exec_process(
     pid_file: str | None = None,
     sys: Syscalls = LINUX,
 ) -> Executed:
-    from styrolite.lifecycle.create import _send_console, _write_pid_file
-
     state = store.load(container_id)
     require_status(state, ("created", "running"), "exec into")
     spec = load_snapshot(store, state)
@@ -96,18 +98,25 @@ def exec_process(
     finally:
         parent.close()
     if console_socket is not None and console_fd is not None:
-        _send_console(console_socket, console_fd)
+        send_console(console_socket, console_fd)
         os.close(console_fd)
         console_fd = None
     if pid_file:
-        _write_pid_file(pid_file, pid)
+        write_pid_file(pid_file, pid)
     return Executed(pid, console_fd)
 
 
 def _wait_for_exec(channel: SyncChannel) -> None:
-    data = channel.sock.recv(65536)
-    if data:
-        raise ContainerError(json.loads(data).get("message", "exec failed"))
+    """Until the process's end of the channel closes (execve succeeded); an error message raises."""
+    while True:
+        data = channel.sock.recv(65536)
+        if not data:
+            return
+        message = json.loads(data)
+        if message.get("type") != "warnings":
+            raise ContainerError(message.get("message", "exec failed"))
+        for warning in message.get("warnings", []):
+            log.warning("%s", warning)
 
 
 def _exec_child_main(spec: Spec, process: Process, join: list[tuple[str, str]], seccomp_filter: Any,
@@ -145,11 +154,13 @@ def _exec_process_main(spec: Spec, process: Process, seccomp_filter: Any, stdio:
         else:
             stdio.install()
         os.chdir("/")
-        executable = process_setup.find_executable(process)
-        process_setup.become_process(process, spec, seccomp_filter, executable=executable, preserve_fds=preserve_fds,
-                       keep_fds={channel.fileno()}, sys=sys)
+        ready = process_setup.prepare_process(process, spec, seccomp_filter, preserve_fds=preserve_fds,
+                                              keep_fds={channel.fileno()}, sys=sys)
+        if ready.warnings:
+            channel.send("warnings", warnings=ready.warnings)
+        process_setup.execute(ready, sys)
     except BaseException as e:
         channel.send_error(describe(e))
         print(f"styrolite exec: {describe(e)}", file=python_sys.stderr, flush=True)
-        os._exit(127)
+        os._exit(getattr(e, "exit_code", 127))
     os._exit(127)

@@ -11,10 +11,10 @@ container's own /dev/ptmx can instead be bound after the pivot with ``mount_cons
 from styrolite.rootfs.devices import mount_console
 from styrolite.rootfs.finalize import finalize_rootfs
 from styrolite.rootfs.options import MountOptions, parse_options
-from styrolite.rootfs.pivot import pivot_into
-from styrolite.rootfs.prepare import PreparedRootfs, prepare_rootfs
+from styrolite.rootfs.pivot import chroot_into, pivot_into
+from styrolite.rootfs.prepare import PreparedRootfs, open_bind_sources, prepare_rootfs
 
 __all__ = [
-    "MountOptions", "PreparedRootfs", "finalize_rootfs", "mount_console", "parse_options", "pivot_into",
-    "prepare_rootfs",
+    "MountOptions", "PreparedRootfs", "chroot_into", "finalize_rootfs", "mount_console", "open_bind_sources",
+    "parse_options", "pivot_into", "prepare_rootfs",
 ]

@@ -38,9 +38,13 @@ def finalize_rootfs(spec: Spec, sys: Syscalls = LINUX, prepared: PreparedRootfs 
             readonly_path(root_fd, path, sys)
         for path in linux.masked_paths if linux else []:
             mask_path(root_fd, path, sys)
+        own_namespace = prepared is None or prepared.own_namespace
         if spec.root is not None and spec.root.readonly:
+            if not own_namespace:  # create refuses this combination first; never remount the host's "/"
+                raise ContainerError("root.readonly needs a mount namespace of the container's own")
             make_root_readonly(prepared.root_mount_ids if prepared else [], sys)
-        if linux and linux.rootfs_propagation:  # last: an unbindable tree would refuse the read-only binds
+        if linux and linux.rootfs_propagation and own_namespace:  # last: an unbindable tree would refuse the
+            # read-only binds
             flags = propagation_flags(linux.rootfs_propagation, "linux.rootfsPropagation")
             _step(f'make "/" {linux.rootfs_propagation}', sys.mount, None, "/", None, flags)
     finally:

@@ -95,10 +95,6 @@ class MountOptions:
         return bool(self.flags & k.MS_BIND)
 
     @property
-    def is_recursive_bind(self) -> bool:
-        return self.flags & (k.MS_BIND | k.MS_REC) == k.MS_BIND | k.MS_REC
-
-    @property
     def has_recursive_attrs(self) -> bool:
         return bool(self.attr_set or self.attr_clr)
 

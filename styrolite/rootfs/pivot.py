@@ -33,3 +33,14 @@ def pivot_into(rootfs: str, sys: Syscalls = LINUX) -> None:
         os.chdir("/")
     except OSError as e:
         raise ContainerError(f"pivot_root into {rootfs!r}") from e
+
+
+def chroot_into(rootfs: str, sys: Syscalls = LINUX) -> None:
+    """A container without its own mount namespace cannot pivot_root (it would move the host's root):
+    chroot into the rootfs instead, as runc does."""
+    try:
+        os.chdir(rootfs)
+        sys.chroot(".")
+        os.chdir("/")
+    except OSError as e:
+        raise ContainerError(f"chroot into {rootfs!r}") from e

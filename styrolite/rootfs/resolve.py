@@ -87,8 +87,12 @@ def _path_in_root(root_fd: int, dir_fd: int, lexical: str) -> str:
     return "/" + lexical
 
 
-def make_file(root_fd: int, path: str, sys: Syscalls = LINUX, mode: int = 0o644) -> int:
-    """Create ``path`` as an empty file if missing (for binding a file or device onto); returns an O_PATH fd."""
+def make_file(root_fd: int, path: str, sys: Syscalls = LINUX, mode: int = 0o644, _links: int = 0) -> int:
+    """Create ``path`` as an empty file if missing (for binding a file or device onto); returns an O_PATH fd.
+
+    A dangling symlink at ``path`` is followed the way the container would see it: the file is created at
+    its target, inside the root (runc and crun do the same for a bind destination).
+    """
     relative = _relative(path)
     try:
         return open_in_root(root_fd, relative, sys)
@@ -98,13 +102,21 @@ def make_file(root_fd: int, path: str, sys: Syscalls = LINUX, mode: int = 0o644)
     parent, name = posixpath.split(relative)
     parent_fd = make_dirs(root_fd, parent or ".", sys)
     try:
-        # O_NOFOLLOW|O_EXCL: never create through a dangling symlink planted in the image
+        # O_NOFOLLOW|O_EXCL: never create through a symlink with the host's view of its target
         os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
                          dir_fd=parent_fd))
     except FileExistsError:
-        pass
+        link = _readlink(name, parent_fd)
+        if link is not None:  # dangling: create what it points to, in the root's terms
+            if _links >= MAX_LINKS:
+                raise OSError(errno.ELOOP, f"too many symlinks creating {path!r}") from None
+            base = "/" if link.startswith("/") else _path_in_root(root_fd, parent_fd, parent)
+            os.close(parent_fd)
+            parent_fd = -1
+            return make_file(root_fd, posixpath.join(base, link), sys, mode, _links + 1)
     finally:
-        os.close(parent_fd)
+        if parent_fd >= 0:
+            os.close(parent_fd)
     return open_in_root(root_fd, relative, sys)
 
 

@@ -44,14 +44,8 @@ from styrolite.security.process_attrs import (
     validate_personality,
 )
 from styrolite.security.rlimits import RLIMIT_NUMBERS, apply_rlimits, validate_rlimits
-from styrolite.security.seccomp import (
-    SeccompFilter,
-    compile_filter,
-    default_filter,
-    default_profile,
-    native_architectures,
-    validate_seccomp,
-)
+from styrolite.security.seccomp import SeccompFilter, compile_filter, default_filter, validate_seccomp
+from styrolite.security.seccomp_default import default_profile, native_architectures
 
 __all__ = [
     "CAPABILITY_NAMES",

@@ -20,7 +20,8 @@ ambient set survives into permitted/effective, which is why OCI configs for non-
 A capability this host or kernel does not have (beyond ``/proc/sys/kernel/cap_last_cap``, or absent
 from the runtime's own bounding/permitted set, e.g. CAP_SYS_RESOURCE on the dev machine) can never be
 granted; it is skipped and reported as one warning line naming it, never a crash. A name that is not a
-capability at all is a ``ConfigError`` with the JSON path of the entry.
+capability Styrolite knows (a newer kernel's, or a typo) is skipped with a warning too, as runc and crun
+do: clients send the lists of the newest kernel they know. Only a non-string entry is a ``ConfigError``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 import prctl  # at import time, so the forked container child does not pay for it
 
 from styrolite.errors import ConfigError, ContainerError
-from styrolite.spec.model import Capabilities
+from styrolite.spec.model import Capabilities, Process
 from styrolite.spec.vocabulary import CAPABILITIES, CAPABILITY_NUMBERS
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls import constants as k
@@ -50,10 +51,7 @@ STATUS_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 
 def capability_number(name: str) -> int:
     """``CAP_SYS_ADMIN`` -> 21 (case-insensitive; the ``CAP_`` prefix may be omitted). KeyError if unknown."""
-    normalized = name.strip().upper()
-    if not normalized.startswith("CAP_"):
-        normalized = "CAP_" + normalized
-    return CAPABILITY_NUMBERS[normalized]
+    return CAPABILITY_NUMBERS[_normalize(name)]
 
 
 def capability_name(number: int) -> str:
@@ -62,10 +60,28 @@ def capability_name(number: int) -> str:
 
 
 def names_to_mask(names: list[str] | tuple[str, ...]) -> int:
+    """The bit mask of the known names (unknown ones are left out; ``unknown_capability_warnings`` says so)."""
     mask = 0
     for name in names:
-        mask |= 1 << capability_number(name)
+        number = CAPABILITY_NUMBERS.get(_normalize(name))
+        if number is not None:
+            mask |= 1 << number
     return mask
+
+
+def _normalize(name: str) -> str:
+    normalized = name.strip().upper()
+    return normalized if normalized.startswith("CAP_") else "CAP_" + normalized
+
+
+def unknown_capability_warnings(process: Process | None) -> list[str]:
+    """One line per capability name in ``process.capabilities`` that Styrolite does not know (it is ignored)."""
+    caps = process.capabilities if process is not None else None
+    if caps is None:
+        return []
+    unknown = sorted({name for set_name in CAP_SETS for name in getattr(caps, set_name)
+                      if isinstance(name, str) and _normalize(name) not in CAPABILITY_NUMBERS})
+    return [f"process.capabilities: unknown capability {name!r} ignored" for name in unknown]
 
 
 def mask_to_names(mask: int) -> list[str]:
@@ -106,15 +122,11 @@ class CapabilityPlan:
 
 
 def validate_capabilities(caps: Capabilities, path: str = "process.capabilities") -> None:
-    """Every name must be a capability; ConfigError names the JSON path of the first bad entry."""
+    """Every entry must be a string; ConfigError names the JSON path of the first bad entry."""
     for set_name in CAP_SETS:
         for index, name in enumerate(getattr(caps, set_name)):
             if not isinstance(name, str):
                 raise ConfigError(f"{path}.{set_name}[{index}]", f"capability must be a string, not {name!r}")
-            try:
-                capability_number(name)
-            except KeyError:
-                raise ConfigError(f"{path}.{set_name}[{index}]", f"unknown capability {name!r}") from None
 
 
 def plan_capabilities(caps: Capabilities, current: dict[str, int], kernel_last_cap: int) -> CapabilityPlan:

@@ -31,11 +31,11 @@ from __future__ import annotations
 import errno as errno_module
 import functools
 import os
-import platform
 from dataclasses import dataclass, field
 
 from styrolite.errors import ConfigError, ContainerError
 from styrolite.security import libseccomp as scmp
+from styrolite.security.seccomp_default import default_profile
 from styrolite.spec.model import Seccomp, SeccompSyscall
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls import constants as k
@@ -259,23 +259,6 @@ def _export(ctx) -> bytes:
         raise ContainerError("export the seccomp filter as BPF") from e
     finally:
         os.close(fd)
-
-
-def native_architectures() -> list[str]:
-    """The OCI arch names a container on this machine may use (Docker's map: x86_64 also runs x86/x32)."""
-    machine = platform.machine()
-    if machine == "x86_64":
-        return ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
-    if machine == "aarch64":
-        return ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
-    return []
-
-
-def default_profile() -> Seccomp:
-    """The default profile (Docker-style allow list, default ERRNO(EPERM)); see seccomp_default.py."""
-    from styrolite.security.seccomp_default import default_profile as build
-
-    return build()
 
 
 @functools.cache

@@ -23,6 +23,7 @@ CPython need), with these differences, all towards denying more:
 from __future__ import annotations
 
 import functools
+import platform
 
 from styrolite.security import libseccomp as scmp
 from styrolite.spec.model import Seccomp, SeccompArg, SeccompSyscall
@@ -106,11 +107,19 @@ def _known_allowed() -> tuple[str, ...]:
     return tuple(name for name in ALLOWED if scmp.resolve_syscall(name) != scmp.NR_SCMP_ERROR)
 
 
-def default_profile() -> Seccomp:
-    """A fresh ``Seccomp`` (callers may modify it). Names this libseccomp cannot resolve are left out, so
-    compiling it gives no warnings; they are denied by the default action anyway."""
-    from styrolite.security.seccomp import native_architectures
+def native_architectures() -> list[str]:
+    """The OCI arch names a container on this machine may use (Docker's map: x86_64 also runs x86/x32)."""
+    machine = platform.machine()
+    if machine == "x86_64":
+        return ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+    if machine == "aarch64":
+        return ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+    return []
 
+
+def default_profile() -> Seccomp:
+    """The default profile: a fresh ``Seccomp`` (callers may modify it). Names this libseccomp cannot resolve
+    are left out, so compiling it gives no warnings; they are denied by the default action anyway."""
     known = list(_known_allowed())
     return Seccomp(
         default_action="SCMP_ACT_ERRNO",

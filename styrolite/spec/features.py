@@ -2,7 +2,10 @@
 
 It states what Styrolite implements, independent of the host: it is built from the same vocabulary the
 validator accepts, minus what the runtime recognises but does not carry out (SCMP_ACT_NOTIFY needs a
-seccomp agent; AppArmor, SELinux, Intel RDT, systemd cgroups and idmapped mounts are not implemented).
+seccomp agent; AppArmor, SELinux, Intel RDT, net devices, memory policies, systemd cgroups and idmapped
+mounts are not implemented, and a config that asks for one of the runtime-spec 1.3 fields among them is
+refused). ``ociVersionMax`` is the newest spec whose fields Styrolite knows; a config of a newer 1.x is
+accepted when it uses none but those.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ def features() -> dict[str, Any]:
             },
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
-            "intelRdt": {"enabled": False},
+            "intelRdt": {"enabled": False, "schemata": False, "enableMonitoring": False},
+            "netDevices": {"enabled": False},
+            "memoryPolicy": {"modes": [], "flags": []},
             "mountExtensions": {"idmap": {"enabled": False}},
         },
         "annotations": {"org.styrolite.version": __version__},

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import types
 import typing
 from functools import cache
@@ -18,7 +17,9 @@ from typing import Any, TypeVar, Union
 
 from styrolite.errors import ConfigError
 from styrolite.spec import model
+from styrolite.spec.jsonpath import join_index, join_key, json_type
 from styrolite.spec.model import Process, Spec
+from styrolite.spec.validate import check_unsupported_fields, is_newer_than_known, validate_process, validate_spec
 
 T = TypeVar("T")
 
@@ -26,8 +27,6 @@ T = TypeVar("T")
 # validator narrows individual fields (uids are uint32, ...).
 INT_MIN = -(2**63)
 INT_MAX = 2**64 - 1
-
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ConfigFileError(ConfigError):
@@ -37,39 +36,6 @@ class ConfigFileError(ConfigError):
         super().__init__(path, message)
         self.file = file
         self.args = (f"{file}: {self.args[0]}",)
-
-
-# ---------------------------------------------------------------- JSON paths
-
-
-def join_key(path: str, key: str) -> str:
-    """``linux`` + ``namespaces`` -> ``linux.namespaces``; odd keys are quoted: ``linux.sysctl["net.ipv4.x"]``."""
-    if _IDENTIFIER.match(key):
-        return f"{path}.{key}" if path else key
-    return f"{path}[{json.dumps(key)}]"
-
-
-def join_index(path: str, index: int) -> str:
-    return f"{path}[{index}]"
-
-
-def json_type(value: object) -> str:
-    """The JSON name of a decoded value's type, for 'expected X, got Y' messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
 
 
 # ---------------------------------------------------------------- field tables
@@ -297,10 +263,43 @@ def parse_config(obj: object, *, validate: bool = True) -> Spec:
         raise ConfigError("", f"config must be a JSON object, got {json_type(obj)}")
     spec = decode(Spec, obj, "")
     if validate:
-        from styrolite.spec.validate import validate_spec
-
+        check_unsupported_fields(obj)
+        if is_newer_than_known(spec.oci_version):
+            unknown = unknown_keys(Spec, obj, "")
+            if unknown:
+                raise ConfigError(unknown[0], f"unknown field in an ociVersion {spec.oci_version} config (this runtime "
+                                              "knows the fields up to 1.3: refusing rather than ignoring it)")
         validate_spec(spec)
     return spec
+
+
+# Other platforms' sections: never Linux's business, whatever the version.
+_OTHER_PLATFORMS = frozenset({"windows", "solaris", "vm", "zos", "freebsd"})
+
+
+def unknown_keys(tp: Any, value: object, path: str) -> list[str]:
+    """JSON paths of the keys in ``value`` that the model type ``tp`` has no field for (depth first)."""
+    inner = _optional_inner(tp)
+    if inner is not None:
+        tp = inner
+    origin = typing.get_origin(tp)
+    found: list[str] = []
+    if origin is list and isinstance(value, list):
+        for index, item in enumerate(value):
+            found += unknown_keys(typing.get_args(tp)[0], item, join_index(path, index))
+    elif origin is dict and isinstance(value, dict):
+        for key, item in value.items():
+            found += unknown_keys(typing.get_args(tp)[1], item, join_key(path, str(key)))
+    elif dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        by_json = {info.json: info for info in fields_of(tp)}
+        for key, item in value.items():
+            info = by_json.get(key)
+            if info is None:
+                if not (tp is Spec and key in _OTHER_PLATFORMS):
+                    found.append(join_key(path, key))
+                continue
+            found += unknown_keys(info.type, item, join_key(path, key))
+    return found
 
 
 def parse_process(obj: object, *, validate: bool = True) -> Process:
@@ -309,8 +308,6 @@ def parse_process(obj: object, *, validate: bool = True) -> Process:
         raise ConfigError("", f"process must be a JSON object, got {json_type(obj)}")
     process = decode(Process, obj, "")
     if validate:
-        from styrolite.spec.validate import validate_process
-
         validate_process(process, "")
     return process
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 from styrolite.errors import ConfigError
 from styrolite.spec import vocabulary as v
+from styrolite.spec.jsonpath import join_index, join_key
 from styrolite.spec.model import (
     Capabilities,
     Device,
@@ -26,7 +27,6 @@ from styrolite.spec.model import (
     Seccomp,
     Spec,
 )
-from styrolite.spec.parse import join_index, join_key
 
 UINT32_MAX = 2**32 - 1
 UINT64_MAX = 2**64 - 1
@@ -41,7 +41,7 @@ _IPC_SYSCTLS = frozenset({
     "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
     "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced",
 })  # fmt: skip
-_UTS_SYSCTLS = frozenset({"kernel.hostname", "kernel.domainname"})
+_UTS_SYSCTLS = frozenset({"kernel.domainname"})
 
 
 def validate_spec(spec: Spec) -> None:
@@ -67,13 +67,31 @@ def validate_spec(spec: Spec) -> None:
 
 
 def check_oci_version(version: str) -> None:
+    """Any 1.x: the spec promises that minor versions only add fields. Configs of a minor newer than
+    ``vocabulary.OCI_VERSION_MAX`` are accepted only when every key in them is one Styrolite knows
+    (``parse.unknown_keys``), so a field added later can never be silently ignored."""
     match = _SEMVER.match(version)
     if match is None:
-        raise ConfigError("ociVersion", f"{json.dumps(version)} is not a SemVer version like \"1.2.0\"")
-    major, minor = int(match[1]), int(match[2])
-    if major != 1 or minor not in v.SUPPORTED_MINORS:
-        raise ConfigError(
-            "ociVersion", f"unsupported version {json.dumps(version)} (Styrolite supports 1.0.x through 1.2.x)")
+        raise ConfigError("ociVersion", f"{json.dumps(version)} is not a SemVer version like \"1.3.0\"")
+    if int(match[1]) != 1:
+        raise ConfigError("ociVersion", f"unsupported version {json.dumps(version)} (Styrolite implements the "
+                                        f"1.x runtime-spec, {v.OCI_VERSION_MIN} through {v.OCI_VERSION_MAX})")
+
+
+def is_newer_than_known(version: str) -> bool:
+    match = _SEMVER.match(version)
+    return match is not None and int(match[1]) == 1 and int(match[2]) > v.KNOWN_MINOR
+
+
+def check_unsupported_fields(document: object) -> None:
+    """A field of the spec that Styrolite does not implement is refused, never ignored: the container would
+    otherwise run with less than it asked for (``vocabulary.UNSUPPORTED_LINUX_FIELDS``)."""
+    linux = document.get("linux") if isinstance(document, dict) else None
+    if not isinstance(linux, dict):
+        return
+    for key, why in v.UNSUPPORTED_LINUX_FIELDS.items():
+        if linux.get(key) not in (None, {}, []):
+            raise ConfigError(join_key("linux", key), f"{why} by this runtime (see `styrolite features`)")
 
 
 # ---------------------------------------------------------------- small checks
@@ -151,12 +169,13 @@ def validate_process(process: Process, path: str) -> None:
 
 
 def validate_capabilities(caps: Capabilities, path: str) -> None:
+    """Names must look like capabilities; one this runtime does not know is ignored with a warning at create
+    (runc and crun do the same: clients send the capability list of the newest kernel they know)."""
     for set_name in ("bounding", "effective", "inheritable", "permitted", "ambient"):
         set_path = join_key(path, set_name)
         for i, name in enumerate(getattr(caps, set_name)):
-            if name not in v.CAPABILITY_NUMBERS:
-                raise ConfigError(join_index(set_path, i), f"unknown capability {json.dumps(name)} "
-                                  f"(expected a CAP_* name from CAP_CHOWN to CAP_CHECKPOINT_RESTORE)")
+            if not name.strip():
+                raise ConfigError(join_index(set_path, i), "capability name must not be empty")
 
 
 # ---------------------------------------------------------------- mounts and hooks
@@ -260,15 +279,18 @@ def validate_device(device: Device, path: str) -> None:
     dev_path = join_key(path, "path")
     check_absolute(device.path, dev_path)
     check_no_dotdot(device.path, dev_path)
-    if not device.path.startswith("/dev/") or device.path.rstrip("/") == "/dev":
-        raise ConfigError(dev_path, f"device path {json.dumps(device.path)} must be under /dev")
+    # anywhere in the container's tree, as runc and crun allow (the node is made inside the root)
+    if device.path.strip("/") == "":
+        raise ConfigError(dev_path, f"device path {json.dumps(device.path)} must name a file, not the root")
     if device.type != "p":
         for key, number in (("major", device.major), ("minor", device.minor)):
             if number is None:
                 raise ConfigError(join_key(path, key), f"required for device type {json.dumps(device.type)}")
             check_range(number, 0, UINT32_MAX, join_key(path, key))
     if device.file_mode is not None:
-        check_range(device.file_mode, 0, 0o7777, join_key(path, "fileMode"))
+        # podman and docker send the file-type bits too (0o20666 for a character device): only the
+        # permission bits are used, as runc and crun do
+        check_range(device.file_mode, 0, 0o177777, join_key(path, "fileMode"))
     for key, ident in (("uid", device.uid), ("gid", device.gid)):
         if ident is not None:
             check_range(ident, 0, UINT32_MAX, join_key(path, key))
@@ -284,8 +306,7 @@ def validate_device_cgroup(rule: DeviceCgroup, path: str) -> None:
 def validate_resources(resources: Resources, path: str) -> None:
     for i, rule in enumerate(resources.devices):
         validate_device_cgroup(rule, join_index(join_key(path, "devices"), i))
-    if resources.pids is not None and resources.pids.limit == 0:
-        raise ConfigError(join_key(join_key(path, "pids"), "limit"), "must be positive, or -1 for no limit")
+    # pids.limit 0 and blockIO.weight 0 mean "not set" (runc's reading; docker always sends weight 0)
 
 
 def validate_seccomp(seccomp: Seccomp, path: str) -> None:
@@ -326,6 +347,9 @@ def check_sysctl(key: str, namespaces: dict[str, int], path: str) -> None:
         needed = "ipc"
     elif key.startswith("net."):
         needed = "network"
+    elif key == "kernel.hostname":
+        # its own uts namespace or not, the hostname is the "hostname" field's (runc and crun refuse it)
+        raise ConfigError(path, 'sysctl is not allowed: it conflicts with the "hostname" field')
     elif key in _UTS_SYSCTLS:
         needed = "uts"
     else:

@@ -6,8 +6,16 @@ Kept in one place so that what Styrolite accepts and what it claims to support c
 from __future__ import annotations
 
 OCI_VERSION_MIN = "1.0.0"
-OCI_VERSION_MAX = "1.2.1"
-SUPPORTED_MINORS = (0, 1, 2)  # 1.0.x .. 1.2.x
+OCI_VERSION_MAX = "1.3.0"
+KNOWN_MINOR = 3  # the newest minor whose fields this model knows; newer 1.x configs must use only those
+
+# Fields of the 1.x spec that Styrolite knows but does not implement: a config that sets one is refused with
+# the field's JSON path (never silently ignored); ``features`` reports each as not enabled.
+UNSUPPORTED_LINUX_FIELDS: dict[str, str] = {
+    "intelRdt": "Intel RDT (resctrl) is not supported",
+    "netDevices": "moving host network devices into the container is not supported",
+    "memoryPolicy": "NUMA memory policies are not supported",
+}
 
 # config-linux.md namespace types (the CLONE_NEW* flags are in styrolite.syscalls.constants.NAMESPACE_FLAGS;
 # not imported here so that parsing a config never loads the cffi seam)
@@ -82,7 +90,7 @@ MOUNT_OPTIONS: tuple[str, ...] = (
     "remount", "rexec", "rnoatime", "rnodev", "rnodiratime", "rnoexec", "rnorelatime", "rnostrictatime",
     "rnosuid", "rnosymfollow", "ro", "rprivate", "rrelatime", "rro", "rrw", "rshared", "rslave",
     "rstrictatime", "rsuid", "rsymfollow", "runbindable", "rw", "shared", "silent", "slave", "strictatime",
-    "suid", "symfollow", "sync", "unbindable",
+    "suid", "symfollow", "sync", "tmpcopyup", "unbindable",
 )  # fmt: skip
 
 

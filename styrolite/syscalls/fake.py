@@ -62,6 +62,14 @@ class RecordingSyscalls:
     def mount_setattr(self, path, flags, attr_set, attr_clr=0, propagation=0, dirfd=-100) -> None:
         self._record("mount_setattr", path, flags, attr_set, attr_clr, propagation, dirfd)
 
+    def open_tree(self, dirfd: int, path: str, flags: int) -> int:
+        self._record("open_tree", dirfd, path, flags)
+        self.next_fd += 1
+        return self.next_fd
+
+    def move_mount(self, from_dirfd: int, from_path: str, to_dirfd: int, to_path: str, flags: int) -> None:
+        self._record("move_mount", from_dirfd, from_path, to_dirfd, to_path, flags)
+
     def openat2(self, dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
         """Records, then really opens (openat2 needs no privilege) so callers get a usable, confined fd."""
         self._record("openat2", dirfd, path, flags, mode, resolve)
@@ -109,6 +117,11 @@ class RecordingSyscalls:
 
     def setrlimit(self, resource_id: int, soft: int, hard: int) -> None:
         self._record("setrlimit", resource_id, soft, hard)
+
+    def execve(self, path: str, argv: list[str], envp: list[str], seccomp_program: bytes | None = None,
+               seccomp_flags: int = 0) -> None:
+        """Records the call and returns (a real execve never does): callers treat a return as a failure."""
+        self._record("execve", path, list(argv), list(envp), seccomp_program, seccomp_flags)
 
     def bpf(self, cmd: int, attr: bytes) -> int:
         """Records the call; BPF_PROG_LOAD (5) returns a fresh fake fd, every other command 0."""

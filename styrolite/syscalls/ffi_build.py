@@ -23,6 +23,7 @@ int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4
 struct rlimit { unsigned long rlim_cur; unsigned long rlim_max; };
 struct sock_fprog { unsigned short len; void *filter; };
 int setrlimit(int resource, const struct rlimit *rlim);
+int execve(const char *path, char *const argv[], char *const envp[]);
 
 struct open_how {
     uint64_t flags;

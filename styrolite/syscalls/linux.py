@@ -49,8 +49,8 @@ _numbers = _SYSCALL_NUMBERS.get(os.uname().machine, _SYSCALL_NUMBERS["x86_64"])
 
 # Parse every C type string the calls below use once, at import: cffi parses a type string the first time
 # it sees it (milliseconds each), and a freshly forked container child would otherwise pay that again.
-for _type in ("int", "long", "size_t", "unsigned int", "char[]", "struct mount_attr *", "struct open_how *",
-              "struct rlimit *", "struct sock_fprog *"):
+for _type in ("int", "long", "size_t", "unsigned int", "char[]", "char *[]", "struct mount_attr *",
+              "struct open_how *", "struct rlimit *", "struct sock_fprog *"):
     _ffi.typeof(_type)
 
 
@@ -106,6 +106,16 @@ class LinuxSyscalls:
             attr, _ffi.cast("size_t", _ffi.sizeof("struct mount_attr")),
         )
         _check(result, "mount_setattr", f"{path!r}, {flags:#x}, set={attr_set:#x}, clr={attr_clr:#x}")
+
+    def open_tree(self, dirfd: int, path: str, flags: int) -> int:
+        """open_tree(2): with OPEN_TREE_CLONE, a detached copy of the mount (tree) at ``path``, as an fd."""
+        result = _syscall("open_tree", _ffi.cast("int", dirfd), _cstr(path), _ffi.cast("unsigned int", flags))
+        return _check(result, "open_tree", f"{dirfd}, {path!r}, {flags:#x}")
+
+    def move_mount(self, from_dirfd: int, from_path: str, to_dirfd: int, to_path: str, flags: int) -> None:
+        result = _syscall("move_mount", _ffi.cast("int", from_dirfd), _cstr(from_path), _ffi.cast("int", to_dirfd),
+                          _cstr(to_path), _ffi.cast("unsigned int", flags))
+        _check(result, "move_mount", f"{from_dirfd}, {from_path!r}, {to_dirfd}, {to_path!r}, {flags:#x}")
 
     def openat2(self, dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
         """open relative to ``dirfd`` with RESOLVE_* limits (RESOLVE_IN_ROOT: symlinks cannot escape dirfd)."""
@@ -181,6 +191,32 @@ class LinuxSyscalls:
         result = _syscall("seccomp", _ffi.cast("unsigned int", k.SECCOMP_SET_MODE_FILTER),
                           _ffi.cast("unsigned int", flags), prog)
         return _check(result, "seccomp", f"SECCOMP_SET_MODE_FILTER, {flags:#x}, <{len(program) // 8} instructions>")
+
+    def execve(self, path: str, argv: list[str], envp: list[str], seccomp_program: bytes | None = None,
+               seccomp_flags: int = 0) -> None:
+        """execve(2); returns only by raising. With ``seccomp_program`` the filter is loaded right before it.
+
+        Every buffer (path, argv, envp, the BPF program) is built first, so nothing runs between the
+        seccomp(2) that installs the filter and the execve(2) but the check of its result: the filter only
+        has to allow execve itself (runc and crun make the same promise).
+        """
+        keep = [_cstr(item) for item in argv]
+        env = [_cstr(item) for item in envp]
+        c_argv = _ffi.new("char *[]", [*keep, _ffi.NULL])
+        c_envp = _ffi.new("char *[]", [*env, _ffi.NULL])
+        c_path = _cstr(path)
+        if seccomp_program is not None:
+            buffer = _ffi.new("char[]", seccomp_program)
+            prog = _ffi.new("struct sock_fprog *")
+            prog.len, prog.filter = len(seccomp_program) // 8, buffer
+            mode, flags = _ffi.cast("unsigned int", k.SECCOMP_SET_MODE_FILTER), _ffi.cast("unsigned int", seccomp_flags)
+            if _syscall("seccomp", mode, flags, prog) < 0:
+                err = _ffi.errno
+                raise KernelError(err, "seccomp", f"SECCOMP_SET_MODE_FILTER, {seccomp_flags:#x}, "
+                                                  f"<{len(seccomp_program) // 8} instructions>")
+        _libc.execve(c_path, c_argv, c_envp)
+        err = _ffi.errno
+        raise KernelError(err, "execve", repr(path))
 
     def finit_module(self, fd: int, params: str = "", flags: int = 0) -> None:
         result = _syscall("finit_module", _ffi.cast("int", fd), _cstr(params), _ffi.cast("int", flags))

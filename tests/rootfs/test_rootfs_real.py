@@ -201,11 +201,12 @@ def test_extra_devices_sysctl_and_console(bundle: str) -> None:
     config = base_config()
     config["process"]["terminal"] = True
     config["linux"]["devices"] = [
-        {"type": "c", "path": "/dev/fuse", "major": 10, "minor": 229, "fileMode": 0o600, "uid": 1, "gid": 2},
+        # podman and docker send the type bits in fileMode (0o20600): only the permission bits count
+        {"type": "c", "path": "/dev/fuse", "major": 10, "minor": 229, "fileMode": 0o20600, "uid": 1, "gid": 2},
         {"type": "b", "path": "/dev/disks/loop7", "major": 7, "minor": 7, "fileMode": 0o640},
         {"type": "p", "path": "/dev/fifo"},
     ]
-    config["linux"]["sysctl"] = {"kernel.hostname": "rootfs-test"}
+    config["linux"]["sysctl"] = {"kernel.domainname": "rootfs-test"}
 
     def check():
         def describe_node(path):
@@ -214,7 +215,7 @@ def test_extra_devices_sysctl_and_console(bundle: str) -> None:
                     st.st_uid, st.st_gid]
         return {"fuse": describe_node("/dev/fuse"), "loop": describe_node("/dev/disks/loop7"),
                 "fifo": stat.S_ISFIFO(os.stat("/dev/fifo").st_mode), "console": os.stat("/dev/console").st_rdev,
-                "hostname": os.uname().nodename}
+                "domainname": open("/proc/sys/kernel/domainname").read().strip()}
 
     try:
         inside = in_container(spec_from(config), bundle, check, extra_ns=k.CLONE_NEWUTS, console_path=console).ok()
@@ -225,7 +226,7 @@ def test_extra_devices_sysctl_and_console(bundle: str) -> None:
     assert inside["fuse"] == [stat.S_IFCHR, 0o600, 10, 229, 1, 2]
     assert inside["loop"] == [stat.S_IFBLK, 0o640, 7, 7, 0, 0]
     assert inside["fifo"]
-    assert inside["hostname"] == "rootfs-test"
+    assert inside["domainname"] == "rootfs-test"
 
 
 def test_user_namespace_binds_host_device_nodes(bundle: str) -> None:

@@ -154,7 +154,7 @@ def test_features_version_and_spec(styrolite, tmp_path):
     features = json.loads(out(styrolite("features", check=True)))
     assert features["ociVersionMin"].startswith("1.0") and "linux" in features
     version = out(styrolite("--version", check=True))
-    assert "styrolite version" in version and "spec: 1.2" in version
+    assert "styrolite version" in version and "spec: 1.3" in version
     styrolite("spec", "--bundle", str(tmp_path), check=True)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["process"]["args"] == ["sh"]

@@ -23,7 +23,8 @@ from styrolite.security import (
     names_to_mask,
     plan_capabilities,
 )
-from styrolite.spec.model import Capabilities
+from styrolite.security.capabilities import unknown_capability_warnings
+from styrolite.spec.model import Capabilities, Process
 
 BUSYBOX = "/bin/busybox"
 ALL = (1 << 41) - 1
@@ -120,11 +121,18 @@ def test_plan_effective_needs_permitted():
     assert plan.effective == 0 and "effective needs it in permitted" in plan.warnings[0]
 
 
-def test_unknown_name_is_a_config_error_with_the_json_path():
+def test_unknown_name_is_skipped_and_reported_once_at_create():
+    plan = plan_capabilities(Capabilities(bounding=["CAP_CHOWN"], permitted=["CAP_CHOWN"],
+                                          effective=["CAP_CHOWN", "CAP_NOPE"]), full(), 40)
+    assert plan.effective == names_to_mask(["CAP_CHOWN"]) and plan.bounding == names_to_mask(["CAP_CHOWN"])
+    process = Process(cwd="/", capabilities=Capabilities(effective=["CAP_NOPE", "chown", "CAP_NOPE"]))
+    assert unknown_capability_warnings(process) == ["process.capabilities: unknown capability 'CAP_NOPE' ignored"]
+
+
+def test_non_string_name_is_a_config_error_with_the_json_path():
     with pytest.raises(ConfigError) as info:
-        plan_capabilities(Capabilities(bounding=["CAP_CHOWN"], effective=["CAP_CHOWN", "CAP_NOPE"]), full(), 40)
+        plan_capabilities(Capabilities(effective=["CAP_CHOWN", 7]), full(), 40)  # type: ignore[list-item]
     assert info.value.path == "process.capabilities.effective[1]"
-    assert "CAP_NOPE" in str(info.value)
 
 
 # --- applied for real --------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def test_default_devices_match_the_host(device):
 
 def test_features_document():
     doc = features()
-    assert doc["ociVersionMin"] == "1.0.0" and doc["ociVersionMax"].startswith("1.2.")
+    assert doc["ociVersionMin"] == "1.0.0" and doc["ociVersionMax"].startswith("1.3.")
     assert set(doc["hooks"]) == {"prestart", "createRuntime", "createContainer", "startContainer", "poststart",
                                  "poststop"}
     linux = doc["linux"]

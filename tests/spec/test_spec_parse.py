@@ -140,7 +140,7 @@ def test_unknown_keys_are_ignored():
     config = full_config()
     config["windows"] = {"layerFolders": []}
     config["process"]["commandLine"] = "x"
-    config["linux"]["intelRdt"] = {"closID": "x"}
+    config["linux"]["someFutureKnob"] = {"x": 1}
     assert parse_config(config).process.args == ["sh"]
 
 

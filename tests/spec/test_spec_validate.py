@@ -30,8 +30,9 @@ def rule(name: str, mutate, path: str, message: str):
 RULES = [
     # ociVersion
     rule("version-not-semver", lambda c: c.update(ociVersion="1.0"), "ociVersion", "is not a SemVer version"),
-    rule("version-too-new", lambda c: c.update(ociVersion="1.3.0"), "ociVersion", 'unsupported version "1.3.0"'),
-    rule("version-major-2", lambda c: c.update(ociVersion="2.0.0"), "ociVersion", "1.0.x through 1.2.x"),
+    rule("version-newer-minor-unknown-field", lambda c: (c.update(ociVersion="1.9.0"), c["linux"].update(warp={})),
+         "linux.warp", "unknown field in an ociVersion 1.9.0 config"),
+    rule("version-major-2", lambda c: c.update(ociVersion="2.0.0"), "ociVersion", "implements the 1.x runtime-spec"),
     rule("version-zero", lambda c: c.update(ociVersion="0.5.0"), "ociVersion", "unsupported version"),
     # root and process presence
     rule("root-missing", lambda c: c.pop("root"), "root", "required object is missing"),
@@ -47,10 +48,8 @@ RULES = [
     rule("additional-gid", lambda c: c["process"]["user"].update(additionalGids=[1, -5]),
          "process.user.additionalGids[1]", "out of range"),
     rule("umask", lambda c: c["process"]["user"].update(umask=0o1000), "process.user.umask", "out of range"),
-    rule("capability-unknown", lambda c: c["process"]["capabilities"]["effective"].append("CAP_FLY"),
-         "process.capabilities.effective[13]", 'unknown capability "CAP_FLY"'),
-    rule("capability-past-40", lambda c: c["process"]["capabilities"].update(ambient=["CAP_41"]),
-         "process.capabilities.ambient[0]", "unknown capability"),
+    rule("capability-empty", lambda c: c["process"]["capabilities"]["effective"].append(""),
+         "process.capabilities.effective[13]", "must not be empty"),
     rule("rlimit-unknown", lambda c: c["process"]["rlimits"].append({"type": "RLIMIT_FOO", "soft": 1, "hard": 1}),
          "process.rlimits[1].type", 'unknown rlimit type "RLIMIT_FOO" (expected one of: RLIMIT_CPU'),
     rule("rlimit-soft-over-hard", lambda c: c["process"]["rlimits"][0].update(soft=2048),
@@ -130,22 +129,22 @@ RULES = [
     rule("device-relative", lambda c: c["linux"].update(devices=[{"type": "c", "path": "dev/x", "major": 1,
                                                                   "minor": 1}]),
          "linux.devices[0].path", "must be absolute"),
-    rule("device-outside-dev", lambda c: c["linux"].update(devices=[{"type": "c", "path": "/etc/x", "major": 1,
-                                                                     "minor": 1}]),
-         "linux.devices[0].path", "must be under /dev"),
+    rule("device-root", lambda c: c["linux"].update(devices=[{"type": "c", "path": "/", "major": 1, "minor": 1}]),
+         "linux.devices[0].path", "must name a file"),
     rule("device-dotdot", lambda c: c["linux"].update(devices=[{"type": "c", "path": "/dev/../etc/x", "major": 1,
                                                                 "minor": 1}]),
          "linux.devices[0].path", "must not contain '..'"),
     rule("device-major-missing", lambda c: c["linux"].update(devices=[{"type": "b", "path": "/dev/sda"}]),
          "linux.devices[0].major", 'required for device type "b"'),
     rule("device-file-mode", lambda c: c["linux"].update(devices=[
-        {"type": "p", "path": "/dev/fifo", "fileMode": 0o10000}]), "linux.devices[0].fileMode", "out of range"),
+        {"type": "p", "path": "/dev/fifo", "fileMode": 0o1000000}]), "linux.devices[0].fileMode", "out of range"),
     rule("device-cgroup-access", lambda c: c["linux"]["resources"]["devices"][0].update(access="rwx"),
          "linux.resources.devices[0].access", "combination of r, w and m"),
     rule("device-cgroup-type", lambda c: c["linux"]["resources"]["devices"][0].update(type="u"),
          "linux.resources.devices[0].type", "unknown device type"),
-    rule("pids-limit-zero", lambda c: c["linux"]["resources"].update(pids={"limit": 0}),
-         "linux.resources.pids.limit", "must be positive"),
+    rule("intel-rdt", lambda c: c["linux"].update(intelRdt={"closID": "x"}), "linux.intelRdt",
+         "Intel RDT (resctrl) is not supported"),
+    rule("net-devices", lambda c: c["linux"].update(netDevices={"eth1": {}}), "linux.netDevices", "not supported"),
     # rootfs propagation, cgroups path, masked/readonly paths, personality
     rule("rootfs-propagation", lambda c: c["linux"].update(rootfsPropagation="recursive"),
          "linux.rootfsPropagation", 'unknown propagation "recursive" (expected one of: private, rprivate'),
@@ -169,7 +168,12 @@ RULES = [
          'linux.sysctl["fs.mqueue.msg_max"]', "requires a ipc namespace"),
     rule("sysctl-hostname-without-uts", lambda c: (c.pop("hostname"), c["linux"].update(namespaces=[]),
                                                    c["linux"].update(sysctl={"kernel.hostname": "x"})),
-         'linux.sysctl["kernel.hostname"]', "requires a uts namespace"),
+         'linux.sysctl["kernel.hostname"]', 'conflicts with the "hostname" field'),
+    rule("sysctl-hostname-with-uts", lambda c: c["linux"].update(sysctl={"kernel.hostname": "x"}),
+         'linux.sysctl["kernel.hostname"]', 'conflicts with the "hostname" field'),
+    rule("sysctl-domainname-without-uts", lambda c: (c.pop("hostname"), c["linux"].update(namespaces=[]),
+                                                     c["linux"].update(sysctl={"kernel.domainname": "x"})),
+         'linux.sysctl["kernel.domainname"]', "requires a uts namespace"),
     rule("sysctl-not-namespaced", lambda c: c["linux"].update(sysctl={"vm.swappiness": "1"}),
          'linux.sysctl["vm.swappiness"]', "not namespaced"),
     # seccomp
@@ -232,6 +236,29 @@ def test_rule(mutate, path, message):
     ],
 )
 def test_valid_variants_are_accepted(mutate):
+    config = default_config()
+    mutate(config)
+    parse_config(config)
+
+
+ACCEPTED = [
+    pytest.param(lambda c: c.update(ociVersion="1.3.0"), id="version-1.3"),
+    pytest.param(lambda c: c.update(ociVersion="1.9.0"), id="version-newer-minor-with-known-fields"),
+    pytest.param(lambda c: (c.update(ociVersion="1.9.0"), c.update(windows={"layerFolders": []})),
+                 id="version-newer-minor-other-platform"),
+    pytest.param(lambda c: c["process"]["capabilities"]["effective"].append("CAP_FLY"), id="capability-unknown"),
+    pytest.param(lambda c: c["process"]["capabilities"].update(ambient=["CAP_41"]), id="capability-past-40"),
+    pytest.param(lambda c: c["linux"].update(devices=[{"type": "c", "path": "/etc/x", "major": 1, "minor": 3}]),
+                 id="device-outside-dev"),
+    pytest.param(lambda c: c["linux"].update(devices=[{"type": "c", "path": "/dev/null2", "major": 1, "minor": 3,
+                                                       "fileMode": 0o20666}]), id="device-mode-with-type-bits"),
+    pytest.param(lambda c: c["linux"]["resources"].update(pids={"limit": 0}), id="pids-limit-zero"),
+    pytest.param(lambda c: c["linux"]["resources"].update(blockIO={"weight": 0}), id="blkio-weight-zero"),
+]
+
+
+@pytest.mark.parametrize("mutate", ACCEPTED)
+def test_accepted_like_runc(mutate):
     config = default_config()
     mutate(config)
     parse_config(config)
