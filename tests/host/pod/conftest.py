@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +40,9 @@ def ip_netns(*args: str) -> None:
     subprocess.run(["ip", "netns", *args], check=True, capture_output=True)
 
 
-@pytest.fixture
-def make_netns() -> Iterator[Callable[[str], Path]]:
-    """make_netns(prefix) -> /var/run/netns/<unique name>; all deleted at the end of the test."""
+@contextmanager
+def netns_pool() -> Iterator[Callable[[str], Path]]:
+    """make(prefix) -> /var/run/netns/<unique name>; all deleted when the block ends."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("needs root and iproute2")
     made: list[str] = []
@@ -52,9 +53,17 @@ def make_netns() -> Iterator[Callable[[str], Path]]:
         made.append(name)
         return NETNS_DIR / name
 
-    yield make
-    for name in reversed(made):
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    try:
+        yield make
+    finally:
+        for name in reversed(made):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@pytest.fixture
+def make_netns() -> Iterator[Callable[[str], Path]]:
+    with netns_pool() as make:
+        yield make
 
 
 @dataclass
@@ -115,8 +124,9 @@ def _pyroute2_pod(pod: Path, node: Path, bridge: str, subnet: ipaddress.IPv4Netw
     return CniPod(pod, node, address, subnet.prefixlen, gateway, mtu, bridge, "pyroute2")
 
 
-@pytest.fixture
-def cni_pod(make_netns: Callable[[str], Path], tmp_path: Path) -> Iterator[CniPod]:
+@contextmanager
+def cni_network(make_netns: Callable[[str], Path], workdir: Path) -> Iterator[CniPod]:
+    """A node namespace with a CNI bridge and a pod namespace attached to it (CNI ADD ... CNI DEL)."""
     node, pod = make_netns("zptnode"), make_netns("zptpod")
     bridge = unique("zbr")
     subnet = ipaddress.ip_network(f"10.{random.randint(64, 127)}.{random.randint(0, 255)}.0/24")
@@ -125,7 +135,7 @@ def cni_pod(make_netns: Callable[[str], Path], tmp_path: Path) -> Iterator[CniPo
     bridge_conf = {"cniVersion": "1.0.0", "name": unique("zptnet"), "type": "bridge", "bridge": bridge,
                    "isGateway": True, "ipMasq": False, "mtu": mtu,
                    "ipam": {"type": "host-local", "ranges": [[{"subnet": str(subnet)}]],
-                            "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(tmp_path / "cni-ipam")}}
+                            "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(workdir / "cni-ipam")}}
     loopback_conf = {"cniVersion": "1.0.0", "name": "lo", "type": "loopback"}
     if not (CNI_BIN / "bridge").exists():
         yield _pyroute2_pod(pod, node, bridge, subnet, mtu)
@@ -142,3 +152,9 @@ def cni_pod(make_netns: Callable[[str], Path], tmp_path: Path) -> Iterator[CniPo
                 _cni(plugin, "DEL", conf, pod, node, container_id)
             except RuntimeError as e:
                 print(f"cleanup: {e}", file=sys.stderr)
+
+
+@pytest.fixture
+def cni_pod(make_netns: Callable[[str], Path], tmp_path: Path) -> Iterator[CniPod]:
+    with cni_network(make_netns, tmp_path) as pod:
+        yield pod
