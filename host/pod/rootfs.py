@@ -12,7 +12,7 @@ block device (virtio-blk under QEMU, ``xl block-attach`` under Xen). Steps, on a
    ``unshare``/``mount``/``cp`` run as a child process: the shim neither forks itself nor changes mounts;
 2. **shift**: every owner moves into the zone's user-namespace range with :mod:`zonebuild.idshift`, as
    for today's root images (file capabilities rewritten as v3, setuid bits restored);
-3. **pack**: erofs (default) or squashfs, reproducibly: fixed UUID, fixed build time, per-file mtimes kept
+3. **pack**: erofs (default, lz4) or squashfs, reproducibly: fixed UUID, fixed build time, per-file mtimes kept
    (the same layers always give the same bytes);
 4. **pin**: sha256 and size go into ``meta.json`` beside the image; the zone verifies the digest before it
    mounts the disk, like a root image.
@@ -52,6 +52,8 @@ from host.zonebuild_import import ensure_zonebuild
 
 FSTYPES = ("erofs", "squashfs")
 DEFAULT_FSTYPE = "erofs"
+# compression per file system type, the first one the default (host/pod/README.md has the measurements)
+COMPRESSIONS = {"erofs": ("lz4", "none", "lz4hc"), "squashfs": ("zstd", "lz4", "none")}
 RECIPE = 1                      # bump when the image recipe changes: old cache entries stop matching
 FIXED_UUID = "00000000-0000-0000-0000-000000000000"
 IMAGE_NAME = "rootfs.img"
@@ -65,6 +67,7 @@ class RootfsImage:
 
     path: Path
     fstype: str
+    compression: str
     sha256: str
     size: int
     owner_shift: int
@@ -94,10 +97,11 @@ def default_owner_shift() -> int:
     return int(DEFAULT_SHIFT)
 
 
-def cache_key(chain: SnapshotChain, fstype: str, owner_shift: int) -> str:
+def cache_key(chain: SnapshotChain, fstype: str, owner_shift: int, compression: str = "") -> str:
     import hashlib
 
-    identity = {"recipe": RECIPE, "fstype": fstype, "owner_shift": owner_shift, "userxattr": chain.userxattr,
+    identity = {"recipe": RECIPE, "fstype": fstype, "compression": compression or COMPRESSIONS[fstype][0],
+                "owner_shift": owner_shift, "userxattr": chain.userxattr,
                 "layers": [layer_identity(layer) for layer in chain.lowers]}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:40]
 
@@ -201,23 +205,35 @@ def newest_mtime(tree: Path) -> int:
     return max(newest, 0)
 
 
-def make_image(tree: Path, out: Path, fstype: str) -> None:
-    """One reproducible read-only image of ``tree``: no compression for erofs (the zone reads it without
-    decompressing; see README for the measurements), zstd for squashfs."""
+def resolve_compression(fstype: str, compression: str | None) -> str:
+    if fstype not in FSTYPES:
+        raise RootfsError(f"rootfs image type {fstype!r}: choose {' or '.join(FSTYPES)}")
+    choices = COMPRESSIONS[fstype]
+    if compression in (None, "", "default"):
+        return choices[0]
+    if compression not in choices:
+        raise RootfsError(f"{fstype} compression {compression!r}: choose {', '.join(choices)}")
+    return compression
+
+
+def make_image(tree: Path, out: Path, fstype: str, compression: str | None = None) -> None:
+    """One reproducible read-only image of ``tree`` (``compression``: see COMPRESSIONS; host/pod/README.md
+    has the measurements behind the defaults)."""
+    compression = resolve_compression(fstype, compression)
     if fstype == "erofs":
         # The build time must be fixed and file mtimes kept (Python's .pyc checks, make, caches read them).
         # erofs-utils 1.5 sets every mtime to -T's time; with SOURCE_DATE_EPOCH it clamps mtimes to it, so the
         # epoch is one second past the newest mtime in the tree: nothing is clamped, the output is a function
         # of the tree alone.
-        command = [_require("mkfs.erofs", "erofs-utils"), "--preserve-mtime", f"-U{FIXED_UUID}", "--quiet",
-                   str(out), str(tree)]
+        command = [_require("mkfs.erofs", "erofs-utils"), *([f"-z{compression}"] if compression != "none" else []),
+                   "--preserve-mtime", f"-U{FIXED_UUID}", "--quiet", str(out), str(tree)]
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(newest_mtime(tree) + 1)}
     elif fstype == "squashfs":
-        command = [_require("mksquashfs", "squashfs-tools"), str(tree), str(out), "-noappend", "-comp", "zstd",
+        packing = ["-noI", "-noD", "-noF", "-noX"] if compression == "none" else ["-comp", compression]
+        command = [_require("mksquashfs", "squashfs-tools"), str(tree), str(out), "-noappend", *packing,
                    "-mkfs-time", "0", "-quiet", "-no-progress"]
-        env = None
-    else:
-        raise RootfsError(f"rootfs image type {fstype!r}: choose {' or '.join(FSTYPES)}")
+        # mksquashfs refuses SOURCE_DATE_EPOCH next to -mkfs-time
+        env = {key: value for key, value in os.environ.items() if key != "SOURCE_DATE_EPOCH"}
     result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if result.returncode != 0:
         raise RootfsError(f"{Path(command[0]).name} failed: {_last_lines(result.stderr or result.stdout)}")
@@ -256,15 +272,16 @@ def _load(entry: Path, key: str) -> RootfsImage | None:
         if image.stat().st_size != meta["size"]:
             raise RootfsError(f"rootfs cache entry {entry}: image size {image.stat().st_size} != {meta['size']}")
         os.utime(entry)   # last use, for prune_cache
-        return RootfsImage(image, meta["fstype"], meta["sha256"], meta["size"], meta["owner_shift"], key,
-                           cached=True)
+        return RootfsImage(image, meta["fstype"], meta["compression"], meta["sha256"], meta["size"],
+                           meta["owner_shift"], key, cached=True)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError) as e:
         raise RootfsError(f"rootfs cache entry {entry} is damaged (remove it)") from e
 
 
-def _build(chain: SnapshotChain, cache: Path, key: str, fstype: str, owner_shift: int) -> RootfsImage:
+def _build(chain: SnapshotChain, cache: Path, key: str, fstype: str, compression: str,
+           owner_shift: int) -> RootfsImage:
     ensure_zonebuild()
     from zonebuild.oci import sha256_file
 
@@ -278,29 +295,29 @@ def _build(chain: SnapshotChain, cache: Path, key: str, fstype: str, owner_shift
         if owner_shift:
             shift_owners(tree, owner_shift, chain)
         image = out / IMAGE_NAME
-        make_image(tree, image, fstype)
+        make_image(tree, image, fstype, compression)
         digest, size = sha256_file(image), image.stat().st_size
         seconds = round(time.monotonic() - started, 3)
-        meta = {"sha256": digest, "size": size, "fstype": fstype, "owner_shift": owner_shift, "recipe": RECIPE,
+        meta = {"sha256": digest, "size": size, "fstype": fstype, "compression": compression,
+                "owner_shift": owner_shift, "recipe": RECIPE,
                 "layers": [str(layer) for layer in chain.lowers], "build_seconds": seconds}
         (out / META_NAME).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         os.chmod(out, 0o755)
         os.rename(out, cache / key)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return RootfsImage(cache / key / IMAGE_NAME, fstype, digest, size, owner_shift, key, cached=False,
+    return RootfsImage(cache / key / IMAGE_NAME, fstype, compression, digest, size, owner_shift, key, cached=False,
                        build_seconds=seconds)
 
 
 def rootfs_image(mounts: Sequence[Mount | Mapping[str, Any] | Any], *, owner_shift: int | None = None,
-                 fstype: str = DEFAULT_FSTYPE, cache_dir: Path | None = None,
+                 fstype: str = DEFAULT_FSTYPE, compression: str | None = None, cache_dir: Path | None = None,
                  lock_timeout: float = 900.0) -> RootfsImage:
     """containerd's rootfs mounts -> the cached read-only image of the container's layers.
 
     ``owner_shift``: the zone's user-namespace offset (default zonebuild.idshift.DEFAULT_SHIFT; 0 keeps the
     owners, for a container without a user namespace)."""
-    if fstype not in FSTYPES:
-        raise RootfsError(f"rootfs image type {fstype!r}: choose {' or '.join(FSTYPES)}")
+    compression = resolve_compression(fstype, compression)
     shift = default_owner_shift() if owner_shift is None else owner_shift
     if shift:
         ensure_zonebuild()
@@ -317,7 +334,7 @@ def rootfs_image(mounts: Sequence[Mount | Mapping[str, Any] | Any], *, owner_shi
                           "keeps the container's writes itself and would not show these files")
     cache = cache_dir or default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    key = cache_key(chain, fstype, shift)
+    key = cache_key(chain, fstype, shift, compression)
     found = _load(cache / key, key)
     if found is not None:
         return found
@@ -325,7 +342,7 @@ def rootfs_image(mounts: Sequence[Mount | Mapping[str, Any] | Any], *, owner_shi
         found = _load(cache / key, key)   # built by the holder we waited for
         if found is not None:
             return found
-        return _build(chain, cache, key, fstype, shift)
+        return _build(chain, cache, key, fstype, compression, shift)
 
 
 def prune_cache(cache_dir: Path | None = None, *, keep_bytes: int) -> list[str]:

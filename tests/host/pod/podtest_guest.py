@@ -63,7 +63,9 @@ def extract_modules(kernel: Any, names: Sequence[str], dest: Path) -> list[Path]
     return [scratch / path for path in wanted]
 
 
-def build_initrd(kernel: Any, out: Path, extra_modules: Sequence[Path] = ()) -> Path:
+def build_initrd(out: Path, *, boot_modules: Path | None = None, extra_modules: Sequence[Path] = ()) -> Path:
+    """The busybox initrd, followed by a kernel image's boot-modules cpio if given; ``extra_modules`` are
+    loaded in this order after the boot modules."""
     from host.zonebuild_import import ensure_zonebuild
 
     ensure_zonebuild()
@@ -78,7 +80,10 @@ def build_initrd(kernel: Any, out: Path, extra_modules: Sequence[Path] = ()) -> 
     archive.add_file("init", INIT.encode(), mode=0o755)
     for number, module in enumerate(extra_modules):
         archive.add_file(f"lib/extra/{number:02d}-{module.name}", source=module, mode=0o644)
-    out.write_bytes(concat_for_boot(compress(archive.to_bytes(), "zstd", 3), kernel.boot_modules.read_bytes()))
+    parts = [compress(archive.to_bytes(), "zstd", 3)]
+    if boot_modules is not None:
+        parts.append(boot_modules.read_bytes())
+    out.write_bytes(concat_for_boot(*parts))
     return out
 
 

@@ -48,7 +48,8 @@ def zone() -> Iterator[Zone]:
         workdir = Path(tmp)
         with cni_network(make_netns, workdir) as pod:
             kernel = zone_kernel()
-            initrd = build_initrd(kernel, workdir / "initrd", extract_modules(kernel, NET_MODULES, workdir))
+            initrd = build_initrd(workdir / "initrd", boot_modules=kernel.boot_modules,
+                                  extra_modules=extract_modules(kernel, NET_MODULES, workdir))
             nic = connect_zone_nic(pod.netns)
             guest = None
             try:

@@ -126,10 +126,13 @@ def listing(image: Path, fstype: str) -> dict[str, dict]:
         mnt.rmdir()
 
 
-@pytest.mark.parametrize("fstype", ["erofs", "squashfs"])
-def test_layers_become_one_shifted_image(layers: dict[str, Path], tmp_path: Path, fstype: str) -> None:
-    image = rootfs_image(_overlay(layers), fstype=fstype, owner_shift=SHIFT, cache_dir=tmp_path / "cache")
+@pytest.mark.parametrize(("fstype", "compression"), [("erofs", None), ("erofs", "none"), ("squashfs", None)])
+def test_layers_become_one_shifted_image(layers: dict[str, Path], tmp_path: Path, fstype: str,
+                                         compression: str | None) -> None:
+    image = rootfs_image(_overlay(layers), fstype=fstype, compression=compression, owner_shift=SHIFT,
+                         cache_dir=tmp_path / "cache")
     assert not image.cached and image.fstype == fstype and image.owner_shift == SHIFT
+    assert image.compression == (compression or {"erofs": "lz4", "squashfs": "zstd"}[fstype])
     assert image.size == image.path.stat().st_size
     from zonebuild.oci import sha256_file
     assert image.sha256 == sha256_file(image.path)
@@ -246,6 +249,8 @@ def test_bad_input_is_named(layers: dict[str, Path], tmp_path: Path) -> None:
         rootfs_image([Mount("overlay", "overlay", (f"lowerdir={layers['base']}", "bogus=1"))], cache_dir=cache)
     with pytest.raises(RootfsError, match="needs a 'type' and a 'source'"):
         rootfs_image([{"options": []}], cache_dir=cache)
+    with pytest.raises(RootfsError, match="erofs compression 'zstd': choose lz4, none, lz4hc"):
+        rootfs_image(_overlay(layers), compression="zstd", cache_dir=cache)
     with pytest.raises(RootfsError, match="image type 'ext4'"):
         rootfs_image(_overlay(layers), fstype="ext4", cache_dir=cache)
     with pytest.raises(RootfsError, match="owner shift 1000"):
