@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from host.pod.errors import PodNetworkError
-from host.pod.netns import run_in_netns
+from host.pod.netns import open_netns, run_in_netns
 from host.pod.tap import open_tap, valid_ifname
 
 DEFAULT_INTERFACE = "eth0"      # CRI's CNI_IFNAME
@@ -287,9 +287,21 @@ def _has_ingress(ipr: Any, index: int) -> bool:
     return any(q.get_attr("TCA_KIND") == "ingress" for q in ipr.get_qdiscs(index=index))
 
 
+def _quiet_ipv6(name: str) -> None:
+    """No IPv6 of the pod namespace's own on ``name``: its link-local address, DAD and router solicitations
+    would be sent *to the zone* through the tap. (Called in the pod namespace's thread: /proc/sys/net is
+    that of the calling thread.)"""
+    path = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
+    if os.path.exists(path):
+        with open(path, "w", encoding="ascii") as f:
+            f.write("1")
+
+
 def _join(ipr: Any, netns: str, veth: int, veth_name: str, peer: int, peer_name: str, mtu: int) -> None:
-    step = f"set {peer_name} mtu {mtu} and up"
+    step = f"disable IPv6 on {peer_name}"
     try:
+        _quiet_ipv6(peer_name)
+        step = f"set {peer_name} mtu {mtu} and up"
         ipr.link("set", index=peer, mtu=mtu, state="up")
         if _has_ingress(ipr, veth):
             raise PodNetworkError(f"pod netns {netns}: {veth_name} already has an ingress qdisc "
@@ -370,9 +382,7 @@ def attach_link(netns: str | Path, link: str, *, interface: str = DEFAULT_INTERF
     from pyroute2 import IPRoute
 
     valid_ifname(link)
-    target = os.open(netns, os.O_RDONLY | os.O_CLOEXEC) if Path(netns).exists() else None
-    if target is None:
-        raise PodNetworkError(f"pod netns {netns}: no such file (has containerd removed the sandbox?)")
+    target = open_netns(netns)
 
     def move() -> None:
         with IPRoute() as ipr:

@@ -63,9 +63,10 @@ def extract_modules(kernel: Any, names: Sequence[str], dest: Path) -> list[Path]
     return [scratch / path for path in wanted]
 
 
-def build_initrd(out: Path, *, boot_modules: Path | None = None, extra_modules: Sequence[Path] = ()) -> Path:
+def build_initrd(out: Path, *, boot_modules: Path | None = None, extra_modules: Sequence[Path] = (),
+                 programs: Sequence[Path] = ()) -> Path:
     """The busybox initrd, followed by a kernel image's boot-modules cpio if given; ``extra_modules`` are
-    loaded in this order after the boot modules."""
+    loaded in this order after the boot modules; ``programs`` (host binaries) come with their libraries."""
     from host.zonebuild_import import ensure_zonebuild
 
     ensure_zonebuild()
@@ -78,6 +79,13 @@ def build_initrd(out: Path, *, boot_modules: Path | None = None, extra_modules: 
     archive.add_file("bin/busybox", source=BUSYBOX, mode=0o755)
     archive.add_symlink("bin/sh", "busybox")
     archive.add_file("init", INIT.encode(), mode=0o755)
+    if programs:
+        from zonebuild.elfdeps import closure
+
+        staged = {str(path).lstrip("/"): path for path in [*programs, *closure(programs)]}
+        staged.setdefault("lib64/ld-linux-x86-64.so.2", Path("/lib64/ld-linux-x86-64.so.2"))
+        for name, path in sorted(staged.items()):
+            archive.add_file(name, source=path.resolve(), mode=0o755)
     for number, module in enumerate(extra_modules):
         archive.add_file(f"lib/extra/{number:02d}-{module.name}", source=module, mode=0o644)
     parts = [compress(archive.to_bytes(), "zstd", 3)]

@@ -77,6 +77,8 @@ def test_ping_from_the_bridge_is_answered_through_the_tap(cni_pod: CniPod) -> No
         tap = _link(cni_pod.netns, "tap0_zone")
         assert tap["mtu"] == cni_pod.mtu and tap["up"] and "ingress" in tap["qdiscs"]
         assert "ingress" in _link(cni_pod.netns, "eth0")["qdiscs"]
+        sysctl = Path("/proc/sys/net/ipv6/conf/tap0_zone/disable_ipv6")
+        assert run_in_netns(cni_pod.netns, sysctl.read_text).strip() == "1"   # no IPv6 chatter to the zone
         with TapResponder(nic.fd, nic.network.mac, cni_pod.ip) as zone:
             ttls = run_in_netns(cni_pod.node, lambda: ping(cni_pod.ip, count=3))
             # TTL 42 is the responder's: the pod namespace's own stack (TTL 64) never saw the packets
