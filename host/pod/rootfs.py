@@ -18,11 +18,11 @@ block device (virtio-blk under QEMU, ``xl block-attach`` under Xen). Steps, on a
    mounts the disk, like a root image.
 
 The cache (``$ZONE_CACHE/host/pod-rootfs/<key>/``) is keyed by the snapshot chain's identity (each layer's
-path + directory inode + ctime, in order; see :func:`host.pod.snapshot.layer_identity`), the fs type, the
-shift and the recipe version, so a second pod of the same image pays two ``stat`` calls per layer and a
-small JSON read. Builders of one key serialise on ``<key>.lock`` (flock): the second waits and then finds
-the first one's result. Entries appear by ``rename`` of a finished directory, so a reader never sees half
-an image.
+path + directory inode + ctime, in order; see :func:`host.pod.snapshot.layer_identity`), the fs type and
+compression, the shift and the recipe version, so a second pod of the same image pays one ``stat`` per layer
+and a small JSON read (under a millisecond). Builders of one key serialise on ``<key>.lock`` (flock): the
+second waits and then finds the first one's result. Entries appear by ``rename`` of a finished directory,
+so a reader never sees half an image.
 
 The upper directory containerd made is not part of the image: the zone gives each container its own
 writable layer, and containerd's upperdir stays empty and is removed with the snapshot. A non-empty upperdir

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import CniPod, unique
 from podtest_frames import REPLY_TTL, TapResponder, ping
+from podtest_netns import CniPod, unique
 
 from host.pod.errors import PodNetworkError
 from host.pod.netns import run_in_netns

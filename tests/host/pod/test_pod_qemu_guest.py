@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import CniPod, cni_network, netns_pool
 from podtest_frames import ping
 from podtest_guest import Guest, available, build_initrd, extract_modules, zone_kernel
+from podtest_netns import CniPod, cni_network, netns_pool
 
 from host.pod.errors import HotplugError
 from host.pod.hotplug import qemu_attach_disk, qemu_block_nodes, qemu_detach_disk
