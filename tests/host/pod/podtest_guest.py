@@ -64,9 +64,10 @@ def extract_modules(kernel: Any, names: Sequence[str], dest: Path) -> list[Path]
 
 
 def build_initrd(out: Path, *, boot_modules: Path | None = None, extra_modules: Sequence[Path] = (),
-                 programs: Sequence[Path] = ()) -> Path:
+                 programs: Sequence[Path] = (), init: str = INIT) -> Path:
     """The busybox initrd, followed by a kernel image's boot-modules cpio if given; ``extra_modules`` are
-    loaded in this order after the boot modules; ``programs`` (host binaries) come with their libraries."""
+    loaded in this order after the boot modules; ``programs`` (host binaries) come with their libraries;
+    ``init`` replaces the console-driven /init."""
     from host.zonebuild_import import ensure_zonebuild
 
     ensure_zonebuild()
@@ -78,7 +79,7 @@ def build_initrd(out: Path, *, boot_modules: Path | None = None, extra_modules: 
     archive.add_device("dev/console", "c", 5, 1)
     archive.add_file("bin/busybox", source=BUSYBOX, mode=0o755)
     archive.add_symlink("bin/sh", "busybox")
-    archive.add_file("init", INIT.encode(), mode=0o755)
+    archive.add_file("init", init.encode(), mode=0o755)
     if programs:
         from zonebuild.elfdeps import closure
 
