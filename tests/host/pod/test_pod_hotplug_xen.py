@@ -1,6 +1,6 @@
 """host.pod.hotplug's Xen side: the xl disk spec, the choice of the next free xvd name, and that a failing
-``xl`` (this machine is no dom0) leaves no loop device behind. The real block-attach needs a dom0 (see
-host/pod/README.md)."""
+``xl`` (this machine is no dom0) leaves no loop device behind. The real block-attach runs on Xen in
+qemu-tests/pv/test_pod_xen_hotplug.py."""
 
 from __future__ import annotations
 
