@@ -4,8 +4,9 @@ Contents: /bin/busybox, one symlink per applet at the path ``busybox --list-full
 /etc/group, and empty /tmp /proc /sys /dev /root /home mount points. Config: Cmd ["sh"], a PATH. Built
 reproducibly (sorted entries, fixed mtimes) and cached by the busybox binary's digest.
 
-The binary comes from the busybox-static .deb (``apt-get download``, cached under .cache/debs) or, when apt is
-unavailable, from the installed /bin/busybox if it is the static build.
+The binary comes from the busybox-static .deb (``apt-get download``, cached: zonebuild.debs) or, when apt is
+unavailable, from the installed /bin/busybox if it is the static build. Every mode is set explicitly, so the
+umask of the building process does not reach the image.
 Usage: ``python -m zonebuild.busybox_image --out DIR``
 """
 
@@ -19,10 +20,12 @@ import tempfile
 from pathlib import Path
 
 from styrolite.errors import StyroliteError, describe
-from zonebuild.cachedir import cache_dir
 
+from . import debs
+from .cachedir import cache_dir
+from .digests import sha256_hex
 from .elfdeps import ldd
-from .oci import sha256_file
+from .errors import BuildError
 from .ocilayout import MEDIA_LAYER_TAR, LayoutWriter, tar_diff_id, write_tree_tar
 
 REF_NAME = "busybox:latest"
@@ -31,23 +34,19 @@ GROUP = "root:x:0:\nnogroup:x:65534:\n"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class BusyboxImageError(StyroliteError):
+class BusyboxImageError(BuildError):
     """No static busybox to build the default image from."""
 
 
-def fetch_busybox(work: Path) -> Path:
-    """The static busybox binary: from the busybox-static .deb (cached), else the installed one."""
-    debs = cache_dir() / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    found = sorted(debs.glob("busybox-static_*.deb"))
-    if not found and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "download", "busybox-static"], cwd=debs, capture_output=True)
-        found = sorted(debs.glob("busybox-static_*.deb"))
-    if found:
-        subprocess.run(["dpkg-deb", "-x", str(found[-1]), str(work / "deb")], check=True)
-        binary = work / "deb" / "bin" / "busybox"
-        if binary.is_file():
-            return binary
+def fetch_busybox() -> Path:
+    """The static busybox binary: from the busybox-static .deb (downloaded and unpacked once), else the
+    installed one."""
+    try:
+        binary = debs.unpacked(debs.download("busybox-static")) / "bin" / "busybox"
+    except debs.DebError:
+        binary = None
+    if binary is not None and binary.is_file():
+        return binary
     installed = Path("/bin/busybox")
     if installed.is_file() and not ldd(installed):
         return installed
@@ -60,21 +59,26 @@ def applet_paths(busybox: Path) -> list[str]:
     return sorted({line.strip().lstrip("/") for line in output.splitlines() if line.strip()} - {"bin/busybox"})
 
 
+DIRECTORIES = {name: 0o755 for name in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev",
+                                         "home", "var")} | {"root": 0o700, "tmp": 0o1777}
+
+
 def stage_rootfs(busybox: Path, root: Path) -> None:
-    for name in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "root", "home", "tmp", "var"):
+    for name, mode in DIRECTORIES.items():
         (root / name).mkdir(parents=True, exist_ok=True)
-    (root / "tmp").chmod(0o1777)
-    (root / "root").chmod(0o700)
+        (root / name).chmod(mode)
     shutil.copyfile(busybox, root / "bin" / "busybox")
     (root / "bin" / "busybox").chmod(0o755)
     for rel in applet_paths(busybox):
         link = root / rel
-        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.parent.is_dir():
+            link.parent.mkdir(parents=True)
+            link.parent.chmod(0o755)
         if not link.exists():
             link.symlink_to("/bin/busybox")
-    (root / "etc" / "passwd").write_text(PASSWD)
-    (root / "etc" / "group").write_text(GROUP)
-    (root / "etc" / "hostname").write_text("zone\n")
+    for name, text in (("passwd", PASSWD), ("group", GROUP), ("hostname", "zone\n")):
+        (root / "etc" / name).write_text(text)
+        (root / "etc" / name).chmod(0o644)
 
 
 def build_busybox_image(out: str | Path) -> Path:
@@ -82,7 +86,7 @@ def build_busybox_image(out: str | Path) -> Path:
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="busybox-image-") as tmp:
         work = Path(tmp)
-        busybox = fetch_busybox(work)
+        busybox = fetch_busybox()
         root = work / "rootfs"
         stage_rootfs(busybox, root)
         layer_tar = write_tree_tar(root, work / "layer.tar")
@@ -103,8 +107,7 @@ def build_busybox_image(out: str | Path) -> Path:
 
 def cached_busybox_image() -> Path:
     """The default image layout under the cache, rebuilt only when the busybox binary changes."""
-    with tempfile.TemporaryDirectory(prefix="busybox-probe-") as tmp:
-        key = sha256_file(fetch_busybox(Path(tmp))).split(":", 1)[1][:16]
+    key = sha256_hex(fetch_busybox())[:16]
     out = cache_dir() / "images" / f"busybox-{key}"
     if not (out / "index.json").is_file():
         partial = out.with_name(out.name + ".partial")

@@ -19,13 +19,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import BuildError
+
 NEWC_MAGIC = b"070701"
 TRAILER = "TRAILER!!!"
 DEFAULT_MTIME = 0
 COMPRESSIONS = ("zstd", "gzip", "none")
 
 
-class CpioError(ValueError):
+class CpioError(BuildError, ValueError):
     """An entry cannot be added (bad path, conflicting entry, dangling hard link)."""
 
 

@@ -1,7 +1,7 @@
 """A minimal Xen dom0, built from Debian packages, to run PV zones inside QEMU (the PV boot test, issue 5).
 
-What it is made of (``apt-get download`` + ``dpkg-deb -x``, each .deb unpacked once, keyed by its sha256, under
-``<zonebuild cache>/dom0/``):
+What it is made of (Debian packages through zonebuild.debs: downloaded once, each .deb unpacked once, keyed by
+its sha256):
 
 * ``xen-hypervisor-4.17-amd64``: ``/boot/xen-4.17-amd64.gz`` gunzipped (QEMU's multiboot loader wants the ELF);
 * the generic ``linux-image-amd64`` kernel (the cloud flavour has no dom0 support) and the few modules dom0
@@ -32,8 +32,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .buildlog import logger
+from .cachedir import cache_dir
 from .cpio import CpioArchive
-from .kernel_image import cache_dir, download_package
+from .debs import download, unpacked
+from .digests import sha256_hex
+from .errors import BuildError
+from .kernel_image import download_package
+
+log = logger("dom0")
 
 XEN_VERSION = "4.17"
 XEN_BIN = f"usr/lib/xen-{XEN_VERSION}/bin"
@@ -83,53 +90,12 @@ reboot -f
 """
 
 
-class Dom0Error(RuntimeError):
+class Dom0Error(BuildError):
     """The dom0 image cannot be built."""
-
-
-def log(message: str) -> None:
-    print(f"[dom0] {message}", file=sys.stderr, flush=True)
 
 
 def dom0_cache() -> Path:
     return cache_dir() / "dom0"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def fetch(package: str) -> Path:
-    """The package's .deb under the shared deb cache (``apt-get download`` on first use)."""
-    dest = cache_dir() / "debs"
-    dest.mkdir(parents=True, exist_ok=True)
-    existing = sorted(dest.glob(f"{package}_*.deb"))
-    if not existing:
-        log(f"apt-get download {package}")
-        result = subprocess.run(["apt-get", "download", package], cwd=dest, capture_output=True, text=True)
-        existing = sorted(dest.glob(f"{package}_*.deb"))
-        if result.returncode != 0 or not existing:
-            raise Dom0Error(f"apt-get download {package} failed (run apt-get update?): {result.stderr.strip()[-300:]}")
-    return existing[-1]
-
-
-def unpacked(deb: Path) -> Path:
-    """``dpkg-deb -x`` once per .deb content."""
-    target = dom0_cache() / "debs" / sha256_file(deb)[:16]
-    if not target.is_dir():
-        scratch = Path(tempfile.mkdtemp(prefix="deb-", dir=target.parent.parent if target.parent.exists() else None))
-        try:
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(scratch)], check=True)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(scratch, target)
-        except BaseException:
-            shutil.rmtree(scratch, ignore_errors=True)
-            raise
-    return target
 
 
 def _add_path(archive: CpioArchive, root: Path, relative: str) -> None:
@@ -199,8 +165,8 @@ def dom0_kernel() -> Dom0Kernel:
 
 def hypervisor() -> Path:
     """xen-4.17-amd64 (gunzipped), cached by the .deb's content."""
-    deb = fetch(f"xen-hypervisor-{XEN_VERSION}-amd64")
-    out = dom0_cache() / f"xen-{sha256_file(deb)[:16]}"
+    deb = download(f"xen-hypervisor-{XEN_VERSION}-amd64")
+    out = dom0_cache() / f"xen-{sha256_hex(deb)[:16]}"
     if not out.exists():
         gz = sorted((unpacked(deb) / "boot").glob("xen-*.gz"))
         if not gz:
@@ -258,15 +224,14 @@ def base_archive(kernel: Dom0Kernel, bundle: Path, driver_name: str) -> CpioArch
         archive.add_dir(name)
     archive.add_symlink("var/run", "/run")
     for package in LIBRARY_PACKAGES:
-        root = unpacked(fetch(package))
+        root = unpacked(download(package))
         for subdir in LIBRARY_DIRS:
             _add_tree(archive, root, subdir, SKIP_LIBRARY_PARTS)
-    utils = unpacked(fetch(f"xen-utils-{XEN_VERSION}"))
+    utils = unpacked(download(f"xen-utils-{XEN_VERSION}"))
     for tool in XEN_TOOLS:
         _add_path(archive, utils, f"{XEN_BIN}/{tool}")
-    _add_tree(archive, unpacked(fetch("xenstore-utils")), "usr/bin")
-    unpacked(fetch("xen-utils-common"))   # its scripts need bash: /etc/xen comes from us (XL_CONF, BLOCK_SCRIPT)
-    busybox_root = unpacked(fetch("busybox-static"))
+    _add_tree(archive, unpacked(download("xenstore-utils")), "usr/bin")
+    busybox_root = unpacked(download("busybox-static"))
     busybox = busybox_root / "bin" / "busybox"
     archive.add_file("bin/busybox", source=busybox, mode=0o755)
     applets = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True, check=True).stdout

@@ -18,8 +18,9 @@ import stat
 import struct
 from pathlib import Path
 
-from styrolite.errors import StyroliteError
 from zoneinit.idrange import ID_RANGE, owner_shift_problem
+
+from .errors import BuildError
 
 DEFAULT_SHIFT = ID_RANGE    # container ids 0..65535 are zone ids 65536..131071 (the zone keeps 0..65535)
 
@@ -32,7 +33,7 @@ _CAP_V2 = struct.Struct("<IIIII")     # magic_etc, permitted lo, inheritable lo,
 _CAP_V3 = struct.Struct("<IIIIII")    # ... + rootid
 
 
-class IdShiftError(StyroliteError):
+class IdShiftError(BuildError):
     """The tree cannot be shifted as asked."""
 
 

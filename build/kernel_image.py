@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -26,11 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from styrolite.errors import StyroliteError, describe
-from zonebuild.cachedir import cache_dir
 
+from . import debs
+from .buildlog import logger
+from .cachedir import cache_dir
 from .cpio import CpioArchive
-from .oci import ImageError, open_image, sha256_file, unpack_image
+from .digests import sha256_file, sha256_hex
+from .errors import BuildError
+from .fsimage import make_fs
+from .oci import ImageError, open_image, unpack_image
 from .ocilayout import MEDIA_LAYER_TAR, LayoutWriter, tar_diff_id, write_tree_tar
+
+log = logger("kernel-image")
 
 DEFAULT_PACKAGE = "linux-image-cloud-amd64"
 # Modules PID 1 needs before addons.squashfs is mounted: the block front ends (virtio under QEMU, blkfront under
@@ -42,38 +49,20 @@ BOOT_MODULES = (
 METADATA_KEYS = ("KERNEL_ARCH", "KERNEL_VERSION", "KERNEL_FLAVOR", "KERNEL_CONFIG")
 
 
-class KernelImageError(StyroliteError):
+class KernelImageError(BuildError):
     """The kernel package or kernel image is unusable."""
-
-
-def log(message: str) -> None:
-    print(f"[kernel-image] {message}", file=sys.stderr, flush=True)
 
 
 # --- fetching the Debian package ----------------------------------------------------------------------------------
 
-def _deb_field(deb: Path, name: str) -> str:
-    return subprocess.run(["dpkg-deb", "-f", str(deb), name], capture_output=True, text=True, check=True).stdout.strip()
-
-
-def download_package(package: str = DEFAULT_PACKAGE, dest: Path | None = None) -> Path:
-    """``apt-get download`` the package (following a meta package to the real image package); cached."""
-    dest = dest or cache_dir() / "debs"
-    dest.mkdir(parents=True, exist_ok=True)
+def download_package(package: str = DEFAULT_PACKAGE) -> Path:
+    """The .deb that holds the kernel: ``package`` downloaded (cached), a meta package followed to the
+    versioned image package it depends on."""
     for _ in range(3):  # meta package -> versioned image package
-        existing = sorted(dest.glob(f"{package}_*.deb"))
-        if not existing:
-            log(f"apt-get download {package}")
-            result = subprocess.run(["apt-get", "download", package], cwd=dest, capture_output=True, text=True)
-            if result.returncode != 0:
-                raise KernelImageError(f"apt-get download {package} failed (run apt-get update?): "
-                                       f"{result.stderr.strip()[-300:]}")
-            existing = sorted(dest.glob(f"{package}_*.deb"))
-        deb = existing[-1]
-        contents = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
-        if "/boot/vmlinuz-" in contents:
+        deb = debs.download(package)
+        if "/boot/vmlinuz-" in debs.listing(deb):
             return deb
-        depends = re.findall(r"(linux-image-[^\s,(]+)", _deb_field(deb, "Depends"))
+        depends = re.findall(r"(linux-image-[^\s,(]+)", debs.field(deb, "Depends"))
         if not depends:
             raise KernelImageError(f"{deb.name}: no kernel inside and no linux-image dependency to follow")
         package = depends[0]
@@ -89,7 +78,7 @@ class KernelTree:
 
 
 def extract_deb(deb: Path, into: Path) -> KernelTree:
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(into)], check=True)
+    debs.extract(deb, into)
     vmlinuz = sorted((into / "boot").glob("vmlinuz-*"))
     if not vmlinuz:
         raise KernelImageError(f"{deb.name}: no /boot/vmlinuz-* inside")
@@ -159,12 +148,15 @@ def boot_modules_cpio(modules_root: Path, version: str) -> bytes:
     return archive.to_bytes()
 
 
-def make_squashfs(source: Path, out: Path) -> Path:
-    """A reproducible squashfs (root-owned, fixed times); zstd is compiled into the Debian cloud kernel."""
-    subprocess.run(["mksquashfs", str(source), str(out), "-noappend", "-all-root", "-comp", "zstd",
-                    "-mkfs-time", "0", "-all-time", "0", "-quiet", "-no-progress"], check=True,
-                   stdout=subprocess.DEVNULL)
-    return out
+def normalize_tree(root: Path) -> None:
+    """Directories 0755 and files 0644 (modules are data): the modes depmod's output and our own directories
+    get from the umask must not reach addons.squashfs."""
+    for directory, _, files in os.walk(root):
+        os.chmod(directory, 0o755)
+        for name in files:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o644)
 
 
 def flavor_of(version: str) -> str:
@@ -188,8 +180,9 @@ def build_kernel_image(out: Path, tree: KernelTree, work: Path) -> Path:
     modules_root = run_depmod(tree.modules, tree.version, work / "depmod")
     (addons / "modules").mkdir(parents=True)
     shutil.copytree(modules_root, addons / "modules" / tree.version, symlinks=True)
+    normalize_tree(addons)
     log("mksquashfs addons (all modules)")
-    make_squashfs(addons, kdir / "addons.squashfs")
+    make_fs(addons, kdir / "addons.squashfs", "squashfs", all_root=True, all_time=0)
     (kdir / "boot-modules.cpio").write_bytes(boot_modules_cpio(modules_root, tree.version))
     metadata = {
         "KERNEL_ARCH": "x86_64",
@@ -239,7 +232,7 @@ def build_from_sources(out: Path, *, deb: Path | None = None, package: str | Non
 def cached_kernel_image(package: str = DEFAULT_PACKAGE) -> Path:
     """The kernel image layout for ``package`` under the cache, built once per .deb content."""
     deb = download_package(package)
-    digest = hashlib.sha256(deb.read_bytes()).hexdigest()[:16]
+    digest = sha256_hex(deb)[:16]
     out = cache_dir() / "kernel" / digest
     if not (out / "index.json").exists():
         partial = out.with_name(out.name + ".partial")

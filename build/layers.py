@@ -20,14 +20,14 @@ import tarfile
 from pathlib import Path
 from typing import IO
 
-from styrolite.errors import StyroliteError
+from .errors import BuildError
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 XATTR_PAX_PREFIX = "SCHILY.xattr."
 
 
-class LayerError(StyroliteError):
+class LayerError(BuildError):
     """A layer is corrupt, truncated or tries to escape the output directory."""
 
 
@@ -63,6 +63,7 @@ class LayerApplier:
         self.root.mkdir(parents=True, exist_ok=True)
         self.preserve_owner = os.geteuid() == 0 if preserve_owner is None else preserve_owner
         self._dir_mtimes: dict[str, int] = {}
+        self._root_mode = 0o755  # unless a layer lists the root ('./') with its own mode
 
     # --- path safety ----------------------------------------------------------------------------------------
 
@@ -75,7 +76,8 @@ class LayerApplier:
             try:
                 st = current.lstat()
             except FileNotFoundError:
-                current.mkdir(mode=0o755)
+                current.mkdir()
+                current.chmod(0o755)  # not the umask's mode: the image must not depend on the builder
                 continue
             if stat.S_ISLNK(st.st_mode):
                 raise LayerError(f"entry {rel!r}: parent {'/'.join(parts[: i + 1])!r} is a symlink; refusing to "
@@ -111,7 +113,8 @@ class LayerApplier:
 
     def finish(self, default_mtime: int = 0) -> None:
         """Give every directory a reproducible mtime: the one its tar entry asked for (writing children
-        changed it), else ``default_mtime`` (the root and parents no layer listed)."""
+        changed it), else ``default_mtime`` (the root and parents no layer listed); and the root its mode."""
+        os.chmod(self.root, self._root_mode)
         for dirpath, _, _ in sorted(os.walk(self.root), reverse=True):
             rel = os.path.relpath(dirpath, self.root)
             mtime = self._dir_mtimes.get("" if rel == "." else rel, default_mtime)
@@ -122,6 +125,7 @@ class LayerApplier:
         if not rel:  # the root itself ('./')
             if member.isdir():
                 self._dir_mtimes[""] = int(member.mtime)
+                self._root_mode = member.mode & 0o7777
             return
         base = posixpath.basename(rel)
         if base == OPAQUE_MARKER:

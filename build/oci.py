@@ -17,7 +17,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import re
 import tarfile
 from collections.abc import Iterator
@@ -26,16 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from styrolite.errors import StyroliteError
-
+from .digests import sha256_file
+from .errors import BuildError
 from .layers import LayerApplier, LayerError
+
+__all__ = ["Image", "ImageError", "ImageSource", "Layer", "open_image", "sha256_file", "unpack_image"]
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 INDEX_TYPES = {"application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"}
 MAX_JSON_BLOB = 4 << 20
 
 
-class ImageError(StyroliteError):
+class ImageError(BuildError):
     """The image is malformed, incomplete, or a blob does not match its digest."""
 
 
@@ -287,24 +288,3 @@ def _apply(applier: LayerApplier, stream: IO[bytes], label: str) -> None:
         raise ImageError(f"unpack {label}") from e
     except (OSError, EOFError) as e:
         raise ImageError(f"{label}: cannot decompress ({e})") from e
-
-
-def extract_file(image: Image, wanted: str, dest: str | Path) -> None:
-    """Unpack the whole image into ``dest`` (a scratch directory) and check ``wanted`` is a regular file."""
-    root = unpack_image(image, dest)
-    target = root / wanted.lstrip("/")
-    if not target.is_file() or target.is_symlink():
-        raise ImageError(f"image has no regular file /{wanted.lstrip('/')}")
-
-
-def sha256_file(path: str | Path) -> str:
-    with open(path, "rb") as f:
-        return _hash_stream(f)[0]
-
-
-def environ_source_date_epoch(default: int = 0) -> int:
-    """SOURCE_DATE_EPOCH (reproducible-builds.org) or ``default``: the one mtime our archives carry."""
-    try:
-        return int(os.environ.get("SOURCE_DATE_EPOCH", default))
-    except ValueError:
-        return default

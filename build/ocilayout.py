@@ -14,6 +14,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .digests import sha256_file, sha256_hex
+
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -33,14 +35,6 @@ class Descriptor:
 
 def canonical_json(document: object) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_tree_tar(root: str | Path, out: str | Path, *, mtime: int = 0, keep_owner: bool = False) -> Path:
@@ -90,7 +84,7 @@ class LayoutWriter:
     def add_file(self, path: str | Path, media_type: str) -> Descriptor:
         """Move ``path`` into the blob store under its digest."""
         path = Path(path)
-        digest = _sha256_file(path)
+        digest = sha256_hex(path)
         size = path.stat().st_size
         os.replace(path, self.blobs / digest)
         return Descriptor(media_type, f"sha256:{digest}", size)
@@ -118,4 +112,4 @@ class LayoutWriter:
 
 
 def tar_diff_id(path: str | Path) -> str:
-    return f"sha256:{_sha256_file(Path(path))}"
+    return sha256_file(path)

@@ -8,21 +8,30 @@ binary's directory, which a standalone program has on ``sys.path``.
 
 The module set is measured, not guessed: a child interpreter imports the package and every submodule it
 can, and reports ``sys.modules``; every pure-Python module in that closure is compiled to an unchecked-hash
-``.pyc`` (reproducible: no source mtime) and every extension module is copied.
+``.pyc`` by :mod:`zonebuild.pyc` (no source mtime, no dependence on the building process) and every
+extension module is copied.
 """
 
 from __future__ import annotations
 
 import json
-import py_compile
+import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from .pyc import write_pyc
+
+# Runs as `python -I -S`: no site-packages processing, so .pth files of whatever else is installed cannot import
+# modules at start-up and hide them from the measurement; the interpreter's own site-packages are added by path.
 PROBE = r"""
-import importlib, pkgutil, sys
+import sys, sysconfig
+for key in ("purelib", "platlib"):
+    if sysconfig.get_paths()[key] not in sys.path:
+        sys.path.append(sysconfig.get_paths()[key])
+import importlib, pkgutil
 before = set(sys.modules)
 skip = tuple(sys.argv[2].split(",")) if sys.argv[2] else ()
 
@@ -52,8 +61,9 @@ print(json.dumps(found))
 
 def module_closure(packages: Iterable[str], skip_prefixes: Iterable[str] = ()) -> list[tuple[str, str, bool]]:
     """(name, file, is_package) of every module importing ``packages`` (and all their submodules) loads,
-    measured in a child interpreter started from / (so neither our sys.path nor our __main__ leaks in)."""
-    result = subprocess.run([sys.executable, "-c", PROBE, ",".join(packages), ",".join(skip_prefixes)],
+    measured in an isolated child interpreter started from / (neither our sys.path, our environment, our
+    __main__ nor other packages' start-up hooks leak in)."""
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", PROBE, ",".join(packages), ",".join(skip_prefixes)],
                             capture_output=True, text=True, cwd="/")
     if result.returncode != 0:
         raise ImportError(f"cannot import {', '.join(packages)} to ship it as bytecode: {result.stderr[-600:]}")
@@ -74,14 +84,12 @@ def stage_modules(modules: Iterable[tuple[str, str, bool]], target: Path) -> int
         parts = name.split(".")
         if origin.suffix == ".py":
             folder = target.joinpath(*parts) if is_package else target.joinpath(*parts[:-1])
-            out = folder / ("__init__.pyc" if is_package else f"{parts[-1]}.pyc")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            py_compile.compile(str(origin), cfile=str(out), dfile=f"{name}.py", doraise=True,
-                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+            write_pyc(origin, folder / ("__init__.pyc" if is_package else f"{parts[-1]}.pyc"), f"{name}.py")
             written += 1
         elif origin.suffix == ".so" and not _already_present(target, name):
             out = target.joinpath(*parts[:-1], origin.name)
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(origin, out)
+            os.chmod(out, 0o755)
             written += 1
     return written

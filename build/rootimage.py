@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,17 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from styrolite.errors import StyroliteError, describe
-from zonebuild.cachedir import cache_dir
 
+from .cachedir import cache_dir
+from .digests import sha256_file
+from .errors import BuildError
+from .fsimage import FSTYPES, FsImageError, make_fs
 from .idshift import check_shift, shift_ownership
-from .oci import Image, open_image, sha256_file, unpack_image
+from .oci import Image, open_image, unpack_image
 
 RUNTIME_KEYS = ("Entrypoint", "Cmd", "Env", "WorkingDir", "User", "ExposedPorts", "Labels", "StopSignal")
-FSTYPES = ("squashfs", "erofs")
-EROFS_UUID = "00000000-0000-0000-0000-000000000000"
 
 
-class RootImageError(StyroliteError):
+class RootImageError(BuildError):
     """The app image could not be turned into a root image."""
 
 
@@ -57,24 +57,6 @@ def runtime_config(image: Image) -> dict[str, Any]:
     """The fields a zone needs to run the image (Entrypoint, Cmd, Env, WorkingDir, User, ExposedPorts...)."""
     source = image.runtime_config
     return {key: source[key] for key in RUNTIME_KEYS if source.get(key) not in (None, [], {}, "")}
-
-
-def make_fs(tree: Path, out: Path, fstype: str) -> Path:
-    """One read-only image from ``tree`` (owners, modes, xattrs, devices kept; reproducible)."""
-    if fstype == "squashfs":
-        command = ["mksquashfs", str(tree), str(out), "-noappend", "-comp", "zstd", "-mkfs-time", "0",
-                   "-quiet", "-no-progress"]
-    elif fstype == "erofs":
-        command = ["mkfs.erofs", "-zlz4hc", "-T0", f"-U{EROFS_UUID}", "--quiet", str(out), str(tree)]
-    else:
-        raise RootImageError(f"unknown root image type {fstype!r}; choose {' or '.join(FSTYPES)}")
-    if shutil.which(command[0]) is None:
-        package = "squashfs-tools" if fstype == "squashfs" else "erofs-utils"
-        raise RootImageError(f"{command[0]} not found (install {package})")
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RootImageError(f"{command[0]} failed: {result.stderr.strip()[-500:]}")
-    return out
 
 
 def build_root_image(image_path: str | Path, out_dir: str | Path, *, fstype: str = "squashfs",
@@ -114,7 +96,10 @@ def build_root_image(image_path: str | Path, out_dir: str | Path, *, fstype: str
                     shift_ownership(tree, owner_shift)
                 except (StyroliteError, OSError) as e:
                     raise RootImageError(f"shift the owners of {image_path} by {owner_shift}") from e
-            make_fs(tree, target, fstype)
+            try:
+                make_fs(tree, target, fstype)
+            except FsImageError as e:
+                raise RootImageError(f"root image of {image_path}") from e
         if use_cache:
             cached.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(target, f"{cached}.tmp")

@@ -6,7 +6,7 @@
   cpio archives), ``<cache>/host/initrd/<sha256 of both>.img``;
 * defaults (kernel image, initrd, built-in busybox app image, root images) come from zonebuild.
 
-The cache is ``$ZONE_CACHE`` or the repository's ``.cache`` (zonebuild's choice, shared with it).
+The cache is zonebuild's (``zonebuild.cachedir``: ``$ZONE_CACHE``, else /var/cache/zone for root), shared with it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from host.zonebuild_import import ensure_zonebuild
 
 def cache_root() -> Path:
     ensure_zonebuild()
-    from zonebuild.kernel_image import cache_dir
+    from zonebuild.cachedir import cache_dir
     return cache_dir() / "host"
 
 

@@ -1,5 +1,5 @@
 """Fixtures for the QEMU zone tests: the kernel OCI image, our Nuitka initrd and the busybox app image,
-each built once (cached by content under $ZONE_CACHE, default the repository's .cache), and a ``zonehost``
+each built once (cached by content in zonebuild's cache: $ZONE_CACHE, else /var/cache/zone), and a ``zonehost``
 runner that drives the real CLI in a subprocess against a private state directory.
 
 Every test here boots real zones under QEMU (TCG on this machine), so the directory is skipped as a whole,

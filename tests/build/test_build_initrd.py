@@ -1,6 +1,6 @@
 """The Nuitka-built initramfs: contents, the compiled multi-call binary, and a boot to PID 1's ready line.
 
-Slow: the first run compiles with Nuitka (minutes); later runs reuse the cache ($ZONE_CACHE or .cache/).
+Slow: the first run compiles with Nuitka (minutes); later runs reuse the cache (zonebuild.cachedir).
 """
 
 from __future__ import annotations

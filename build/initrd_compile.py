@@ -1,0 +1,238 @@
+"""The compiled parts of the initramfs: the multi-call program (Nuitka) and the stage-0 init (gcc).
+
+The Nuitka product (``zoneinit/multicall.py`` with ``zoneinit`` and ``styrolite``, standalone, static
+libpython) is cached under ``<cache>/nuitka/<key>/`` where the key (:func:`compile_key`) covers our sources,
+the toolchain versions and the flags. Nuitka runs with ccache and its own caches under the zone cache too, so
+a small source change recompiles only the C of the modules that changed. Stage-0 is cached by its source
+digest under ``<cache>/stage0/``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .buildlog import logger
+from .cachedir import cache_dir
+from .elfdeps import strip
+from .errors import BuildError
+from .pybytecode import module_closure
+
+log = logger("initrd")
+
+REPO = Path(__file__).resolve().parent.parent
+STAGE0_SOURCE = Path(__file__).resolve().parent / "stage0" / "init.c"
+ENTRY = REPO / "zoneinit" / "multicall.py"
+OUR_PACKAGES = ("zoneinit", "styrolite")
+# Imported lazily by our code and shipped as bytecode next to the binary instead of being compiled: pyroute2
+# 0.9 is 230 modules that, compiled to C, tripled the binary and the compile time, for code that runs once per
+# boot (see zonebuild.pybytecode).
+BYTECODE_PACKAGES = ("pyroute2",)
+# Submodules nothing imports on Linux (BSD/Windows ports, test fixtures, DHCP client, 9p, ...).
+BYTECODE_SKIP = tuple(f"pyroute2.{name}" for name in (
+    "bsd", "windows", "fixtures", "dhcp", "plan9", "wirouting", "decoder", "inotify", "nftables", "remote", "cli"))
+EXTRA_MODULES = ("_cffi_backend", "msgpack", "prctl", "_prctl")
+REPORT = "compilation-report.xml"
+NUITKA_FLAGS = (
+    "--standalone",
+    "--static-libpython=yes",
+    "--python-flag=no_site",
+    "--python-flag=no_docstrings",
+    "--noinclude-setuptools-mode=nofollow",
+    "--noinclude-pytest-mode=nofollow",
+    "--noinclude-unittest-mode=allow",  # pyroute2's netlink socket imports unittest.mock (sic)
+    "--nofollow-import-to=*.tests",
+    "--nofollow-import-to=pyroute2",
+    "--nofollow-import-to=zstandard._cffi",  # the C backend is the one used; the cffi one is a 1 MB duplicate
+    "--remove-output",
+    "--no-deployment-flag=excluded-module-usage",  # pyroute2 is excluded on purpose: found as bytecode
+    "--nofollow-import-to=pydoc",
+    "--nofollow-import-to=doctest",
+    # every C binding is a precompiled out-of-line module (styrolite.ffigen): only _cffi_backend runs in the
+    # zone; cffi's Python side and pycparser are needed by the *_ffi_build generators alone
+    "--nofollow-import-to=cffi",
+    "--nofollow-import-to=pycparser",
+)
+COMPILE_ATTEMPTS = 3
+
+
+class InitrdError(BuildError):
+    """The initramfs could not be built."""
+
+
+# --- inputs and their digest ----------------------------------------------------------------------------------
+
+def _python_sources() -> list[Path]:
+    files = [ENTRY, STAGE0_SOURCE]
+    for package in OUR_PACKAGES:
+        files += sorted((REPO / package).rglob("*.py"))
+    return sorted(set(files))
+
+
+def _tool_versions() -> str:
+    import importlib.metadata as md
+
+    parts = [sys.version]
+    for dist in ("Nuitka", "cffi", "msgpack", "pyroute2", "python-prctl"):
+        try:
+            parts.append(f"{dist}={md.version(dist)}")
+        except md.PackageNotFoundError:
+            parts.append(f"{dist}=missing")
+    return "\n".join(parts)
+
+
+def bytecode_stdlib_modules() -> list[str]:
+    """The stdlib modules the bytecode packages import. Nuitka must embed them itself: a submodule shipped
+    beside the binary is not found under a package Nuitka embedded (logging.handlers under logging)."""
+    prefixes = tuple(f"{p}." for p in BYTECODE_PACKAGES)
+    return sorted(name for name, origin, _ in module_closure(BYTECODE_PACKAGES, BYTECODE_SKIP)
+                  if name not in BYTECODE_PACKAGES and not name.startswith(prefixes) and origin.endswith(".py"))
+
+
+def nuitka_flags() -> tuple[str, ...]:
+    return (*NUITKA_FLAGS, *(f"--include-module={name}" for name in bytecode_stdlib_modules()))
+
+
+def compile_key(flags: tuple[str, ...] | None = None) -> str:
+    """What decides the compiled program: our sources, the toolchain versions and the Nuitka flags."""
+    flags = nuitka_flags() if flags is None else flags
+    digest = hashlib.sha256()
+    for path in _python_sources():
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(_tool_versions().encode())
+    digest.update("\0".join(flags).encode())
+    return digest.hexdigest()[:24]
+
+
+# --- the Nuitka compile, with progress --------------------------------------------------------------------------
+
+def _run_with_heartbeat(command: list[str], what: str, env: dict[str, str], log_file: Path) -> None:
+    """Run a slow command, echo its progress lines, and say we are alive every 30 s."""
+    started = time.monotonic()
+    done = threading.Event()
+
+    def heartbeat() -> None:
+        while not done.wait(30):
+            log(f"{what}: still running ({time.monotonic() - started:.0f} s)")
+
+    threading.Thread(target=heartbeat, daemon=True).start()
+    try:
+        with open(log_file, "w") as out:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       env=env, cwd=REPO)
+            assert process.stdout is not None
+            for line in process.stdout:
+                out.write(line)
+                if line.startswith(("Nuitka:", "Nuitka-Scons:")) or "ERROR" in line or "FATAL" in line:
+                    log(f"{what}: {line.rstrip()[:160]}")
+            status = process.wait()
+    finally:
+        done.set()
+    if status != 0:
+        tail = log_file.read_text()[-1500:]
+        raise InitrdError(f"{what} failed (exit {status}); full log: {log_file}\n{tail}")
+    log(f"{what}: done in {time.monotonic() - started:.0f} s")
+
+
+def _nuitka_command(output_dir: Path) -> list[str]:
+    command = [sys.executable, "-m", "nuitka", *nuitka_flags(), f"--jobs={os.cpu_count() or 2}",
+               f"--output-dir={output_dir}", "--output-filename=zone-init", "--assume-yes-for-downloads",
+               f"--report={output_dir / REPORT}"]
+    for package in OUR_PACKAGES:
+        if not (REPO / package).is_dir():
+            log(f"warning: package {package} missing from the tree; its applets will report that at run time")
+            continue
+        command.append(f"--include-package={package}")
+    command += [f"--include-module={module}" for module in EXTRA_MODULES]
+    command.append(str(ENTRY))
+    return command
+
+
+def compile_zone_init(force: bool = False) -> tuple[Path, bool]:
+    """The Nuitka standalone dist directory for the current tree; (path, cache_hit). Cached by content.
+
+    Concurrent builds of the same tree wait for each other (a lock per key) instead of clobbering one
+    work directory. A compile during which the sources changed (someone is editing the tree) is neither
+    trusted nor cached: it is retried on the new sources, up to COMPILE_ATTEMPTS times.
+    """
+    if shutil.which("gcc") is None:
+        raise InitrdError("gcc not found (Nuitka needs a C compiler)")
+    root = cache_dir() / "nuitka"
+    root.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, COMPILE_ATTEMPTS + 1):
+        key = compile_key()
+        with open(root / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            cached = root / key / "multicall.dist"
+            if cached.is_dir() and (cached / "zone-init").is_file() and not force:
+                log(f"nuitka: cache hit {key}")
+                return cached, True
+            error: InitrdError | None = None
+            try:
+                work = _compile_into(root / f"{key}.partial")
+            except InitrdError as e:
+                error = e
+            if compile_key() != key:
+                log(f"nuitka: sources changed during the compile (attempt {attempt}); compiling again")
+                continue
+            if error is not None:
+                raise error
+            final = root / key
+            if final.exists():
+                shutil.rmtree(final)
+            work.rename(final)
+            return final / "multicall.dist", False
+    raise InitrdError(f"the sources kept changing during {COMPILE_ATTEMPTS} compiles; build again when they settle")
+
+
+def _compile_into(work: Path) -> Path:
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    env = dict(os.environ)
+    # every cache Nuitka keeps lives in the zone cache (cachedir's one rule), not in ~/.cache
+    env.setdefault("CCACHE_DIR", str(cache_dir() / "ccache"))
+    env.setdefault("NUITKA_CACHE_DIR", str(cache_dir() / "nuitka-cache"))
+    env["PYTHONPATH"] = str(REPO)
+    log(f"nuitka: compiling {ENTRY.relative_to(REPO)} (cold build takes minutes; ccache makes re-builds faster)")
+    _run_with_heartbeat(_nuitka_command(work), "nuitka", env, work / "nuitka.log")
+    dist = work / "multicall.dist"
+    if not (dist / "zone-init").is_file():
+        raise InitrdError(f"nuitka produced no {dist / 'zone-init'}")
+    strip(p for p in dist.rglob("*") if p.is_file() and not p.is_symlink())
+    return work
+
+
+def compiled_modules(report: Path) -> set[str]:
+    """Modules Nuitka put inside the binary (compiled or as bytecode), from its XML report; empty if absent."""
+    if not report.is_file():
+        return set()
+    import xml.etree.ElementTree as ElementTree
+
+    return {node.get("name", "") for node in ElementTree.parse(report).getroot().iter("module")}
+
+
+# --- stage 0 ---------------------------------------------------------------------------------------------------
+
+def compile_stage0(out: Path) -> Path:
+    """gcc -static -Os the stage-0 init (cached next to its source digest)."""
+    digest = hashlib.sha256(STAGE0_SOURCE.read_bytes()).hexdigest()[:16]
+    cached = cache_dir() / "stage0" / f"init-{digest}"
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(["gcc", "-static", "-Os", "-s", "-Wall", "-o", f"{cached}.tmp", str(STAGE0_SOURCE)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise InitrdError(f"compile {STAGE0_SOURCE.name}: {result.stderr.strip()[-800:]} "
+                              "(static linking needs libc6-dev's libc.a)")
+        os.replace(f"{cached}.tmp", cached)
+    shutil.copyfile(cached, out)
+    out.chmod(0o755)
+    return out
