@@ -205,7 +205,7 @@ def busybox_layer() -> bytes:
 
     with tempfile.TemporaryDirectory(prefix="oci-busybox-") as tmp:
         work = Path(tmp)
-        stage_rootfs(fetch_busybox(work), work / "rootfs")
+        stage_rootfs(fetch_busybox(), work / "rootfs")
         return write_tree_tar(work / "rootfs", work / "layer.tar").read_bytes()
 
 
