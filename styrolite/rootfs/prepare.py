@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass, field
 
 from styrolite.errors import ConfigError, ContainerError
+from styrolite.mountinfo import mount_containing, read_mountinfo
 from styrolite.rootfs.devices import setup_dev
-from styrolite.rootfs.mountinfo import mount_containing, read_mountinfo
 from styrolite.rootfs.mounts import mount_entry
 from styrolite.rootfs.options import propagation_flags
 from styrolite.spec.model import Spec

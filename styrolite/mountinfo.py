@@ -1,4 +1,9 @@
-"""Parse /proc/self/mountinfo: the one source of truth for what is mounted where and how it propagates."""
+"""Parse /proc/self/mountinfo: the one source of truth for what is mounted where and how it propagates.
+
+One parser for the runtime (rootfs preparation, the cgroup layout) and for the zone's PID 1 (its early
+mounts). It imports only the standard library, so PID 1's first step can use it without loading the rest of
+Styrolite. A line that is not in the kernel's format is skipped rather than guessed at.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ class MountEntry:
         return any(tag.startswith("master:") for tag in self.optional)
 
 
-def _unescape(text: str) -> str:
+def unescape(text: str) -> str:
     """mountinfo escapes space, tab, newline and backslash as octal ``\\040``."""
     if "\\" not in text:
         return text
@@ -42,25 +47,27 @@ def _unescape(text: str) -> str:
     return "".join(out)
 
 
+def parse_line(line: str) -> MountEntry | None:
+    """One mountinfo line, or None when it is not in the kernel's format."""
+    before, sep, after = line.partition(" - ")
+    fields = before.split()
+    rest = after.split()
+    if not sep or len(fields) < 6 or len(rest) < 2 or not (fields[0].isdigit() and fields[1].isdigit()):
+        return None
+    return MountEntry(
+        mount_id=int(fields[0]), parent_id=int(fields[1]), device=fields[2],
+        root=unescape(fields[3]), mount_point=unescape(fields[4]), options=set(fields[5].split(",")),
+        optional=fields[6:], fstype=rest[0], source=unescape(rest[1]),
+        super_options=set(rest[2].split(",")) if len(rest) > 2 else set(),
+    )
+
+
 def parse_mountinfo(text: str) -> list[MountEntry]:
-    entries = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        before, _, after = line.partition(" - ")
-        fields = before.split(" ")
-        fstype, source, *rest = after.split(" ")
-        entries.append(MountEntry(
-            mount_id=int(fields[0]), parent_id=int(fields[1]), device=fields[2],
-            root=_unescape(fields[3]), mount_point=_unescape(fields[4]), options=set(fields[5].split(",")),
-            optional=fields[6:], fstype=fstype, source=_unescape(source),
-            super_options=set(rest[0].split(",")) if rest else set(),
-        ))
-    return entries
+    return [entry for line in text.splitlines() if (entry := parse_line(line)) is not None]
 
 
 def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[MountEntry]:
-    with open(path) as f:
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
         return parse_mountinfo(f.read())
 
 
