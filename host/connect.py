@@ -1,6 +1,6 @@
 """Open the IDM link to a zone: QEMU's virtio-serial unix socket (Xen: the vchan, host.xen).
 
-The blocking client is ``host.idm`` (the protocol core lives in ``zoneinit.idm.client``).
+The blocking client is ``host.idm`` (the protocol core lives in ``idm.client``).
 QEMU accepts the socket connection at once; data we send waits in the socket until PID 1 opens the port,
 so ``hello`` simply takes as long as the boot does (``timeout`` bounds it).
 """

@@ -33,7 +33,7 @@ def raw_terminal(fd: int) -> Iterator[None]:
 
 
 def _pump_stdin(session: Any) -> None:
-    from zoneinit.idm.errors import IdmError
+    from idm.errors import IdmError
 
     with contextlib.suppress(IdmError, OSError):
         while data := os.read(0, 65536):

@@ -200,9 +200,9 @@ def connect_vchan(zone: ZoneDir, *, timeout: float = 30.0, events: bool = True) 
     if not isinstance(domid, int):
         raise BackendError(f"zone {zone.name!r} has no Xen domain id (is it running?)")
     try:
-        from zoneinit.idm.vchan import connect_vchan_client  # type: ignore[import-not-found]
+        from idm.vchan import connect_vchan_client  # type: ignore[import-not-found]
     except ImportError as e:
-        raise BackendError("IDM over vchan is not available in this build (zoneinit.idm.vchan)") from e
+        raise BackendError("IDM over vchan is not available in this build (idm.vchan)") from e
     from host.idm import connect_transport
     transport = connect_vchan_client(domid, timeout=timeout)
     return connect_transport(transport, timeout=timeout, events=events, name="zonehost")

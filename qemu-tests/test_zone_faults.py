@@ -164,8 +164,8 @@ def _answered(msg_id: int, kind: str = "resp") -> Any:
 def test_garbage_and_hostile_frames_get_error_replies_and_the_next_request_is_answered(zone: Zone) -> None:
     import msgpack
 
-    from zoneinit.idm import messages as m
-    from zoneinit.idm.framing import HEADER, MAGIC
+    from idm import messages as m
+    from idm.framing import HEADER, MAGIC
 
     decoder = m.MessageDecoder()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

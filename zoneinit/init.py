@@ -292,17 +292,17 @@ class ZoneInit:
             self._make_server()
         if self._idm_channel:
             return
-        if channel == "vchan":  # Xen: serve a vchan to dom0 (zoneinit/idm/vchan.py), its drivers come from addons
+        if channel == "vchan":  # Xen: serve a vchan to dom0 (idm/vchan.py), its drivers come from addons
             if wait:
                 self._load_modules(["xen_evtchn", "xen_gntalloc"])
-                from zoneinit.idm.vchan import VchanTransport
+                from idm.vchan import VchanTransport
 
                 self.server.add_transport(VchanTransport.serve(), name="host", persistent=True)
                 self._idm_channel = channel
                 self.log.info("IDM on a vchan for dom0")
             return
         if not channel:  # not named on the command line: the virtio-serial port QEMU calls "zone.idm"
-            from zoneinit.idm.transport import find_virtio_port
+            from idm.transport import find_virtio_port
 
             try:
                 channel = find_virtio_port(IDM_PORT_NAME)
@@ -312,14 +312,14 @@ class ZoneInit:
             if wait:
                 raise FileNotFoundError(f"IDM channel {channel} does not exist")
             return
-        from zoneinit.idm.transport import FdTransport
+        from idm.transport import FdTransport
 
         self.server.add_transport(FdTransport.open_device(channel), name="host", persistent=True)
         self._idm_channel = channel
         self.log.info(f"IDM on {channel}")
 
     def _make_server(self) -> None:
-        from zoneinit.idm.server import IdmServer
+        from idm.server import IdmServer
 
         server = IdmServer(info=self.info, log=self.log.info)
         self.server = server

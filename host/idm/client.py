@@ -1,6 +1,6 @@
 """Connect the host to a zone: QEMU's virtio-serial chardev socket now, given fds, a vchan later.
 
-The client itself is ``zoneinit.idm.client.IdmClient`` (one place for the protocol); this module adds
+The client itself is ``idm.client.IdmClient`` (one place for the protocol); this module adds
 what only the host needs: waiting for QEMU to create the socket and for the zone's PID 1 to answer.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from zoneinit.idm.client import ClientStream, Event, ExecSession, IdmClient
-from zoneinit.idm.errors import ConnectionClosed, IdmError, IdmTimeout, RemoteError
-from zoneinit.idm.transport import Transport, connect_unix
+from idm.client import ClientStream, Event, ExecSession, IdmClient
+from idm.errors import ConnectionClosed, IdmError, IdmTimeout, RemoteError
+from idm.transport import Transport, connect_unix
 
 __all__ = [
     "ClientStream",

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from exec_service import ExecProcess, ExecService
 
-from zoneinit.idm.client import IdmClient
-from zoneinit.idm.server import IdmServer, run_until
-from zoneinit.idm.transport import socket_pair
+from idm.client import IdmClient
+from idm.server import IdmServer, run_until
+from idm.transport import socket_pair
 
 
 class LoopThread:

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from styrolite.exitstatus import exit_code_of
-from zoneinit.idm.errors import INVALID_ARGUMENT, NOT_FOUND, IdmError
-from zoneinit.idm.server import IdmServer, Request
-from zoneinit.idm.streams import Stream
+from idm.errors import INVALID_ARGUMENT, NOT_FOUND, IdmError
+from idm.server import IdmServer, Request
+from idm.streams import Stream
 
 READ_CHUNK = 64 * 1024
 

@@ -9,9 +9,9 @@ import msgpack
 import pytest
 
 from styrolite.errors import NotFoundError
-from zoneinit.idm import messages as m
-from zoneinit.idm.client import IdmClient, _Pending
-from zoneinit.idm.errors import (
+from idm import messages as m
+from idm.client import IdmClient, _Pending
+from idm.errors import (
     BAD_FRAME,
     FRAME_TOO_LARGE,
     INVALID_ARGUMENT,
@@ -21,9 +21,9 @@ from zoneinit.idm.errors import (
     ConnectionClosed,
     RemoteError,
 )
-from zoneinit.idm.framing import HEADER, MAGIC
-from zoneinit.idm.server import Request
-from zoneinit.idm.transport import connect_unix
+from idm.framing import HEADER, MAGIC
+from idm.server import Request
+from idm.transport import connect_unix
 
 
 def inject(client: IdmClient, raw: bytes) -> None:
@@ -212,7 +212,7 @@ def test_replies_and_events_that_cannot_be_sent_do_not_hurt_the_zone(loop, conne
 
 
 def test_failed_hello_leaves_nothing_running(loop) -> None:
-    from zoneinit.idm.transport import socket_pair
+    from idm.transport import socket_pair
 
     loop.server.register("hello", lambda req: req.fail(UNSUPPORTED_VERSION, "this zone speaks version 9 only"))
     zone_end, host_end = socket_pair()

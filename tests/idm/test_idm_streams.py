@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from zoneinit.idm.errors import INVALID_ARGUMENT, RemoteError
-from zoneinit.idm.server import Request
-from zoneinit.idm.streams import DEFAULT_WINDOW
+from idm.errors import INVALID_ARGUMENT, RemoteError
+from idm.server import Request
+from idm.streams import DEFAULT_WINDOW
 
 
 def test_exec_stdin_stdout_round_trip_and_exit_code(loop, connect, exec_service) -> None:

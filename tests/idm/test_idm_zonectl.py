@@ -12,8 +12,8 @@ import pytest
 
 from host.idm.client import connect
 from zoneinit import zonectl
-from zoneinit.idm.errors import IdmTimeout
-from zoneinit.idm.server import Request
+from idm.errors import IdmTimeout
+from idm.server import Request
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,7 @@ import signal
 import pytest
 from zoneinit_harness import Harness, RemoteError
 
-from zoneinit.idm import messages as m
+from idm import messages as m
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ import time
 
 import pytest
 
-from zoneinit.idm import messages as m
-from zoneinit.idm.transport import connect_unix
+from idm import messages as m
+from idm.transport import connect_unix
 from zoneinit.zoneconfig import encode_config_disk, parse_zone_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -19,9 +19,9 @@ from zoneinit.agent import ZoneAgent
 from zoneinit.bundle import build_config
 from zoneinit.console import ConsoleLog
 from zoneinit.containers import ContainerManager
-from zoneinit.idm import messages as m
-from zoneinit.idm.server import IdmServer
-from zoneinit.idm.transport import socket_pair
+from idm import messages as m
+from idm.server import IdmServer
+from idm.transport import socket_pair
 from zoneinit.supervisor import Supervisor
 
 

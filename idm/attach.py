@@ -15,8 +15,8 @@ import threading
 import tty
 from typing import BinaryIO
 
-from zoneinit.idm.client import ExecSession
-from zoneinit.idm.errors import IdmError
+from idm.client import ExecSession
+from idm.errors import IdmError
 
 
 def terminal_size(fd: int = 1) -> tuple[int, int] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-from zoneinit.idm.errors import BAD_FRAME, FRAME_TOO_LARGE, FrameError
+from idm.errors import BAD_FRAME, FRAME_TOO_LARGE, FrameError
 
 MAGIC = b"IDM1"
 HEADER = struct.Struct(">4sI")

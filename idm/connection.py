@@ -10,13 +10,13 @@ from __future__ import annotations
 import selectors
 from typing import TYPE_CHECKING
 
-from zoneinit.idm import messages as m
-from zoneinit.idm.errors import FRAME_TOO_LARGE, HANDLER_FAILED, FrameError, ProtocolError
-from zoneinit.idm.transport import Transport
+from idm import messages as m
+from idm.errors import FRAME_TOO_LARGE, HANDLER_FAILED, FrameError, ProtocolError
+from idm.transport import Transport
 
 if TYPE_CHECKING:
-    from zoneinit.idm.server import IdmServer
-    from zoneinit.idm.streams import Stream
+    from idm.server import IdmServer
+    from idm.streams import Stream
 
 READ_SIZE = 64 * 1024
 

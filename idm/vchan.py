@@ -20,7 +20,7 @@ import select
 import time
 from typing import Any
 
-from zoneinit.idm.errors import ConnectionClosed, IdmError, IdmTimeout
+from idm.errors import ConnectionClosed, IdmError, IdmTimeout
 
 LIBRARY = "libxenvchan.so.4.17"
 ZONE_PATH = "data/zone-idm"  # relative to the zone's xenstore home
@@ -35,7 +35,7 @@ def load_library() -> tuple[Any, Any]:
     """(ffi, lib) for libxenvchan; IdmError if the library is not installed."""
     global _loaded
     if _loaded is None:
-        from zoneinit.idm._vchan_ffi import ffi  # out-of-line: no pycparser at run time (vchan_ffi_build.py)
+        from idm._vchan_ffi import ffi  # out-of-line: no pycparser at run time (vchan_ffi_build.py)
 
         try:
             lib = ffi.dlopen(LIBRARY)

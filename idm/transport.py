@@ -27,7 +27,7 @@ import socket
 import tty
 from typing import Protocol, runtime_checkable
 
-from zoneinit.idm.errors import ConnectionClosed
+from idm.errors import ConnectionClosed
 
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.EIO, errno.ENOTCONN, errno.ESHUTDOWN, errno.ENODEV, errno.ENXIO)
 

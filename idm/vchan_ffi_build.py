@@ -2,7 +2,7 @@
 
 Why out-of-line: the zone's PID 1 (Nuitka) then needs neither pycparser nor a parse at start-up, exactly like
 the syscall seam (styrolite/syscalls/ffi_build.py). Regenerate after editing ``CDEF``:
-python -m zoneinit.idm.vchan_ffi_build
+python -m idm.vchan_ffi_build
 """
 
 from __future__ import annotations
@@ -35,14 +35,24 @@ int libxenvchan_data_ready(struct libxenvchan *ctrl);
 int libxenvchan_buffer_space(struct libxenvchan *ctrl);
 """
 
-MODULE = "zoneinit.idm._vchan_ffi"
+MODULE = "idm._vchan_ffi"
 
 
 def generate(target_dir: str) -> str:
-    """Write _vchan_ffi.py into target_dir; returns its path."""
-    from styrolite.ffigen import emit_abi_module
+    """Write _vchan_ffi.py into target_dir; returns its path. (The same out-of-line ABI recipe as
+    styrolite/ffigen.py, written out here because IDM imports nothing of the runtime.)"""
+    from cffi import FFI
 
-    return emit_abi_module(CDEF, MODULE, os.path.join(target_dir, "_vchan_ffi.py"))
+    ffi = FFI()
+    ffi.cdef(CDEF)
+    ffi.set_source(MODULE, None)
+    path = os.path.join(target_dir, "_vchan_ffi.py")
+    ffi.emit_python_code(path)
+    with open(path, encoding="ascii") as f:
+        text = f.read()
+    with open(path, "w", encoding="ascii") as f:
+        f.write("# ruff: noqa: E501\n" + text)  # generated one-line tables
+    return path
 
 
 if __name__ == "__main__":

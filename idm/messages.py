@@ -19,7 +19,7 @@ from typing import Any
 
 import msgpack
 
-from zoneinit.idm.errors import (
+from idm.errors import (
     BAD_FRAME,
     BAD_MESSAGE,
     FRAME_TOO_LARGE,
@@ -28,7 +28,7 @@ from zoneinit.idm.errors import (
     ProtocolError,
     SchemaError,
 )
-from zoneinit.idm.framing import DEFAULT_MAX_FRAME, HEADER, MAGIC, FrameDecoder
+from idm.framing import DEFAULT_MAX_FRAME, HEADER, MAGIC, FrameDecoder
 
 VERSION = 1
 SUPPORTED_VERSIONS = (1,)

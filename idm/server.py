@@ -28,9 +28,9 @@ from collections.abc import Callable
 from typing import Any
 
 from styrolite.errors import ConfigError, NotFoundError, StateError, StyroliteError, describe
-from zoneinit.idm import messages as m
-from zoneinit.idm.connection import Connection
-from zoneinit.idm.errors import (
+from idm import messages as m
+from idm.connection import Connection
+from idm.errors import (
     BAD_MESSAGE,
     HANDLER_FAILED,
     INVALID_ARGUMENT,
@@ -42,9 +42,9 @@ from zoneinit.idm.errors import (
     ProtocolError,
     SchemaError,
 )
-from zoneinit.idm.framing import DEFAULT_MAX_FRAME
-from zoneinit.idm.streams import DEFAULT_WINDOW, MAX_WINDOW, Stream, negotiate_window
-from zoneinit.idm.transport import SocketTransport, Transport
+from idm.framing import DEFAULT_MAX_FRAME
+from idm.streams import DEFAULT_WINDOW, MAX_WINDOW, Stream, negotiate_window
+from idm.transport import SocketTransport, Transport
 
 DURABLE_EVENTS = frozenset({"container.exit", "zone.ready"})
 OUTPUT_HIGH_WATER = 4 << 20  # stop reading a peer's requests while this much output waits for it

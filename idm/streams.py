@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from zoneinit.idm import messages as m
-from zoneinit.idm.errors import CREDIT_EXCEEDED, IdmError
+from idm import messages as m
+from idm.errors import CREDIT_EXCEEDED, IdmError
 
 if TYPE_CHECKING:
-    from zoneinit.idm.connection import Connection
+    from idm.connection import Connection
 
 DEFAULT_WINDOW = 1 << 20  # bytes in flight per stream channel: TCG latency makes a small window the bottleneck
 MAX_WINDOW = 1 << 20

@@ -20,11 +20,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from zoneinit.idm import messages as m
-from zoneinit.idm.errors import ConnectionClosed, IdmError, IdmTimeout, ProtocolError, RemoteError
-from zoneinit.idm.framing import DEFAULT_MAX_FRAME
-from zoneinit.idm.streams import DATA_CHUNK, DEFAULT_WINDOW
-from zoneinit.idm.transport import FdTransport, Transport, connect_unix
+from idm import messages as m
+from idm.errors import ConnectionClosed, IdmError, IdmTimeout, ProtocolError, RemoteError
+from idm.framing import DEFAULT_MAX_FRAME
+from idm.streams import DATA_CHUNK, DEFAULT_WINDOW
+from idm.transport import FdTransport, Transport, connect_unix
 
 DEFAULT_TIMEOUT = 30.0
 READ_SIZE = 256 * 1024
