@@ -10,7 +10,7 @@ What it is made of (``apt-get download`` + ``dpkg-deb -x``, each .deb unpacked o
   ``libxenmisc4.17`` and the libxen* libraries, glibc, libgcc-s1 (xl aborts without libgcc_s.so.1),
   ``busybox-static`` (the shell, mount, insmod, reboot);
 * our host side: a PyInstaller onedir bundle of a driver script (``--driver``, e.g. qemu-tests/pv/dom0_zone.py)
-  importing ``host`` and ``zoneinit.idm``: Python, cffi, msgpack and only the modules it imports (~15 MB),
+  importing ``host`` and ``idm``: Python, cffi, msgpack and only the modules it imports (~15 MB),
   cached by the digest of its sources;
 * a payload directory copied to ``/zone`` (the zone's kernel, initrd, disks, plan).
 
@@ -214,7 +214,7 @@ def hypervisor() -> Path:
 def host_bundle(driver: Path, repo: Path) -> Path:
     """PyInstaller onedir of ``driver`` (with ``repo`` on its path), cached by the digest of our sources."""
     digest = hashlib.sha256(driver.read_bytes())
-    for package in ("host", "zoneinit", "styrolite"):
+    for package in ("host", "idm", "zoneinit", "styrolite"):
         for source in sorted((repo / package).rglob("*.py")):
             digest.update(str(source.relative_to(repo)).encode() + b"\0" + source.read_bytes())
     out = dom0_cache() / "bundle" / digest.hexdigest()[:16]
