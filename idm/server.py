@@ -27,7 +27,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from styrolite.errors import ConfigError, NotFoundError, StateError, StyroliteError, describe
 from idm import messages as m
 from idm.connection import Connection
 from idm.errors import (
@@ -45,6 +44,7 @@ from idm.errors import (
 from idm.framing import DEFAULT_MAX_FRAME
 from idm.streams import DEFAULT_WINDOW, MAX_WINDOW, Stream, negotiate_window
 from idm.transport import SocketTransport, Transport
+from styrolite.errors import ConfigError, NotFoundError, StateError, StyroliteError, describe
 
 DURABLE_EVENTS = frozenset({"container.exit", "zone.ready"})
 OUTPUT_HIGH_WATER = 4 << 20  # stop reading a peer's requests while this much output waits for it

@@ -13,8 +13,8 @@ import sys
 import time
 from typing import Any
 
-from styrolite.errors import describe
 from idm.errors import IdmError
+from styrolite.errors import describe
 
 DEFAULT_SOCKET = "/run/zone/idm.sock"
 

@@ -44,8 +44,8 @@ def test_seeded_pass_finds_nothing(fuzzers: dict[str, ModuleType], name: str) ->
 
 def test_seeds_are_accepted_where_valid(fuzzers: dict[str, ModuleType]) -> None:
     """The seed corpora start from valid inputs, so the mutations explore near the accepted language."""
-    from styrolite.spec.parse import parse_config
     from idm.messages import Message, MessageDecoder
+    from styrolite.spec.parse import parse_config
     from zoneinit.zoneconfig import parse_zone_config
 
     decoded = MessageDecoder(fuzzers["fuzz_idm"].MAX_FRAME).feed(fuzzers["fuzz_idm"].seeds()[0])

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from styrolite.exitstatus import exit_code_of
 from idm.errors import INVALID_ARGUMENT, NOT_FOUND, IdmError
 from idm.server import IdmServer, Request
 from idm.streams import Stream
+from styrolite.exitstatus import exit_code_of
 
 READ_CHUNK = 64 * 1024
 

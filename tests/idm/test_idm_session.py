@@ -8,7 +8,6 @@ import threading
 import msgpack
 import pytest
 
-from styrolite.errors import NotFoundError
 from idm import messages as m
 from idm.client import IdmClient, _Pending
 from idm.errors import (
@@ -24,6 +23,7 @@ from idm.errors import (
 from idm.framing import HEADER, MAGIC
 from idm.server import Request
 from idm.transport import connect_unix
+from styrolite.errors import NotFoundError
 
 
 def inject(client: IdmClient, raw: bytes) -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from host.idm.client import connect
-from zoneinit import zonectl
 from idm.errors import IdmTimeout
 from idm.server import Request
+from zoneinit import zonectl
 
 REPO = Path(__file__).resolve().parents[2]
 

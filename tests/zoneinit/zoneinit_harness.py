@@ -13,15 +13,15 @@ import termios
 import time
 from types import SimpleNamespace
 
+from idm import messages as m
+from idm.server import IdmServer
+from idm.transport import socket_pair
 from styrolite.container.stdio import Stdio
 from styrolite.exitstatus import exit_code_of
 from zoneinit.agent import ZoneAgent
 from zoneinit.bundle import build_config
 from zoneinit.console import ConsoleLog
 from zoneinit.containers import ContainerManager
-from idm import messages as m
-from idm.server import IdmServer
-from idm.transport import socket_pair
 from zoneinit.supervisor import Supervisor
 
 
