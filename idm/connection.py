@@ -8,15 +8,13 @@ to produce (replies to requests the peer sent, events, and stream data within gr
 from __future__ import annotations
 
 import selectors
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from idm import messages as m
 from idm.errors import FRAME_TOO_LARGE, HANDLER_FAILED, FrameError, ProtocolError
+from idm.framing import DEFAULT_MAX_FRAME
+from idm.streams import Stream
 from idm.transport import Transport
-
-if TYPE_CHECKING:
-    from idm.server import IdmServer
-    from idm.streams import Stream
 
 READ_SIZE = 64 * 1024
 
@@ -24,12 +22,16 @@ READ_SIZE = 64 * 1024
 class Connection:
     """A session: created when a peer connects (or a device comes back), dropped when it goes away."""
 
-    def __init__(self, server: IdmServer, transport: Transport, *, name: str, persistent: bool) -> None:
-        self.server = server
+    def __init__(self, transport: Transport, *, name: str, persistent: bool, max_frame: int = DEFAULT_MAX_FRAME,
+                 on_output: Callable[[Connection], None] = lambda _conn: None,
+                 log: Callable[[str], None] = lambda _msg: None) -> None:
         self.transport = transport
         self.name = name
         self.persistent = persistent  # a device that outlives sessions (virtio-serial, hvc): keep it open
-        self.decoder = m.MessageDecoder(server.max_frame)
+        self.max_frame = max_frame
+        self.on_output = on_output  # the owner flushes (now, or after the current service round)
+        self.log = log
+        self.decoder = m.MessageDecoder(max_frame)
         self.out = bytearray()
         self.streams: dict[int, Stream] = {}
         self.subscribed = False  # receives events (said hello with events=true)
@@ -42,16 +44,16 @@ class Connection:
         if self.closed:
             return
         try:
-            frame = m.encode(msg, self.server.max_frame)
+            frame = m.encode(msg, self.max_frame)
         except ProtocolError as e:  # too large or not encodable: PID 1 must not fail because of a payload
             if msg.kind == m.RESPONSE:
                 frame = m.encode(m.error(msg.id, FRAME_TOO_LARGE if isinstance(e, FrameError) else HANDLER_FAILED,
                                          f"the reply could not be sent: {e}"))
             else:
-                self.server.log(f"idm: {msg.kind} {msg.type or msg.id} dropped: {e}")
+                self.log(f"idm: {msg.kind} {msg.type or msg.id} dropped: {e}")
                 return
         self.out += frame
-        self.server._output_pending(self)
+        self.on_output(self)
 
     @property
     def pending_output(self) -> int:

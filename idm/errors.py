@@ -2,11 +2,11 @@
 
 Each error carries a wire ``code`` (the string sent in an error reply) so the same value names the
 problem on both ends: the zone builds error replies from it and the host raises ``RemoteError`` with it.
+``IdmError`` is its own base: the layers above (PID 1's handlers, the host) translate their own errors
+to and from it.
 """
 
 from __future__ import annotations
-
-from styrolite.errors import StyroliteError
 
 # Wire error codes (docs/idm.md lists them).
 BAD_FRAME = "bad-frame"
@@ -22,7 +22,7 @@ CLOSED = "closed"
 TIMEOUT = "timeout"
 
 
-class IdmError(StyroliteError):
+class IdmError(Exception):
     """Base of every IDM error; ``code`` is the wire error code."""
 
     code = "idm"

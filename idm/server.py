@@ -33,7 +33,6 @@ from idm.errors import (
     BAD_MESSAGE,
     HANDLER_FAILED,
     INVALID_ARGUMENT,
-    NOT_FOUND,
     UNKNOWN_TYPE,
     UNSUPPORTED_VERSION,
     ConnectionClosed,
@@ -44,7 +43,6 @@ from idm.errors import (
 from idm.framing import DEFAULT_MAX_FRAME
 from idm.streams import DEFAULT_WINDOW, MAX_WINDOW, Stream, negotiate_window
 from idm.transport import SocketTransport, Transport
-from styrolite.errors import ConfigError, NotFoundError, StateError, StyroliteError, describe
 
 DURABLE_EVENTS = frozenset({"container.exit", "zone.ready"})
 OUTPUT_HIGH_WATER = 4 << 20  # stop reading a peer's requests while this much output waits for it
@@ -201,7 +199,8 @@ class IdmServer:
 
     def add_transport(self, transport: Transport, *, name: str = "host", persistent: bool = True) -> Connection:
         """Serve a transport. ``persistent``: a device that outlives its peer; wait for the peer to come back."""
-        conn = Connection(self, transport, name=name, persistent=persistent)
+        conn = Connection(transport, name=name, persistent=persistent, max_frame=self.max_frame,
+                          on_output=self._output_pending, log=self.log)
         self._conns.append(conn)
         self.stats["sessions"] += 1
         self._sel.register(transport.fileno(), selectors.EVENT_READ, lambda mask: self._on_conn(conn, mask))
@@ -291,7 +290,7 @@ class IdmServer:
         try:
             payload.update(self.info())
         except Exception as e:
-            self.log(f"idm: zone info provider failed: {describe(e)}")
+            self.log(f"idm: zone info provider failed: {type(e).__name__}: {e}")
         return payload
 
     def _hello(self, req: Request) -> None:
@@ -357,17 +356,11 @@ class IdmServer:
             return
         try:
             result = handler(req)
-        except IdmError as e:
-            req.fail(e.code, describe(e))
-        except (NotFoundError, FileNotFoundError) as e:
-            req.fail(NOT_FOUND, describe(e))
-        except (ConfigError, StateError, ValueError, TypeError, KeyError) as e:
-            req.fail(INVALID_ARGUMENT, describe(e))
-        except StyroliteError as e:
-            req.fail(HANDLER_FAILED, describe(e))
-        except Exception as e:
+        except IdmError as e:  # the handler's own answer: its wire code and message
+            req.fail(e.code, e.message)
+        except Exception as e:  # a bug in a handler: reported, never fatal to the server
             self.log(f"idm: handler for {msg.type!r} crashed:\n{traceback.format_exc()}")
-            req.fail(HANDLER_FAILED, f"{type(e).__name__}: {describe(e)}")
+            req.fail(HANDLER_FAILED, f"{type(e).__name__}: {e}")
         else:
             if result is not None:
                 req.reply(result)
@@ -429,7 +422,7 @@ class IdmServer:
         try:
             conn.flush()
         except (ConnectionClosed, OSError) as e:
-            self.log(f"idm: write to {conn.name}: {describe(e)}")
+            self.log(f"idm: write to {conn.name}: {e}")
             self._drop(conn)
             return
         pending = conn.pending_output

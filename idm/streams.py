@@ -10,13 +10,10 @@ therefore bounded by one window per channel, whatever the producer does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from idm import messages as m
 from idm.errors import CREDIT_EXCEEDED, IdmError
-
-if TYPE_CHECKING:
-    from idm.connection import Connection
 
 DEFAULT_WINDOW = 1 << 20  # bytes in flight per stream channel: TCG latency makes a small window the bottleneck
 MAX_WINDOW = 1 << 20
@@ -31,6 +28,14 @@ def negotiate_window(requested: Any, cap: int = MAX_WINDOW) -> int:
     return max(MIN_WINDOW, min(requested, cap))
 
 
+class StreamLink(Protocol):
+    """What a stream needs from the session carrying it (a ``Connection``)."""
+
+    def send(self, msg: m.Message) -> None: ...
+
+    def forget_stream(self, sid: int) -> None: ...
+
+
 class Stream:
     """One open stream on the zone side. Never blocks: ``send`` accepts what the credit allows.
 
@@ -40,7 +45,7 @@ class Stream:
     returns the full length, so a producer keeps draining instead of stalling).
     """
 
-    def __init__(self, conn: Connection, sid: int, window: int) -> None:
+    def __init__(self, conn: StreamLink, sid: int, window: int) -> None:
         self.conn = conn
         self.id = sid
         self.window = window

@@ -20,6 +20,7 @@ from typing import Any
 
 from zoneinit.containers import ContainerManager, ManagedContainer
 from zoneinit.execs import ExecSession, LogFollower
+from zoneinit.idm.errors import translated
 from zoneinit.plan import container_from_dict
 from zoneinit.supervisor import Supervisor
 
@@ -73,7 +74,7 @@ class ZoneAgent:
             "exec.signal": self.exec_signal,
         }
         for name, handler in handlers.items():
-            self.server.register(name, handler)
+            self.server.register(name, translated(name, handler, self.supervisor.log.info))
 
     # --- zone ----------------------------------------------------------------------------------------
     def zone_info(self, _req: Any) -> dict[str, Any]:

@@ -13,17 +13,18 @@ from idm.client import IdmClient, _Pending
 from idm.errors import (
     BAD_FRAME,
     FRAME_TOO_LARGE,
+    HANDLER_FAILED,
     INVALID_ARGUMENT,
     NOT_FOUND,
     UNKNOWN_TYPE,
     UNSUPPORTED_VERSION,
     ConnectionClosed,
+    IdmError,
     RemoteError,
 )
 from idm.framing import HEADER, MAGIC
 from idm.server import Request
 from idm.transport import connect_unix
-from styrolite.errors import NotFoundError
 
 
 def inject(client: IdmClient, raw: bytes) -> None:
@@ -62,7 +63,7 @@ def test_unknown_type_is_an_error_reply_and_the_session_stays(connect) -> None:
 
 def test_handler_errors_map_to_codes(loop, connect) -> None:
     def missing(req: Request) -> None:
-        raise NotFoundError(f"no container {req.arg('id')!r}")
+        raise IdmError(f"no container {req.arg('id')!r}", NOT_FOUND)
 
     def crash(req: Request) -> None:
         raise RuntimeError("boom")
@@ -75,7 +76,7 @@ def test_handler_errors_map_to_codes(loop, connect) -> None:
     assert exc.value.code == NOT_FOUND and "web" in exc.value.remote_message
     with pytest.raises(RemoteError) as exc:
         client.call("crash")
-    assert "boom" in str(exc.value)
+    assert exc.value.code == HANDLER_FAILED and "RuntimeError: boom" in str(exc.value)
     with pytest.raises(RemoteError) as exc:
         client.call("events.ack", {"upto": "x"})
     assert exc.value.code == INVALID_ARGUMENT

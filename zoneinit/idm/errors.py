@@ -1,0 +1,48 @@
+"""The zone's errors as IDM wire codes: a handler raises what it raises, the host gets a code and one line.
+
+The ``idm`` package knows only its own ``IdmError``; this is where PID 1 says which of its errors (and the
+runtime's) mean "not found", "invalid argument" or "the zone failed".
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from idm.errors import HANDLER_FAILED, INVALID_ARGUMENT, NOT_FOUND, IdmError
+from idm.server import Request
+from styrolite.errors import ConfigError, NotFoundError, StateError, StyroliteError, describe
+from zoneinit.errors import ZoneConfigError
+
+Handler = Callable[[Request], Any]
+
+_NOT_FOUND = (NotFoundError, FileNotFoundError)
+_INVALID = (ConfigError, ZoneConfigError, StateError, ValueError, TypeError, KeyError)
+
+
+def wire_error(error: Exception) -> IdmError:
+    """The IDM error ``error`` is answered with: its wire code and its cause chain on one line."""
+    if isinstance(error, IdmError):
+        return IdmError(describe(error), error.code)
+    if isinstance(error, _NOT_FOUND):
+        return IdmError(describe(error), NOT_FOUND)
+    if isinstance(error, _INVALID):
+        return IdmError(describe(error), INVALID_ARGUMENT)
+    if isinstance(error, StyroliteError):
+        return IdmError(describe(error), HANDLER_FAILED)
+    return IdmError(f"{type(error).__name__}: {describe(error)}", HANDLER_FAILED)
+
+
+def translated(type_: str, handler: Handler, log: Callable[[str], None]) -> Handler:
+    """``handler`` with its errors turned into IDM errors; an unexpected one is logged with its traceback."""
+
+    def run(req: Request) -> Any:
+        try:
+            return handler(req)
+        except Exception as e:
+            if not isinstance(e, (IdmError, StyroliteError, *_NOT_FOUND, *_INVALID)):
+                log(f"idm: handler for {type_!r} crashed:\n{traceback.format_exc()}")
+            raise wire_error(e) from e
+
+    return run
