@@ -3,7 +3,8 @@
 Why a raw "header + JSON" block device and not a file system: PID 1 reads it before any module is loaded
 (squashfs, ext4-as-module, iso9660 would all need one), reading it mounts nothing (no kernel file system parser
 sees host-supplied bytes), the header's sha256 catches truncation or corruption, and the bytes are
-reproducible. The format lives with its reader in zoneinit/zoneconfig.py; docs/zone-config.md has the schema.
+reproducible. The schema, parser and disk format live with their reader in zoneinit/config/; docs/zone-config.md
+has the schema.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from zoneinit.zoneconfig import Container, ZoneConfig, encode_config_disk, parse_zone_config
+from zoneinit.config.diskformat import encode_config_disk
+from zoneinit.config.document import Container, ZoneConfig
+from zoneinit.config.parser import parse_zone_config
 
 from .oci import sha256_file
 

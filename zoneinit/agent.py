@@ -18,10 +18,11 @@ import signal as signal_module
 from collections.abc import Callable
 from typing import Any
 
+from zoneinit.config.parser import parse_container
+from zoneinit.config.plan import container_plan
 from zoneinit.containers import ContainerManager, ManagedContainer
 from zoneinit.execs import ExecSession, LogFollower
 from zoneinit.idm.errors import translated
-from zoneinit.plan import container_from_dict
 from zoneinit.supervisor import Supervisor
 
 
@@ -37,6 +38,18 @@ def _signal_number(value: Any) -> int:
         except KeyError:
             pass
     raise ValueError(f"not a signal: {value!r}")
+
+
+def creation_definition(payload: Any) -> dict[str, Any]:
+    """The container definition of a ``container.create`` payload: ``{container: {...}, start?}`` or the
+    definition itself (``start`` beside it); ``id``, the name every other request uses, is taken for ``name``."""
+    if not isinstance(payload, dict):
+        raise ValueError("container.create: the payload must be a map describing the container")
+    definition = payload["container"] if "container" in payload else {k: v for k, v in payload.items()
+                                                                       if k != "start"}
+    if isinstance(definition, dict) and "id" in definition and "name" not in definition:
+        definition = {("name" if k == "id" else k): v for k, v in definition.items()}
+    return definition
 
 
 def _require(req: Any, key: str, kind: type = str) -> Any:
@@ -104,10 +117,7 @@ class ZoneAgent:
         return {"containers": self.containers.list()}
 
     def container_create(self, req: Any) -> dict[str, Any]:
-        if not isinstance(req.payload, dict):
-            raise ValueError("container.create: the payload must be a map describing the container")
-        spec = req.payload.get("container", req.payload)
-        plan = container_from_dict(spec)
+        plan = container_plan(parse_container(creation_definition(req.payload), "$.container"))
         container = self.containers.create(plan)
         if req.arg("start", False) is True:
             self.containers.start(plan.id)

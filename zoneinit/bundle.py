@@ -12,11 +12,11 @@ import json
 import os
 from typing import Any
 
+from zoneinit.config.idrange import ID_RANGE
+from zoneinit.config.plan import ContainerPlan
 from zoneinit.disks import DiskStore
-from zoneinit.idrange import ID_RANGE
 from zoneinit.mounts.images import mount_overlay
 from zoneinit.mounts.table import MountTable
-from zoneinit.plan import ContainerPlan
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from styrolite.exitstatus import exit_code_of
+from zoneinit.config.plan import ContainerPlan
 from zoneinit.console import ConsoleLog
 from zoneinit.errors import ZoneInitError
 from zoneinit.logring import OutputRing
-from zoneinit.plan import ContainerPlan
 from zoneinit.supervisor import Supervisor
 
 READ_CHUNK = 64 * 1024

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 
+from zoneinit.config.plan import DiskPlan
 from zoneinit.errors import ZoneInitError
 from zoneinit.mounts.images import mount_image
 from zoneinit.mounts.table import MountTable
-from zoneinit.plan import DiskPlan
 
 
 class DiskStore:

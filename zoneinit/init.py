@@ -21,10 +21,10 @@ from typing import Any
 
 from styrolite.syscalls import LINUX, Syscalls
 from zoneinit.cmdline import ZoneCmdline, read_cmdline
+from zoneinit.config.plan import LaunchPlan
 from zoneinit.console import ConsoleLog, attach_console
 from zoneinit.mounts import EARLY_MOUNTS, MountTable, early_mounts, enable_cgroup_controllers
 from zoneinit.mounts.early import EarlyMount, make_root_pivotable, root_is_rootfs
-from zoneinit.plan import LaunchPlan
 from zoneinit.supervisor import SHUTDOWN_SIGNALS, Supervisor
 from zoneinit.timing import BootTimeline, Phase
 
@@ -169,7 +169,7 @@ class ZoneInit:
             self._mount_addons()
         with self.phase("modules"):
             self._load_modules([*self.cmdline.modules, *self.plan.modules])
-        if not self._idm_channel and (self.cmdline.idm or self.plan.idm):
+        if not self._idm_channel and self.cmdline.idm:
             with self.phase("idm-retry"):
                 self._start_idm(wait=True)
         with self.phase("hostname"):
@@ -287,7 +287,7 @@ class ZoneInit:
 
     # --- IDM -------------------------------------------------------------------------------------------
     def _start_idm(self, *, wait: bool, channel: str | None = None) -> None:
-        channel = channel or self.cmdline.idm or self.plan.idm
+        channel = channel or self.cmdline.idm
         if self.server is None:
             self._make_server()
         if self._idm_channel:
@@ -337,8 +337,8 @@ class ZoneInit:
 
     # --- config, disks, network, containers ---------------------------------------------------------
     def _read_config(self) -> None:
-        from zoneinit.configdisk import read_plan
         from zoneinit.disks import DiskStore
+        from zoneinit.mounts.configdisk import read_plan
 
         device = self.cmdline.config
         if device:

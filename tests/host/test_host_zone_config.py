@@ -7,7 +7,7 @@ from pathlib import Path
 from host.images import PreparedKernel, PreparedRoot
 from host.zonedef import NetworkDef, ZoneDef
 from host.zones import network_document, zone_config_document
-from zoneinit.zoneconfig import parse_zone_config
+from zoneinit.config.parser import parse_zone_config
 
 
 def fake_inputs(tmp_path: Path) -> tuple[PreparedKernel, PreparedRoot]:

@@ -22,7 +22,8 @@ import pytest
 
 from idm import messages as m
 from idm.transport import connect_unix
-from zoneinit.zoneconfig import encode_config_disk, parse_zone_config
+from zoneinit.config.diskformat import encode_config_disk
+from zoneinit.config.parser import parse_zone_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUSYBOX = shutil.which("busybox")

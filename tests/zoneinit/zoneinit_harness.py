@@ -117,6 +117,7 @@ class Harness:
         self.server.add_transport(zone_end, name="host", persistent=False)
         self.runtime = FakeRuntime()
         self.tmp = tmp_path
+        self.bundles: dict[str, dict] = {}   # container id -> the config.json written for it
         self.shutdowns: list[tuple[str, str]] = []
         self.containers = ContainerManager(self.sup, prepare_bundle=self._bundle, runtime_factory=lambda: self.runtime,
                                            emit=self.server.emit, log=self.log)
@@ -129,7 +130,8 @@ class Harness:
     def _bundle(self, plan):
         bundle = self.tmp / "bundles" / plan.id
         (bundle / "rootfs").mkdir(parents=True)
-        (bundle / "config.json").write_text(json.dumps(build_config(plan)))
+        self.bundles[plan.id] = build_config(plan)
+        (bundle / "config.json").write_text(json.dumps(self.bundles[plan.id]))
         return str(bundle)
 
     def send(self, msg: m.Message) -> None:

@@ -1,5 +1,5 @@
 """The user-namespace id range of a zone's containers: the one rule the host (zonebuild.idshift, the config
-it writes) and the zone (zoneconfig, bundle) share. Imports nothing, so PID 1 can load it cheaply."""
+it writes) and the zone (the config parser, the bundle) share. Imports nothing, so PID 1 can load it cheaply."""
 
 from __future__ import annotations
 
