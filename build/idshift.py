@@ -19,7 +19,7 @@ import struct
 from pathlib import Path
 
 from styrolite.errors import StyroliteError
-from zoneinit.idrange import ID_RANGE, owner_shift_problem
+from zoneinit.config.idrange import ID_RANGE, owner_shift_problem
 
 DEFAULT_SHIFT = ID_RANGE    # container ids 0..65535 are zone ids 65536..131071 (the zone keeps 0..65535)
 
