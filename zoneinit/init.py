@@ -20,13 +20,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from styrolite.syscalls import LINUX, Syscalls
-from zoneinit.cmdline import ZoneCmdline, read_cmdline
+from zoneinit.boot.cmdline import ZoneCmdline, read_cmdline
+from zoneinit.boot.timing import BootTimeline, Phase
 from zoneinit.config.plan import LaunchPlan
 from zoneinit.console import ConsoleLog, attach_console
-from zoneinit.mounts import EARLY_MOUNTS, MountTable, early_mounts, enable_cgroup_controllers
-from zoneinit.mounts.early import EarlyMount, make_root_pivotable, root_is_rootfs
-from zoneinit.supervisor import SHUTDOWN_SIGNALS, Supervisor
-from zoneinit.timing import BootTimeline, Phase
+from zoneinit.mounts.early import (
+    EARLY_MOUNTS,
+    EarlyMount,
+    early_mounts,
+    enable_cgroup_controllers,
+    make_root_pivotable,
+    root_is_rootfs,
+)
+from zoneinit.mounts.table import MountTable
+from zoneinit.supervisor.loop import SHUTDOWN_SIGNALS, Supervisor
 
 VERSION = "0.1.0"
 IDM_PORT_NAME = "zone.idm"
@@ -192,19 +199,19 @@ class ZoneInit:
     # --- modules and addons ----------------------------------------------------------------------------
     def _loader(self) -> Any:
         if self.module_loader is None:
-            from zoneinit.modules import ModuleLoader
+            from zoneinit.modules.loader import ModuleLoader
 
             self.module_loader = ModuleLoader.from_kernel(self.sys)
         return self.module_loader
 
     def _load_boot_modules(self) -> None:
-        from zoneinit.modules import ModuleIndex, boot_module_names, modules_root
+        from zoneinit.modules.dep import ModuleIndex, boot_module_names, modules_root
 
         root = modules_root(self.paths.modules_base)
         if not os.path.exists(os.path.join(root, "modules.dep")):
             return
         from zoneinit.errors import ModuleError
-        from zoneinit.modules import is_no_device
+        from zoneinit.modules.loader import is_no_device
 
         self.boot_index = ModuleIndex.load(root)
         loaded: list[str] = []
@@ -250,12 +257,12 @@ class ZoneInit:
 
     def _mount_addons(self) -> None:
         """The addons image: the config's ``addons`` disk (verified like every disk), else zone.addons."""
-        from zoneinit.modules import ModuleIndex, find_addons_modules
+        from zoneinit.modules.dep import ModuleIndex, find_addons_modules
 
         if self.plan.addons and self.disks is not None and self.plan.addons in self.disks.disks:
             addons_dir = self.disks.path(self.plan.addons, target=self.paths.addons)
         elif self.cmdline.addons:
-            from zoneinit.mounts import mount_image
+            from zoneinit.mounts.images import mount_image
 
             if not wait_for_path(self.cmdline.addons):
                 raise FileNotFoundError(f"addons device {self.cmdline.addons} did not appear")
@@ -330,15 +337,15 @@ class ZoneInit:
             os.makedirs(os.path.dirname(self.paths.idm_socket), exist_ok=True)
             server.listen_unix(self.paths.idm_socket)
         self._make_containers()
-        from zoneinit.agent import ZoneAgent
+        from zoneinit.idm.handlers import ZoneAgent
 
         ZoneAgent(server, self.supervisor, self.containers, info=self.info,
                   request_shutdown=self.request_shutdown).register()
 
     # --- config, disks, network, containers ---------------------------------------------------------
     def _read_config(self) -> None:
-        from zoneinit.disks import DiskStore
         from zoneinit.mounts.configdisk import read_plan
+        from zoneinit.mounts.disks import DiskStore
 
         device = self.cmdline.config
         if device:
@@ -392,7 +399,7 @@ class ZoneInit:
     def _make_containers(self) -> None:
         if self.containers is not None:
             return
-        from zoneinit.containers import ContainerManager
+        from zoneinit.containers.manager import ContainerManager
 
         def emit(event: str, payload: dict[str, Any]) -> None:
             if self.server is not None:
@@ -412,10 +419,10 @@ class ZoneInit:
         return Runtime(state_root=self.paths.styrolite_state)
 
     def _prepare_bundle(self, plan: Any) -> str:
-        from zoneinit.bundle import prepare_bundle
+        from zoneinit.containers.bundle import prepare_bundle
 
         if self.disks is None:
-            from zoneinit.disks import DiskStore
+            from zoneinit.mounts.disks import DiskStore
 
             self.disks = DiskStore([], self.mounts, self.paths.images)
         hostname = self.plan.network.hostname if self.plan.network else None
@@ -424,7 +431,7 @@ class ZoneInit:
                               netns=self.workload_netns)
 
     def _remove_bundle(self, container_id: str) -> None:
-        from zoneinit.bundle import remove_bundle
+        from zoneinit.containers.bundle import remove_bundle
 
         remove_bundle(container_id, self.mounts, bundles=self.paths.bundles, scratch=self.paths.scratch)
 
@@ -449,7 +456,7 @@ class ZoneInit:
 
     # --- shutdown ----------------------------------------------------------------------------------
     def _make_shutdown(self) -> None:
-        from zoneinit.shutdown import Shutdown
+        from zoneinit.supervisor.shutdown import Shutdown
 
         class _NoContainers:
             def running(self) -> list[str]:

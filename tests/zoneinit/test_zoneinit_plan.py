@@ -1,10 +1,10 @@
 import pytest
 
 from styrolite.errors import describe
-from zoneinit.bundle import build_config
 from zoneinit.config.diskformat import encode_config_disk
 from zoneinit.config.parser import parse_zone_config
 from zoneinit.config.plan import ContainerPlan
+from zoneinit.containers.bundle import build_config
 from zoneinit.errors import ConfigDiskError
 from zoneinit.mounts.configdisk import read_plan
 

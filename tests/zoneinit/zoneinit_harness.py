@@ -18,11 +18,11 @@ from idm.server import IdmServer
 from idm.transport import socket_pair
 from styrolite.container.stdio import Stdio
 from styrolite.exitstatus import exit_code_of
-from zoneinit.agent import ZoneAgent
-from zoneinit.bundle import build_config
 from zoneinit.console import ConsoleLog
-from zoneinit.containers import ContainerManager
-from zoneinit.supervisor import Supervisor
+from zoneinit.containers.bundle import build_config
+from zoneinit.containers.manager import ContainerManager
+from zoneinit.idm.handlers import ZoneAgent
+from zoneinit.supervisor.loop import Supervisor
 
 
 def _spawn(args, env, stdio: Stdio | None, terminal: bool, gate: int | None):

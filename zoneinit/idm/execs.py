@@ -19,8 +19,8 @@ import termios
 from typing import Any
 
 from styrolite.exitstatus import exit_code_of
-from zoneinit.containers import ContainerManager, ManagedContainer
-from zoneinit.supervisor import Supervisor
+from zoneinit.containers.manager import ContainerManager, ManagedContainer
+from zoneinit.supervisor.loop import Supervisor
 
 READ_CHUNK = 32 * 1024
 MAX_FOLLOW_BACKLOG = 1 << 20   # a log follower that does not grant credit loses the oldest bytes beyond this

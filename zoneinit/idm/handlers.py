@@ -20,10 +20,10 @@ from typing import Any
 
 from zoneinit.config.parser import parse_container
 from zoneinit.config.plan import container_plan
-from zoneinit.containers import ContainerManager, ManagedContainer
-from zoneinit.execs import ExecSession, LogFollower
+from zoneinit.containers.manager import ContainerManager, ManagedContainer
 from zoneinit.idm.errors import translated
-from zoneinit.supervisor import Supervisor
+from zoneinit.idm.execs import ExecSession, LogFollower
+from zoneinit.supervisor.loop import Supervisor
 
 
 def _signal_number(value: Any) -> int:

@@ -19,9 +19,9 @@ from typing import Any
 from styrolite.exitstatus import exit_code_of
 from zoneinit.config.plan import ContainerPlan
 from zoneinit.console import ConsoleLog
+from zoneinit.containers.output import OutputRing
 from zoneinit.errors import ZoneInitError
-from zoneinit.logring import OutputRing
-from zoneinit.supervisor import Supervisor
+from zoneinit.supervisor.loop import Supervisor
 
 READ_CHUNK = 64 * 1024
 EXIT_CREATE_FAILED = 125   # docker's convention: the container could not be created/started

@@ -21,7 +21,7 @@ from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls.constants import RB_AUTOBOOT, RB_HALT_SYSTEM, RB_POWER_OFF
 from zoneinit.console import ConsoleLog
 from zoneinit.mounts.table import MountTable
-from zoneinit.supervisor import Supervisor
+from zoneinit.supervisor.loop import Supervisor
 
 REBOOT_COMMANDS = {"poweroff": RB_POWER_OFF, "reboot": RB_AUTOBOOT, "halt": RB_HALT_SYSTEM}
 

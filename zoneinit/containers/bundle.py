@@ -14,7 +14,7 @@ from typing import Any
 
 from zoneinit.config.idrange import ID_RANGE
 from zoneinit.config.plan import ContainerPlan
-from zoneinit.disks import DiskStore
+from zoneinit.mounts.disks import DiskStore
 from zoneinit.mounts.images import mount_overlay
 from zoneinit.mounts.table import MountTable
 
