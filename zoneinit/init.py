@@ -337,9 +337,9 @@ class ZoneInit:
             os.makedirs(os.path.dirname(self.paths.idm_socket), exist_ok=True)
             server.listen_unix(self.paths.idm_socket)
         self._make_containers()
-        from zoneinit.idm.handlers import ZoneAgent
+        from zoneinit.idm.handlers import ZoneHandlers
 
-        ZoneAgent(server, self.supervisor, self.containers, info=self.info,
+        ZoneHandlers(server, self.supervisor, self.containers, info=self.info,
                   request_shutdown=self.request_shutdown).register()
 
     # --- config, disks, network, containers ---------------------------------------------------------

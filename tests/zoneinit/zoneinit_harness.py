@@ -21,7 +21,7 @@ from styrolite.exitstatus import exit_code_of
 from zoneinit.console import ConsoleLog
 from zoneinit.containers.bundle import build_config
 from zoneinit.containers.manager import ContainerManager
-from zoneinit.idm.handlers import ZoneAgent
+from zoneinit.idm.handlers import ZoneHandlers
 from zoneinit.supervisor.loop import Supervisor
 
 
@@ -121,7 +121,7 @@ class Harness:
         self.shutdowns: list[tuple[str, str]] = []
         self.containers = ContainerManager(self.sup, prepare_bundle=self._bundle, runtime_factory=lambda: self.runtime,
                                            emit=self.server.emit, log=self.log)
-        ZoneAgent(self.server, self.sup, self.containers, info=lambda: {"zone": "test", "ready": True},
+        ZoneHandlers(self.server, self.sup, self.containers, info=lambda: {"zone": "test", "ready": True},
                   request_shutdown=lambda action, reason: self.shutdowns.append((action, reason))).register()
         self.decoder = m.MessageDecoder()
         self.inbox: list[m.Message] = []

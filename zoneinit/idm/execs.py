@@ -1,11 +1,16 @@
-"""IDM streams that carry process I/O: ``exec`` sessions and followed container logs.
+"""IDM streams that carry process I/O: ``exec`` (``ExecService`` + one ``ExecPump`` per process) and followed
+container logs (``LogFollower``).
 
 Flow control both ways: output is sent within the host's credit and, when credit runs out, the pipe stops
 being read (the process blocks on a full pipe instead of PID 1 buffering without bound); stdin bytes are
 credited back to the host only once they are written into the process's pipe.
 
 Stream layout (docs/idm.md): channels ``stdin`` (host -> zone), ``stdout`` and ``stderr`` (zone -> host;
-a tty has only ``stdout``); the stream ends with ``close`` carrying ``{"exit_code": N}``.
+a tty has only ``stdout``); the stream ends with ``close`` carrying ``{"exit_code": N}``. If the host cancels
+the stream or goes away, the process is killed.
+
+The service does not start processes itself: ``spawn`` does (PID 1: in a container through the runtime; the
+IDM tests: a local process), and ``watch_exit`` tells it when one was reaped.
 """
 
 from __future__ import annotations
@@ -16,34 +21,122 @@ import os
 import signal
 import struct
 import termios
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
+from idm.errors import NOT_FOUND, IdmError
+from idm.server import Handler, Request
+from idm.streams import Stream, StreamLink
 from styrolite.exitstatus import exit_code_of
-from zoneinit.containers.manager import ContainerManager, ManagedContainer
-from zoneinit.supervisor.loop import Supervisor
+from zoneinit.idm.args import require, signal_number
+
+if TYPE_CHECKING:
+    from zoneinit.containers.manager import ContainerManager, ManagedContainer
 
 READ_CHUNK = 32 * 1024
 MAX_FOLLOW_BACKLOG = 1 << 20   # a log follower that does not grant credit loses the oldest bytes beyond this
 EXIT_LINGER = 0.5              # after an exec'd process exits, how long its output may still arrive
 
 
+class EventLoop(Protocol):
+    """What the pumps need from PID 1's loop (``zoneinit.supervisor.loop.Supervisor``)."""
+
+    def add_reader(self, fd: int, callback: Callable[[int], None]) -> None: ...
+
+    def remove_reader(self, fd: int) -> None: ...
+
+    def add_writer(self, fd: int, callback: Callable[[int], None]) -> None: ...
+
+    def remove_writer(self, fd: int) -> None: ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> int: ...
+
+
+@dataclass(frozen=True)
+class ExecRequest:
+    """An ``exec`` request's payload, checked (docs/idm.md section 7)."""
+
+    command: list[str]
+    env: list[str] = field(default_factory=list)   # "K=V", added to (or replacing in) the container's
+    cwd: str | None = None
+    user: tuple[int, int] | None = None            # (uid, gid)
+    tty: bool = False
+    size: tuple[int, int] | None = None            # (rows, cols) of the pty
+    container: str | None = None                   # None: the zone's main container
+
+    @classmethod
+    def from_request(cls, req: Request) -> ExecRequest:
+        command = req.arg("args") or req.arg("command")
+        if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
+            raise ValueError("exec: 'command' must be a non-empty list of strings")
+        env = req.arg("env") or []
+        if isinstance(env, dict):
+            env = [f"{k}={v}" for k, v in env.items()]
+        if not isinstance(env, list) or not all(isinstance(e, str) and "=" in e for e in env):
+            raise ValueError("exec: 'env' must be a map of strings or a list of NAME=VALUE")
+        cwd = req.arg("cwd")
+        if cwd is not None and not isinstance(cwd, str):
+            raise ValueError("exec: 'cwd' must be a string")
+        container = req.arg("id") if req.arg("id") is not None else req.arg("container")
+        if container is not None and (not isinstance(container, str) or not container):
+            raise ValueError("exec: 'container' must be a container id")
+        rows, cols = req.arg("rows"), req.arg("cols")
+        size = (rows, cols) if isinstance(rows, int) and isinstance(cols, int) else None
+        return cls(list(command), list(env), cwd, _user(req.arg("user")), req.arg("tty", False) is True, size,
+                   container)
+
+
+def _user(value: Any) -> tuple[int, int] | None:
+    """``"UID[:GID]"`` (as the CLIs take it), ``{uid, gid}`` or a uid."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        uid, _, gid = value.partition(":")
+        return int(uid), int(gid or uid)
+    if isinstance(value, dict):
+        return int(value.get("uid", 0)), int(value.get("gid", 0))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value, value
+    raise ValueError(f"exec: 'user' must be UID[:GID], a uid or {{uid, gid}}, not {value!r}")
+
+
+@dataclass
+class ExecProcess:
+    """A started process and PID 1's ends of its stdio (they belong to the pump from now on).
+
+    ``outputs`` maps each read end to its channel; with a tty it is the pty master alone ("stdout") and
+    ``stdin`` is a duplicate of it. The copies the child uses must already be closed here: the stream ends
+    at EOF on every output, and a leftover write end would keep it open.
+    """
+
+    pid: int
+    outputs: dict[int, str]
+    stdin: int | None = None
+    container: str | None = None
+
+
 def set_window_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-class ExecSession:
-    """One ``exec``: the process, its pipes or pty, and the stream to the host."""
+class ExecPump:
+    """One exec'd process: its pipes or pty, pumped to and from the stream within credit."""
 
-    def __init__(self, supervisor: Supervisor, containers: ContainerManager, stream: Any, *, tty: bool) -> None:
-        self.supervisor = supervisor
-        self.containers = containers
+    def __init__(self, loop: EventLoop, stream: Stream, process: ExecProcess, *, tty: bool,
+                 size: tuple[int, int] | None = None,
+                 on_exit: Callable[[int, int], None] = lambda _pid, _code: None,
+                 on_done: Callable[[ExecPump], None] = lambda _pump: None) -> None:
+        self.loop = loop
         self.stream = stream
         self.tty = tty
-        self.pid = 0
+        self.pid = process.pid
+        self.on_exit = on_exit
+        self.on_done = on_done
         self.exit_code: int | None = None
-        self.outputs: dict[int, str] = {}          # fd -> channel
-        self.pending: dict[str, bytearray] = {}    # channel -> bytes waiting for credit
-        self.stdin_fd: int | None = None
+        self.outputs = dict(process.outputs)      # fd -> channel
+        self.pending: dict[str, bytearray] = {}   # channel -> bytes waiting for credit
+        self.stdin_fd = process.stdin
         self.stdin_pending = bytearray()
         self.stdin_eof = False
         self.finished = False
@@ -51,46 +144,15 @@ class ExecSession:
         stream.on_eof = self._on_eof
         stream.on_credit = self._on_credit
         stream.on_abort = self._on_abort
-
-    # --- start ------------------------------------------------------------------------------------
-    def start(self, container_id: str, process: Any, size: tuple[int, int] | None = None) -> int:
-        from styrolite.api import Stdio
-
-        child_fds: list[int] = []
-        try:
-            if self.tty:
-                stdio = None
-            else:
-                in_r, in_w = os.pipe2(os.O_CLOEXEC)
-                out_r, out_w = os.pipe2(os.O_CLOEXEC)
-                err_r, err_w = os.pipe2(os.O_CLOEXEC)
-                child_fds = [in_r, out_w, err_w]
-                self.stdin_fd = in_w
-                self.outputs = {out_r: "stdout", err_r: "stderr"}
-                stdio = Stdio(stdin=in_r, stdout=out_w, stderr=err_w)
-            executed = self.containers.runtime.exec(container_id, process, stdio=stdio, terminal=self.tty)
-        except BaseException:
-            for fd in [*self.outputs, *([self.stdin_fd] if self.stdin_fd is not None else [])]:
-                os.close(fd)
-            self.outputs, self.stdin_fd = {}, None
-            raise
-        finally:
-            for fd in child_fds:
-                os.close(fd)
-        self.pid = executed.pid
-        self.containers.exec_exits[self.pid] = self._exited
-        if executed.console_fd is not None:
-            self.stdin_fd = os.dup(executed.console_fd)
-            self.outputs = {executed.console_fd: "stdout"}
-            if size:
-                with contextlib.suppress(OSError):
-                    set_window_size(executed.console_fd, *size)
         for fd in [*self.outputs, self.stdin_fd]:
             if fd is not None:
                 os.set_blocking(fd, False)
+        if tty and size:
+            for fd in self.outputs:
+                with contextlib.suppress(OSError):
+                    set_window_size(fd, *size)
         for fd in self.outputs:
-            self.supervisor.add_reader(fd, self._read_output)
-        return self.pid
+            loop.add_reader(fd, self._read_output)
 
     # --- output: process -> host --------------------------------------------------------------------
     def _read_output(self, fd: int) -> None:
@@ -98,7 +160,7 @@ class ExecSession:
         if channel is None:
             return
         if self.pending.get(channel):
-            self.supervisor.remove_reader(fd)  # wait for credit before reading more
+            self.loop.remove_reader(fd)  # wait for credit before reading more
             return
         try:
             data = os.read(fd, READ_CHUNK)
@@ -111,7 +173,7 @@ class ExecSession:
             return
         self._send(channel, data)
         if self.pending.get(channel):
-            self.supervisor.remove_reader(fd)
+            self.loop.remove_reader(fd)
 
     def _send(self, channel: str, data: bytes) -> None:
         sent = self.stream.send(channel, data)
@@ -126,11 +188,11 @@ class ExecSession:
         if not backlog:
             for fd, ch in self.outputs.items():
                 if ch == channel:
-                    self.supervisor.add_reader(fd, self._read_output)
+                    self.loop.add_reader(fd, self._read_output)
             self._maybe_finish()
 
     def _close_output(self, fd: int) -> None:
-        self.supervisor.remove_reader(fd)
+        self.loop.remove_reader(fd)
         self.outputs.pop(fd, None)
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -149,13 +211,13 @@ class ExecSession:
             try:
                 n = os.write(fd, self.stdin_pending)
             except BlockingIOError:
-                self.supervisor.add_writer(fd, self._write_stdin)
+                self.loop.add_writer(fd, self._write_stdin)
                 return
             except OSError:  # the process closed its stdin: discard what is left
                 n = len(self.stdin_pending)
             del self.stdin_pending[:n]
             self.stream.consumed("stdin", n)
-        self.supervisor.remove_writer(fd)
+        self.loop.remove_writer(fd)
         if self.stdin_eof:
             self._close_stdin()
 
@@ -170,7 +232,7 @@ class ExecSession:
         fd, self.stdin_fd = self.stdin_fd, None
         if fd is None:
             return
-        self.supervisor.remove_writer(fd)
+        self.loop.remove_writer(fd)
         if self.tty:
             with contextlib.suppress(OSError):
                 os.write(fd, b"\x04")  # a tty has no half-close: EOF is ^D for the line discipline
@@ -178,8 +240,9 @@ class ExecSession:
             os.close(fd)
 
     def resize(self, rows: int, cols: int) -> None:
-        for fd in self.outputs:
-            if self.tty:
+        """TIOCSWINSZ on the pty (a process without one has no window size: nothing to do)."""
+        if self.tty:
+            for fd in self.outputs:
                 set_window_size(fd, rows, cols)
 
     def signal(self, signum: int) -> None:
@@ -187,13 +250,14 @@ class ExecSession:
             os.kill(self.pid, signum)
 
     # --- end ----------------------------------------------------------------------------------------
-    def _exited(self, status: int) -> None:
+    def exited(self, status: int) -> None:
+        """PID 1's reaper saw the process end (raw wait status)."""
         self.exit_code = exit_code_of(status)
-        self.containers.emit("exec.exit", {"pid": self.pid, "exit_code": self.exit_code})
+        self.on_exit(self.pid, self.exit_code)
         # Output written just before exit is still in the pipes; background children may keep them open.
         for fd in list(self.outputs):
             self._read_output(fd)
-        self.supervisor.call_later(EXIT_LINGER, self._stop_waiting_for_output)
+        self.loop.call_later(EXIT_LINGER, self._stop_waiting_for_output)
         self._maybe_finish()
 
     def _stop_waiting_for_output(self) -> None:
@@ -201,7 +265,7 @@ class ExecSession:
             channel = self.outputs[fd]
             if not self.pending.get(channel):
                 self._read_output(fd)
-            self.supervisor.remove_reader(fd)
+            self.loop.remove_reader(fd)
             self.outputs.pop(fd, None)
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -215,6 +279,7 @@ class ExecSession:
         for channel in (("stdout",) if self.tty else ("stdout", "stderr")):
             self.stream.close_channel(channel)
         self.stream.finish({"exit_code": self.exit_code})
+        self.on_done(self)
 
     def _on_abort(self) -> None:
         """The host went away or cancelled: the process is killed, its descriptors closed."""
@@ -223,17 +288,72 @@ class ExecSession:
                 os.kill(self.pid, signal.SIGKILL)
         self.pending.clear()
         for fd in list(self.outputs):
-            self.supervisor.remove_reader(fd)
+            self.loop.remove_reader(fd)
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.outputs.clear()
         self._close_stdin()
 
 
+class ExecService:
+    """``exec``, ``exec.resize`` and ``exec.signal``: processes started by ``spawn``, one pump each.
+
+    ``watch_exit(pid, callback)`` must call ``callback(wait_status)`` once the process is reaped; ``on_exit``
+    hears of each exit (PID 1 emits an ``exec.exit`` event)."""
+
+    def __init__(self, loop: EventLoop, spawn: Callable[[ExecRequest], ExecProcess],
+                 watch_exit: Callable[[int, Callable[[int], None]], None],
+                 on_exit: Callable[[int, int], None] = lambda _pid, _code: None) -> None:
+        self.loop = loop
+        self.spawn = spawn
+        self.watch_exit = watch_exit
+        self.on_exit = on_exit
+        self.pumps: dict[tuple[StreamLink, int], ExecPump] = {}   # (its session, stream id) -> pump
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"exec": self.exec, "exec.resize": self.resize, "exec.signal": self.signal}
+
+    def exec(self, req: Request) -> None:
+        request = ExecRequest.from_request(req)
+        stream = req.open_stream()
+        try:
+            process = self.spawn(request)
+        except BaseException:
+            req.conn.forget_stream(stream.id)
+            raise
+        key = (req.conn, stream.id)
+        pump = ExecPump(self.loop, stream, process, tty=request.tty, size=request.size, on_exit=self.on_exit,
+                        on_done=lambda _pump: self.pumps.pop(key, None))
+        self.pumps[key] = pump
+        self.watch_exit(process.pid, pump.exited)
+        reply: dict[str, Any] = {"pid": process.pid, "stream": stream.id, "window": stream.window,
+                                 "tty": request.tty}
+        if process.container is not None:
+            reply["id"] = process.container
+        req.reply(reply)
+
+    def _pump(self, req: Request) -> ExecPump:
+        sid = req.arg("stream")
+        pump = self.pumps.get((req.conn, sid)) if isinstance(sid, int) else None
+        if pump is None:
+            raise IdmError(f"no exec session with stream id {sid!r}", NOT_FOUND)
+        return pump
+
+    def resize(self, req: Request) -> dict[str, Any]:
+        rows, cols = require(req, "rows", int), require(req, "cols", int)
+        self._pump(req).resize(rows, cols)
+        return {"rows": rows, "cols": cols}
+
+    def signal(self, req: Request) -> dict[str, Any]:
+        signum = signal_number(req.arg("signal", "SIGTERM"))
+        self._pump(req).signal(signum)
+        return {"signal": signum}
+
+
 class LogFollower:
     """``container.logs`` with ``follow``: what the ring holds, then new output, until the container stops."""
 
-    def __init__(self, stream: Any, container: ManagedContainer, containers: ContainerManager,
+    def __init__(self, stream: Stream, container: ManagedContainer, containers: ContainerManager,
                  tail: int | None = None) -> None:
         self.stream = stream
         self.container = container

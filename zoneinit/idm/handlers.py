@@ -1,4 +1,4 @@
-"""The zone's IDM request handlers: PID 1's answers to the host (message names: docs/idm.md).
+"""The zone's IDM request handlers: PID 1's answers to the host (message names: docs/idm.md section 7).
 
     zone.info        -> name, kernel, boot timeline, containers, PID 1's RSS
     zone.metrics     -> memory, CPU, load (from /proc) and per-container cgroup stats (rt.stats)
@@ -7,37 +7,26 @@
     exec             -> a stream: stdin/stdout/stderr, tty with exec.resize, the exit code on close
     exec.resize / exec.signal
 
-Handlers raise typed errors (NotFoundError, StateError, ValueError...) which the server turns into
-error replies; nothing here may take PID 1 down.
+Handlers raise what they raise (NotFoundError, StateError, ValueError, ZoneConfigError...);
+``zoneinit.idm.errors`` turns that into the error reply's code. Nothing here may take PID 1 down.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import signal as signal_module
 from collections.abc import Callable
 from typing import Any
 
+from idm.server import IdmServer, Request
+from styrolite.errors import StateError
 from zoneinit.config.parser import parse_container
 from zoneinit.config.plan import container_plan
 from zoneinit.containers.manager import ContainerManager, ManagedContainer
+from zoneinit.idm.args import require, signal_number
 from zoneinit.idm.errors import translated
-from zoneinit.idm.execs import ExecSession, LogFollower
+from zoneinit.idm.execs import ExecProcess, ExecRequest, ExecService, LogFollower
 from zoneinit.supervisor.loop import Supervisor
-
-
-def _signal_number(value: Any) -> int:
-    if isinstance(value, int) and 0 < value < 65:
-        return value
-    if isinstance(value, str):
-        name = value.upper()
-        if name.isdigit():
-            return _signal_number(int(name))
-        try:
-            return int(signal_module.Signals[name if name.startswith("SIG") else f"SIG{name}"])
-        except KeyError:
-            pass
-    raise ValueError(f"not a signal: {value!r}")
 
 
 def creation_definition(payload: Any) -> dict[str, Any]:
@@ -52,25 +41,22 @@ def creation_definition(payload: Any) -> dict[str, Any]:
     return definition
 
 
-def _require(req: Any, key: str, kind: type = str) -> Any:
-    value = req.arg(key)
-    if not isinstance(value, kind) or (kind is str and not value):
-        raise ValueError(f"{req.type}: {key!r} is required ({kind.__name__})")
-    return value
+class ZoneHandlers:
+    """PID 1's request handlers, registered on its IDM server."""
 
-
-class ZoneAgent:
-    def __init__(self, server: Any, supervisor: Supervisor, containers: ContainerManager, *,
+    def __init__(self, server: IdmServer, supervisor: Supervisor, containers: ContainerManager, *,
                  info: Callable[[], dict[str, Any]], request_shutdown: Callable[[str, str], None]) -> None:
         self.server = server
         self.supervisor = supervisor
         self.containers = containers
         self.info = info
         self.request_shutdown = request_shutdown
-        self.sessions: dict[int, ExecSession] = {}
+        self.execs = ExecService(supervisor, self.spawn_exec, containers.exec_exits.__setitem__,
+                                 on_exit=lambda pid, code: containers.emit("exec.exit",
+                                                                           {"pid": pid, "exit_code": code}))
 
     def register(self) -> None:
-        handlers: dict[str, Callable[[Any], Any]] = {
+        handlers: dict[str, Callable[[Request], Any]] = {
             "zone.info": self.zone_info,
             "zone.metrics": self.zone_metrics,
             "zone.shutdown": lambda req: self.shutdown(req, "poweroff"),
@@ -82,18 +68,16 @@ class ZoneAgent:
             "container.wait": self.container_wait,
             "container.delete": self.container_delete,
             "container.logs": self.container_logs,
-            "exec": self.exec,
-            "exec.resize": self.exec_resize,
-            "exec.signal": self.exec_signal,
+            **self.execs.handlers(),
         }
         for name, handler in handlers.items():
             self.server.register(name, translated(name, handler, self.supervisor.log.info))
 
     # --- zone ----------------------------------------------------------------------------------------
-    def zone_info(self, _req: Any) -> dict[str, Any]:
+    def zone_info(self, _req: Request) -> dict[str, Any]:
         return self.info()
 
-    def zone_metrics(self, _req: Any) -> dict[str, Any]:
+    def zone_metrics(self, _req: Request) -> dict[str, Any]:
         from zoneinit.metrics import zone_metrics
 
         result = zone_metrics()
@@ -106,34 +90,34 @@ class ZoneAgent:
         result["containers"] = stats
         return result
 
-    def shutdown(self, req: Any, action: str) -> dict[str, Any]:
+    def shutdown(self, req: Request, action: str) -> dict[str, Any]:
         reason = req.arg("reason") or f"{req.type} over IDM"
         # after this reply is on its way: the loop runs the shutdown on its next turn
         self.supervisor.call_later(0, lambda: self.request_shutdown(action, str(reason)))
         return {"accepted": True, "action": action}
 
     # --- containers ----------------------------------------------------------------------------------
-    def container_list(self, _req: Any) -> dict[str, Any]:
+    def container_list(self, _req: Request) -> dict[str, Any]:
         return {"containers": self.containers.list()}
 
-    def container_create(self, req: Any) -> dict[str, Any]:
+    def container_create(self, req: Request) -> dict[str, Any]:
         plan = container_plan(parse_container(creation_definition(req.payload), "$.container"))
         container = self.containers.create(plan)
         if req.arg("start", False) is True:
             self.containers.start(plan.id)
         return container.summary()
 
-    def container_start(self, req: Any) -> dict[str, Any]:
-        return self.containers.start(_require(req, "id")).summary()
+    def container_start(self, req: Request) -> dict[str, Any]:
+        return self.containers.start(require(req, "id")).summary()
 
-    def container_signal(self, req: Any) -> dict[str, Any]:
-        cid = _require(req, "id")
-        signum = _signal_number(req.arg("signal", "SIGTERM"))
+    def container_signal(self, req: Request) -> dict[str, Any]:
+        cid = require(req, "id")
+        signum = signal_number(req.arg("signal", "SIGTERM"))
         self.containers.signal(cid, signum, all_processes=req.arg("all", False) is True)
         return {"id": cid, "signal": signum}
 
-    def container_wait(self, req: Any) -> None:
-        cid = _require(req, "id")
+    def container_wait(self, req: Request) -> None:
+        cid = require(req, "id")
 
         def done(container: ManagedContainer) -> None:
             if req.connected:
@@ -142,13 +126,13 @@ class ZoneAgent:
 
         self.containers.wait(cid, done)
 
-    def container_delete(self, req: Any) -> dict[str, Any]:
-        cid = _require(req, "id")
+    def container_delete(self, req: Request) -> dict[str, Any]:
+        cid = require(req, "id")
         self.containers.delete(cid, force=req.arg("force", False) is True)
         return {"id": cid, "deleted": True}
 
-    def container_logs(self, req: Any) -> dict[str, Any] | None:
-        cid = _require(req, "id")
+    def container_logs(self, req: Request) -> dict[str, Any] | None:
+        cid = require(req, "id")
         tail = req.arg("tail")
         tail = tail if isinstance(tail, int) and tail >= 0 else None
         container = self.containers.get(cid)
@@ -160,77 +144,63 @@ class ZoneAgent:
         LogFollower(stream, container, self.containers, tail)
         return None
 
-    # --- exec ----------------------------------------------------------------------------------------
-    def exec(self, req: Any) -> None:
-        cid = req.arg("id") if req.arg("id") is not None else req.arg("container")
-        if cid is None:
-            cid = self._default_container()
-        if not isinstance(cid, str) or not cid:
-            raise ValueError("exec: 'container' must be a container id")
-        container = self.containers.get(cid)
-        if container.status not in ("created", "running"):
-            from styrolite.errors import StateError
-
-            raise StateError(f"container {cid!r} is {container.status}: cannot exec into it")
-        tty = req.arg("tty", False) is True
-        process = self._exec_process(container, req, tty)
-        size = None
-        rows, cols = req.arg("rows"), req.arg("cols")
-        if isinstance(rows, int) and isinstance(cols, int):
-            size = (rows, cols)
-        stream = req.open_stream()
-        session = ExecSession(self.supervisor, self.containers, stream, tty=tty)
-        try:
-            pid = session.start(cid, process, size)
-        except BaseException:
-            req.conn.forget_stream(stream.id)
-            raise
-        self.sessions[stream.id] = session
-        original_finish = stream.finish
-
-        def finish(result: Any = None) -> None:
-            self.sessions.pop(stream.id, None)
-            original_finish(result)
-
-        stream.finish = finish
-        req.reply({"id": cid, "pid": pid, "stream": stream.id, "window": stream.window, "tty": tty})
-
-    def _exec_process(self, container: ManagedContainer, req: Any, tty: bool) -> Any:
-        """The exec'd process: the container's own process settings (capabilities, rlimits...) with the
-        request's command, env, cwd, user and tty."""
-        import json
-
+    # --- exec: the process, started in its container by the runtime --------------------------------
+    def spawn_exec(self, request: ExecRequest) -> ExecProcess:
+        from styrolite.api import Stdio
         from styrolite.spec.parse import parse_process
 
-        args = req.arg("args") or req.arg("command")
-        if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
-            raise ValueError("exec: 'args' must be a non-empty list of strings")
+        cid = request.container or self._default_container()
+        container = self.containers.get(cid)
+        if container.status not in ("created", "running"):
+            raise StateError(f"container {cid!r} is {container.status}: cannot exec into it")
+        process = parse_process(self._process_document(container, request))
+        outputs: dict[int, str] = {}
+        stdin: int | None = None
+        child_fds: list[int] = []
+        try:
+            if request.tty:
+                stdio = None
+            else:
+                in_r, stdin = os.pipe2(os.O_CLOEXEC)
+                out_r, out_w = os.pipe2(os.O_CLOEXEC)
+                err_r, err_w = os.pipe2(os.O_CLOEXEC)
+                child_fds = [in_r, out_w, err_w]
+                outputs = {out_r: "stdout", err_r: "stderr"}
+                stdio = Stdio(stdin=in_r, stdout=out_w, stderr=err_w)
+            executed = self.containers.runtime.exec(cid, process, stdio=stdio, terminal=request.tty)
+        except BaseException:
+            for fd in [*outputs, *([stdin] if stdin is not None else [])]:
+                os.close(fd)
+            raise
+        finally:
+            for fd in child_fds:
+                os.close(fd)
+        if executed.console_fd is not None:
+            stdin = os.dup(executed.console_fd)
+            outputs = {executed.console_fd: "stdout"}
+        return ExecProcess(executed.pid, outputs, stdin, container=cid)
+
+    @staticmethod
+    def _process_document(container: ManagedContainer, request: ExecRequest) -> dict[str, Any]:
+        """The exec'd process: the container's own process settings (capabilities, rlimits...) with the
+        request's command, env, cwd, user and tty."""
         try:
             with open(os.path.join(container.bundle, "config.json"), encoding="utf-8") as f:
                 process: dict[str, Any] = dict(json.load(f).get("process", {}))
         except (OSError, ValueError):
             process = {"cwd": "/", "env": []}
-        process["args"] = list(args)
+        process["args"] = list(request.command)
         env = {e.split("=", 1)[0]: e for e in process.get("env", [])}
-        extra = req.arg("env") or []
-        if isinstance(extra, dict):
-            extra = [f"{k}={v}" for k, v in extra.items()]
-        for entry in extra:
-            env[str(entry).split("=", 1)[0]] = str(entry)
+        for entry in request.env:
+            env[entry.split("=", 1)[0]] = entry
         process["env"] = list(env.values())
-        if isinstance(req.arg("cwd"), str):
-            process["cwd"] = req.arg("cwd")
-        user = req.arg("user")
-        if isinstance(user, str) and user:  # "UID[:GID]", as the CLIs take it
-            uid, _, gid = user.partition(":")
-            user = {"uid": int(uid), "gid": int(gid or uid)}
-        if isinstance(user, dict):
-            process["user"] = {"uid": int(user.get("uid", 0)), "gid": int(user.get("gid", 0))}
-        elif isinstance(user, int):
-            process["user"] = {"uid": user, "gid": user}
-        process["terminal"] = tty
+        if request.cwd is not None:
+            process["cwd"] = request.cwd
+        if request.user is not None:
+            process["user"] = {"uid": request.user[0], "gid": request.user[1]}
+        process["terminal"] = request.tty
         process.pop("consoleSize", None)
-        return parse_process(process)
+        return process
 
     def _default_container(self) -> str:
         """exec without a container: the zone's main container, or its only one."""
@@ -240,22 +210,3 @@ class ZoneAgent:
         if not candidates:
             raise ValueError("exec: name the container (this zone has no main container)")
         return candidates[0].id
-
-    def _session(self, req: Any) -> ExecSession:
-        sid = req.arg("stream")
-        session = self.sessions.get(sid) if isinstance(sid, int) else None
-        if session is None:
-            from styrolite.errors import NotFoundError
-
-            raise NotFoundError(f"no exec session with stream id {sid!r}")
-        return session
-
-    def exec_resize(self, req: Any) -> dict[str, Any]:
-        rows, cols = _require(req, "rows", int), _require(req, "cols", int)
-        self._session(req).resize(rows, cols)
-        return {"rows": rows, "cols": cols}
-
-    def exec_signal(self, req: Any) -> dict[str, Any]:
-        signum = _signal_number(req.arg("signal", "SIGTERM"))
-        self._session(req).signal(signum)
-        return {"signal": signum}
