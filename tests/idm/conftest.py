@@ -4,6 +4,7 @@ over a socketpair; ``exec`` is PID 1's real exec service, its processes local in
 from __future__ import annotations
 
 import os
+import termios
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -111,6 +112,8 @@ def install_exec(loop: LoopThread) -> ExecService:
         env = dict(os.environ) | dict(e.split("=", 1) for e in request.env)
         if request.tty:
             master, slave = os.openpty()
+            if request.size:  # the size a runtime gives the pty it makes (OCI process.consoleSize)
+                termios.tcsetwinsize(slave, request.size)
             actions = [(os.POSIX_SPAWN_DUP2, slave, n) for n in (0, 1, 2)]
             try:
                 pid = os.posix_spawnp(cmd[0], cmd, env, file_actions=actions, setsid=True)

@@ -200,6 +200,8 @@ class ZoneHandlers:
             process["user"] = {"uid": request.user[0], "gid": request.user[1]}
         process["terminal"] = request.tty
         process.pop("consoleSize", None)
+        if request.tty and request.size:
+            process["consoleSize"] = {"height": request.size[0], "width": request.size[1]}
         return process
 
     def _default_container(self) -> str:
