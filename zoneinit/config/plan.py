@@ -8,9 +8,12 @@ A container created over IDM becomes a ``ContainerPlan`` through :func:`containe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from zoneinit.config.document import Container, ZoneConfig
 from zoneinit.network import InterfacePlan, NetworkPlan, RoutePlan
+
+if TYPE_CHECKING:  # the plan is what PID 1 keeps; the document is read in a forked child or per request
+    from zoneinit.config.document import Container, ZoneConfig
 
 
 @dataclass

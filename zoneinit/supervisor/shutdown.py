@@ -31,6 +31,19 @@ class StoppableContainers(Protocol):
     def signal(self, container_id: str, signum: int, all_processes: bool = False) -> None: ...
 
 
+class _NoContainers:
+    """Before the zone has any containers (its shutdown is set up first)."""
+
+    def running(self) -> list[str]:
+        return []
+
+    def signal(self, container_id: str, signum: int, all_processes: bool = False) -> None:
+        return None
+
+
+NO_CONTAINERS: StoppableContainers = _NoContainers()
+
+
 def kill_every_other_process(signum: int = signal.SIGKILL) -> None:
     """kill(-1): every process but PID 1 itself. Only ever done when we *are* PID 1."""
     if os.getpid() == 1:
