@@ -1,9 +1,12 @@
 """A container's OCI bundle in the zone: an overlay rootfs over its read-only image and a config.json.
 
-The base document is Styrolite's hardened ``default_config()``; the container's plan fills in the process,
-and the zone's choices are applied: the zone's workload network namespace (shared by the zone's containers,
-never PID 1's own; a fresh empty one if the zone could not make it), the zone's name files bound
-read-only, and the writable layer on tmpfs.
+The base document is Styrolite's hardened ``default_config()`` (its capabilities, masked paths, Docker-style
+seccomp profile); the container's plan fills in the process, and the zone's choices are applied: the zone's
+workload network namespace (shared by the zone's containers, never PID 1's own; a fresh empty one if the zone
+could not make it), the zone's name files bound read-only, and the writable layer on tmpfs.
+
+Fail closed: if this build cannot give a container the hardened base, the container fails (exit 125 and the
+reason, like a disk whose digest does not match); it never starts with a weaker hand-written config.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 from zoneinit.config.idrange import ID_RANGE
 from zoneinit.config.plan import ContainerPlan
+from zoneinit.errors import ZoneInitError
 from zoneinit.mounts.disks import DiskStore
 from zoneinit.mounts.images import mount_overlay
 from zoneinit.mounts.table import MountTable
@@ -21,24 +25,17 @@ from zoneinit.mounts.table import MountTable
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def _base_config() -> dict[str, Any]:
+def _hardened_base() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Styrolite's hardened default config.json and its Docker-style seccomp profile (default EPERM, an allow
+    list, no kexec/modules/mount/bpf...). ZoneInitError if this build lacks either: no weaker stand-in."""
     try:
+        from styrolite.security import default_profile
         from styrolite.spec.defaults import default_config
-    except ImportError:  # keep PID 1 bootable even if the runtime's defaults moved
-        return {"ociVersion": "1.2.0", "process": {"cwd": "/", "args": ["sh"], "env": [DEFAULT_PATH]},
-                "root": {"path": "rootfs"}, "mounts": [
-                    {"destination": "/proc", "type": "proc", "source": "proc"},
-                    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
-                ], "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]}}
-    return default_config()
-
-
-def _default_seccomp() -> dict[str, Any]:
-    """Styrolite's Docker-style default profile: default EPERM, an allow list, no kexec/modules/mount/bpf..."""
-    from styrolite.security import default_profile
-    from styrolite.spec.serialize import to_json_obj
-
-    return to_json_obj(default_profile())
+        from styrolite.spec.serialize import to_json_obj
+    except ImportError as e:
+        raise ZoneInitError("the runtime's hardened default config or seccomp profile is not in this build: "
+                            "refusing to start a container with weaker settings") from e
+    return default_config(), to_json_obj(default_profile())
 
 
 def build_config(plan: ContainerPlan, *, hostname: str | None = None,
@@ -47,7 +44,7 @@ def build_config(plan: ContainerPlan, *, hostname: str | None = None,
     """The config.json document for ``plan`` (a plain dict). With ``owner_shift`` (its root image's owners
     were shifted by that much) the container gets a user namespace mapping its ids 0..65535 there, so its
     root is not the zone's root."""
-    config = _base_config()
+    config, seccomp = _hardened_base()
     process = config.setdefault("process", {})
     if plan.args:
         process["args"] = list(plan.args)
@@ -76,7 +73,7 @@ def build_config(plan: ContainerPlan, *, hostname: str | None = None,
         mapping = [{"containerID": 0, "hostID": owner_shift, "size": ID_RANGE}]
         linux["uidMappings"], linux["gidMappings"] = mapping, [dict(m) for m in mapping]
     linux["namespaces"] = namespaces
-    linux.setdefault("seccomp", _default_seccomp())
+    linux.setdefault("seccomp", seccomp)
     _apply_limits(linux, plan)
     mounts = config.setdefault("mounts", [])
     for name, source in (name_files or {}).items():
@@ -126,12 +123,20 @@ def prepare_bundle(plan: ContainerPlan, disks: DiskStore, mounts: MountTable, *,
 
 def remove_bundle(container_id: str, mounts: MountTable, *, bundles: str = "/run/zone/bundles",
                   scratch: str = "/run/zone/scratch") -> None:
-    """Unmount the container's overlay and forget its bundle and scratch space."""
+    """Unmount the container's overlay and forget its bundle and scratch space. ZoneInitError names what
+    could not be undone (the rest is done all the same)."""
     import shutil
 
     bundle = os.path.join(bundles, container_id)
-    mounts.unmount_under(bundle)
+    problems = [f"unmount {target}: {error}" for target, error in mounts.unmount_under(bundle)]
     if os.path.ismount(os.path.join(bundle, "rootfs")):
-        return  # still mounted: never delete through a live mount
-    shutil.rmtree(bundle, ignore_errors=True)
-    shutil.rmtree(os.path.join(scratch, container_id), ignore_errors=True)
+        problems.append(f"{bundle}/rootfs is still mounted: its files are kept")  # never delete through a mount
+    else:
+        def failed(_function: object, path: str, exc_info: tuple[type, BaseException, object]) -> None:
+            problems.append(f"remove {path}: {exc_info[1]}")
+
+        for directory in (bundle, os.path.join(scratch, container_id)):
+            if os.path.lexists(directory):
+                shutil.rmtree(directory, onerror=failed)
+    if problems:
+        raise ZoneInitError(f"clean up container {container_id}: " + "; ".join(problems))

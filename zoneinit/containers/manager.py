@@ -14,8 +14,9 @@ import signal as signal_module
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from styrolite.errors import NotFoundError, StateError, describe
 from styrolite.exitstatus import exit_code_of
 from zoneinit.config.plan import ContainerPlan
 from zoneinit.console import ConsoleLog
@@ -26,7 +27,35 @@ from zoneinit.supervisor.loop import Supervisor
 READ_CHUNK = 64 * 1024
 EXIT_CREATE_FAILED = 125   # docker's convention: the container could not be created/started
 
+if TYPE_CHECKING:
+    from styrolite.api import Stdio
+    from styrolite.lifecycle.create import Created
+    from styrolite.lifecycle.exec import Executed
+    from styrolite.spec.model import Process
+
 EventSink = Callable[[str, dict[str, Any]], None]
+
+
+class ContainerRuntime(Protocol):
+    """What PID 1 uses of the OCI runtime: ``styrolite.api.Runtime`` (a fork/exec fake in the tests)."""
+
+    def create(self, container_id: str, bundle: str, *, stdio: Stdio | None = None,
+               terminal: bool = False) -> Created: ...
+
+    def start(self, container_id: str) -> None: ...
+
+    def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
+             terminal: bool = False) -> Executed: ...
+
+    def signal(self, container_id: str, signum: int, all_processes: bool = False) -> None: ...
+
+    def stats(self, container_id: str) -> dict: ...
+
+    def delete(self, container_id: str, force: bool = False) -> None: ...
+
+    def child_exited(self, pid: int, wait_status: int) -> str | None: ...
+
+    def exit_code(self, container_id: str) -> int | None: ...
 
 
 @dataclass
@@ -66,7 +95,7 @@ class ContainerManager:
         *,
         prepare_bundle: Callable[[ContainerPlan], str],
         remove_bundle: Callable[[str], None] = lambda _cid: None,
-        runtime_factory: Callable[[], Any] | None = None,
+        runtime_factory: Callable[[], ContainerRuntime] | None = None,
         emit: EventSink = lambda _type, _payload: None,
         log: ConsoleLog | None = None,
         echo_output: bool = False,
@@ -75,7 +104,7 @@ class ContainerManager:
         self.prepare_bundle = prepare_bundle
         self.remove_bundle = remove_bundle
         self._runtime_factory = runtime_factory or _default_runtime
-        self._runtime: Any = None
+        self._runtime: ContainerRuntime | None = None
         self.emit = emit
         self.log = log or supervisor.log
         self.echo_output = echo_output
@@ -85,7 +114,7 @@ class ContainerManager:
         supervisor.on_child_exit.append(self.child_exited)
 
     @property
-    def runtime(self) -> Any:
+    def runtime(self) -> ContainerRuntime:
         if self._runtime is None:
             self._runtime = self._runtime_factory()
         return self._runtime
@@ -96,8 +125,6 @@ class ContainerManager:
         try:
             return self.containers[container_id]
         except KeyError:
-            from styrolite.errors import NotFoundError
-
             raise NotFoundError(f"no container {container_id!r} in this zone") from None
 
     def running(self) -> list[str]:
@@ -113,8 +140,6 @@ class ContainerManager:
 
     def create(self, plan: ContainerPlan) -> ManagedContainer:
         if plan.id in self.containers:
-            from styrolite.errors import StateError
-
             raise StateError(f"container {plan.id!r} already exists in this zone")
         container = ManagedContainer(plan, created_at=time.time())
         self.containers[plan.id] = container
@@ -159,8 +184,6 @@ class ContainerManager:
     def start(self, container_id: str) -> ManagedContainer:
         container = self.get(container_id)
         if container.status != "created":
-            from styrolite.errors import StateError
-
             raise StateError(f"container {container_id!r} is {container.status}, not created")
         try:
             self.runtime.start(container_id)
@@ -177,14 +200,15 @@ class ContainerManager:
         try:
             self.create(plan)
             return self.start(plan.id)
-        except Exception:
-            return None  # already logged and reported by _failed
+        except Exception as e:
+            known = self.containers.get(plan.id)
+            if known is None or known.status != "failed":  # else _failed has reported it already
+                self.log.error(f"container {plan.id}", e)
+            return None
 
     def signal(self, container_id: str, signum: int, all_processes: bool = False) -> None:
         container = self.get(container_id)
         if container.status not in ("created", "running"):
-            from styrolite.errors import StateError
-
             raise StateError(f"container {container_id!r} is {container.status}: nothing to signal")
         self.runtime.signal(container_id, signum, all_processes=all_processes)
 
@@ -199,14 +223,19 @@ class ContainerManager:
     def delete(self, container_id: str, force: bool = False) -> None:
         container = self.get(container_id)
         if container.status in ("created", "running") and not force:
-            from styrolite.errors import StateError
-
             raise StateError(f"container {container_id!r} is {container.status}: stop it first or use force")
         if container.status != "failed":
-            with contextlib.suppress(Exception):  # unknown to the runtime already: nothing to remove there
+            try:
                 self.runtime.delete(container_id, force=force)
+            except NotFoundError:
+                pass  # unknown to the runtime already: nothing to remove there
+            except Exception as e:  # reported; the zone forgets the container all the same
+                self.log.error(f"delete container {container_id} from the runtime", e)
         self._close_fds(container)
-        self.remove_bundle(container_id)
+        try:
+            self.remove_bundle(container_id)
+        except Exception as e:
+            self.log.error(f"remove the bundle of container {container_id}", e)
         del self.containers[container_id]
 
     # --- exits -----------------------------------------------------------------------------------
@@ -216,7 +245,10 @@ class ContainerManager:
         exec_callback = self.exec_exits.pop(pid, None)
         owner = None
         if self._runtime is not None:
-            owner = self._runtime.child_exited(pid, status)
+            try:
+                owner = self._runtime.child_exited(pid, status)
+            except Exception as e:  # e.g. its state file could not be written; the exit itself is known
+                self.log.error(f"record the exit of pid {pid}", e)
         if exec_callback is not None:
             exec_callback(status)
             return
@@ -225,10 +257,7 @@ class ContainerManager:
             container = next((c for c in self.containers.values() if c.pid == pid and c.status != "stopped"), None)
         if container is None:
             return  # an orphan or a helper process: reaped, nothing else to do
-        code = None
-        if self._runtime is not None:
-            with contextlib.suppress(Exception):
-                code = self._runtime.exit_code(container.id)
+        code = self._runtime.exit_code(container.id) if self._runtime is not None else None
         self._stopped(container, exit_code_of(status) if code is None else code, status)
 
     def _stopped(self, container: ManagedContainer, code: int, status: int | None) -> None:
@@ -245,8 +274,6 @@ class ContainerManager:
         self._notify(container)
 
     def _failed(self, container: ManagedContainer, error: BaseException) -> None:
-        from styrolite.errors import describe
-
         container.status = "failed"
         container.error = describe(error)
         self.log.error(f"container {container.id} failed", error)
@@ -319,7 +346,7 @@ class ContainerManager:
         return os.write(fd, data)
 
 
-def _default_runtime() -> Any:
+def _default_runtime() -> ContainerRuntime:
     from styrolite.api import Runtime
 
     return Runtime(state_root="/run/styrolite")
