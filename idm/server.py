@@ -1,9 +1,9 @@
 """The zone's IDM server: non-blocking, single-threaded, driven by PID 1's event loop.
 
-PID 1 watches one descriptor: ``fileno()`` is the server's own epoll set (connections, listeners, watched
-pipes and a wake-up pipe), readable whenever any of them needs attention. The loop calls ``service()``
-(aliases ``on_readable``/``on_writable``) when it is readable or when ``timeout()`` seconds have passed;
-``service()`` never blocks. ``wants_write()`` is always False: write interest lives inside the epoll set.
+PID 1 watches one descriptor: ``fileno()`` is the server's own epoll set (connections, listeners and a
+wake-up pipe), readable whenever any of them needs attention. The loop calls ``service()`` when it is
+readable or when ``timeout()`` seconds have passed; ``service()`` never blocks. Write interest lives inside
+the epoll set.
 
 Sessions: every new connection (an accepted unix-socket client, a device whose peer came back) is a new
 session and gets a ``zone.hello`` event; a client's ``hello`` request starts a fresh session on the same
@@ -139,7 +139,6 @@ class IdmServer:
         }
         self._conns: list[Connection] = []
         self._listeners: list[socket.socket] = []
-        self._watches: dict[int, Callable[[int], None]] = {}
         self._timers: list[tuple[float, int, Timer]] = []
         self._timer_seq = itertools.count()
         self._seq = 0
@@ -154,9 +153,6 @@ class IdmServer:
     # --- the loop interface --------------------------------------------------------------------
     def fileno(self) -> int:
         return self._sel.fileno()
-
-    def wants_write(self) -> bool:
-        return False
 
     def timeout(self) -> float | None:
         """Seconds until the server needs ``service()`` even if its fd stays quiet (None: no timer)."""
@@ -177,9 +173,6 @@ class IdmServer:
         finally:
             self._in_service = False
             self._flush_dirty()
-
-    on_readable = service
-    on_writable = service
 
     # --- endpoints -------------------------------------------------------------------------------
     def listen_unix(self, path: str, mode: int = 0o600) -> None:
@@ -240,20 +233,6 @@ class IdmServer:
                 self._pending.popleft()
                 self.stats["events_dropped"] += 1
         return msg.id
-
-    def watch(self, fd: int, events: int, callback: Callable[[int], None]) -> None:
-        """Call ``callback(mask)`` from ``service()`` when ``fd`` is ready (exec pipes, a pidfd...)."""
-        self._watches[fd] = callback
-        handler = self._watch_dispatch(fd, callback)
-        try:
-            self._sel.modify(fd, events, handler)
-        except KeyError:
-            self._sel.register(fd, events, handler)
-
-    def unwatch(self, fd: int) -> None:
-        if self._watches.pop(fd, None) is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self._sel.unregister(fd)
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> Timer:
         timer = Timer(time.monotonic() + delay, fn)
@@ -483,13 +462,6 @@ class IdmServer:
             return
         self.add_transport(SocketTransport(sock), name=f"local-{self.stats['sessions'] + 1}", persistent=False)
 
-    def _watch_dispatch(self, fd: int, callback: Callable[[int], None]) -> Callable[[int], None]:
-        def dispatch(mask: int) -> None:
-            if self._watches.get(fd) is callback:  # not unwatched earlier in this round
-                callback(mask)
-
-        return dispatch
-
     def _on_wake(self, _mask: int) -> None:
         with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 4096):
@@ -512,16 +484,3 @@ class IdmServer:
             fn()
         except Exception:
             self.log(f"idm: callback failed:\n{traceback.format_exc()}")
-
-
-def run_until(server: IdmServer, stop: Callable[[], bool], poll: float = 0.05) -> None:
-    """A minimal loop around the server (tests, a standalone server); PID 1 uses its own loop instead."""
-    sel = selectors.DefaultSelector()
-    sel.register(server.fileno(), selectors.EVENT_READ)
-    try:
-        while not stop():
-            timeout = server.timeout()
-            sel.select(poll if timeout is None else min(timeout, poll))
-            server.service()
-    finally:
-        sel.close()

@@ -36,9 +36,7 @@ VERSION = "0.1.0"
 
 @dataclass(frozen=True)
 class ZonePaths:
-    run: str = "/run/zone"
     addons: str = "/run/zone/addons"
-    config: str = "/run/zone/config"
     images: str = "/run/zone/images"
     bundles: str = "/run/zone/bundles"
     scratch: str = "/run/zone/scratch"

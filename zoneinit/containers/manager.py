@@ -21,7 +21,6 @@ from styrolite.exitstatus import exit_code_of
 from zoneinit.config.plan import ContainerPlan
 from zoneinit.console import ConsoleLog
 from zoneinit.containers.output import OutputRing
-from zoneinit.errors import ZoneInitError
 from zoneinit.supervisor.loop import Supervisor
 
 READ_CHUNK = 64 * 1024
@@ -132,9 +131,6 @@ class ContainerManager:
 
     def list(self) -> list[dict[str, Any]]:
         return [c.summary() for c in self.containers.values()]
-
-    def logs(self, container_id: str, tail: int | None = None) -> bytes:
-        return self.get(container_id).output.snapshot(tail)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -337,13 +333,6 @@ class ContainerManager:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         container.stdin_fd = container.console_fd = None
-
-    def write_stdin(self, container_id: str, data: bytes) -> int:
-        container = self.get(container_id)
-        fd = container.stdin_fd if container.stdin_fd is not None else container.console_fd
-        if fd is None:
-            raise ZoneInitError(f"container {container_id!r} has no open stdin")
-        return os.write(fd, data)
 
 
 def _default_runtime() -> ContainerRuntime:

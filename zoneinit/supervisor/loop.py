@@ -44,7 +44,6 @@ class Supervisor:
         self._cancelled: set[int] = set()
         self._wakeup_r = -1
         self._wakeup_w = -1
-        self._previous_handlers: dict[int, object] = {}
         # Components with their own timers (the IDM server): (seconds until due or None, service to run then)
         self.timed_services: list[tuple[Callable[[], float | None], Callable[[], None]]] = []
         self.running = True
@@ -56,20 +55,8 @@ class Supervisor:
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
         for signum in signals:
-            self._previous_handlers[signum] = signal.signal(signum, _ignore_signal)
+            signal.signal(signum, _ignore_signal)
         self.selector.register(self._wakeup_r, selectors.EVENT_READ, self._drain_signals)
-
-    def uninstall_signals(self) -> None:
-        """Undo install_signals (tests; PID 1 keeps them for its whole life)."""
-        for signum, handler in self._previous_handlers.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
-        self._previous_handlers.clear()
-        signal.set_wakeup_fd(-1)
-        if self._wakeup_r >= 0:
-            self.selector.unregister(self._wakeup_r)
-            os.close(self._wakeup_r)
-            os.close(self._wakeup_w)
-            self._wakeup_r = self._wakeup_w = -1
 
     def add_signal_handler(self, signum: int, callback: Callable[[int], None]) -> None:
         self.on_signal.setdefault(signum, []).append(callback)
