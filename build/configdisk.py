@@ -9,6 +9,7 @@ has the schema.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,12 +80,16 @@ def build_config(document: Mapping[str, Any]) -> ZoneConfig:
     return parse_zone_config(dict(document))
 
 
-def write_config_disk(config: ZoneConfig | Mapping[str, Any], out: str | Path) -> Path:
-    """Write the raw config disk image (header + JSON + padding); returns its path."""
+def write_config_disk(config: ZoneConfig | Mapping[str, Any], out: str | Path, *,
+                      readable: str | Path | None = None) -> Path:
+    """Write the raw config disk image (header + JSON + padding); returns its path. ``readable``: also write
+    the same config there as indented JSON, for people."""
     if not isinstance(config, ZoneConfig):
         config = build_config(config)
     out = Path(out)
     out.write_bytes(encode_config_disk(config))
+    if readable is not None:
+        Path(readable).write_text(json.dumps(config.to_json(), indent=2, sort_keys=True) + "\n")
     return out
 
 

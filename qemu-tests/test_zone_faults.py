@@ -31,9 +31,10 @@ class Zone:
         self.name = name
 
     def client(self, events: bool = True) -> Any:
-        from host.idm import connect
+        """A raw IDM client on the zone's socket (these tests speak the protocol itself)."""
+        from idm.client import IdmClient
 
-        return connect(str(self.dir.idm_socket), timeout=60, events=events, name="fault-test")
+        return IdmClient.connect_unix(str(self.dir.idm_socket), events=events, name="fault-test", timeout=60)
 
     def console(self) -> str:
         return self.zonehost.console(self.name)[-3000:]

@@ -1,18 +1,28 @@
-"""Progress lines on stderr for the slow steps (building images, booting), so stdout stays the workload's."""
+"""What ``zonehost`` prints: progress lines on stderr for the slow steps (building images, booting), so
+stdout stays the workload's; and each verb's result on stdout, as text or (``--json``) as a JSON document."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 _quiet = False
+_json = False
 
 
-def set_quiet(quiet: bool) -> None:
-    global _quiet
-    _quiet = quiet
+def configure(*, quiet: bool, json_output: bool) -> None:
+    """``-q`` silences progress; ``--json`` prints results as JSON (and silences progress too)."""
+    global _quiet, _json
+    _quiet = quiet or json_output
+    _json = json_output
+
+
+def result(document: object, text: str) -> None:
+    """A verb's result on stdout: ``document`` as JSON with ``--json``, else ``text``."""
+    print(json.dumps(document, indent=2, sort_keys=True) if _json else text, flush=True)
 
 
 def note(message: str) -> None:

@@ -1,12 +1,12 @@
-"""The QEMU backend: a zone definition plus its boot files -> a running ``qemu-system-x86_64``.
+"""The ``qemu`` backend: a zone definition plus its boot files -> a running ``qemu-system-x86_64``.
 
-Machine: ``-accel kvm`` when /dev/kvm really works, else ``-accel tcg`` (host.accel). Direct kernel boot
+Machine: ``-accel kvm`` when /dev/kvm really works, else ``-accel tcg`` (accel.py). Direct kernel boot
 (``-kernel``/``-initrd``/``-append``), no firmware menus, ``-no-reboot`` so a guest power-off, reboot or
 panic (``panic=-1``) ends QEMU. ``-nodefaults -display none`` instead of ``-nographic``: ``-nographic``
 cannot be combined with ``-daemonize`` and would tie the console to our terminal; here the console
 (ttyS0) always goes to the zone's console.log and the CLI streams container output over IDM.
 
-Devices, in this order (bootplan.py has the contract with PID 1):
+Devices, in this order (host/bootplan.py has the contract with PID 1):
   virtio-serial-pci with one port "zone.idm" on a unix socket (first virtio device -> /dev/vport0p1),
   virtio-blk-pci read-only disks: addons (vda), config (vdb), root images (vdc...), with serial=,
   virtio-rng-pci (early entropy), and virtio-net-pci on user-mode networking when the zone asks for it.
@@ -21,12 +21,14 @@ import subprocess
 import time
 from pathlib import Path
 
-from host.accel import choose_accel
+from host.backends.accel import choose_accel
+from host.backends.qmp import qmp_command
 from host.bootplan import IDM_PORT_NAME, BootFiles, kernel_cmdline
 from host.errors import BackendError
-from host.qmp import qmp_command
-from host.state import ZoneDir, _pid_alive
+from host.state import ZoneDir, pid_alive
 from host.zonedef import ZoneDef
+from idm.errors import ConnectionClosed, IdmTimeout
+from idm.transport import SocketTransport, connect_unix
 
 QEMU_BINARY = "qemu-system-x86_64"
 
@@ -78,15 +80,25 @@ def qemu_command(definition: ZoneDef, zone: ZoneDir, boot: BootFiles, *, accel: 
     return argv
 
 
-class QemuZone:
-    """Start, watch and stop one zone's QEMU process."""
+class QemuBackend:
+    """Start, watch and stop one zone's QEMU process (the ``qemu`` backend)."""
+
+    name = "qemu"
+    disk_prefix = "vd"
 
     def __init__(self, zone: ZoneDir) -> None:
         self.zone = zone
         self.process: subprocess.Popen[bytes] | None = None   # set when we started it in the foreground
 
-    def start(self, definition: ZoneDef, boot: BootFiles, *, daemonize: bool, accel: str | None = None,
-              cmdline: str | None = None, socket_timeout: float = 10.0) -> int:
+    def kernel_cmdline(self, definition: ZoneDef) -> str:
+        return kernel_cmdline(definition)
+
+    @property
+    def console_log(self) -> Path:
+        return self.zone.console_log
+
+    def boot(self, definition: ZoneDef, boot: BootFiles, *, daemonize: bool, cmdline: str | None = None,
+             accel: str | None = None, socket_timeout: float = 10.0) -> None:
         binary = qemu_binary()
         if binary is None:
             raise BackendError(f"{QEMU_BINARY} not found (install the Debian package qemu-system-x86)")
@@ -111,18 +123,31 @@ class QemuZone:
                 pid = self.process.pid
         self.zone.save_runtime(backend="qemu", pid=pid, accel=accel, argv=argv)
         self._wait_for_socket(socket_timeout, log_path)
-        return pid
 
     def _wait_for_socket(self, timeout: float, log_path: Path) -> None:
         deadline = time.monotonic() + timeout
         while not self.zone.idm_socket.exists():
-            if not self.running():
+            if not self.alive():
                 raise BackendError(f"QEMU for zone {self.zone.name!r} exited: {_last_line(log_path)}")
             if time.monotonic() > deadline:
                 raise BackendError(f"QEMU for zone {self.zone.name!r} did not open {self.zone.idm_socket}")
             time.sleep(0.02)
 
-    def running(self) -> bool:
+    def connect(self, timeout: float) -> SocketTransport:
+        """The virtio-serial chardev socket, retried until QEMU accepts (the zone's PID 1 answers later: data
+        waits in the socket until it opens the port)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return connect_unix(str(self.zone.idm_socket), max(min(remaining, 5.0), 0.1))
+            except ConnectionClosed as e:  # not there yet
+                if remaining <= 0:
+                    raise IdmTimeout(f"zone {self.zone.name!r}: {self.zone.idm_socket} did not accept a "
+                                     f"connection within {timeout} s: {e}") from e
+                time.sleep(0.1)
+
+    def alive(self) -> bool:
         if self.process is not None:
             return self.process.poll() is None
         return self.zone.is_running()
@@ -136,15 +161,15 @@ class QemuZone:
             except subprocess.TimeoutExpired:
                 return False
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.running():
+        while self.alive():
             if deadline is not None and time.monotonic() > deadline:
                 return False
             time.sleep(0.05)
         return True
 
-    def quit(self, timeout: float = 5.0) -> None:
+    def kill(self, timeout: float = 5.0) -> None:
         """Stop QEMU now: QMP quit, then SIGTERM, then SIGKILL. The guest gets no say (used after a timeout)."""
-        if not self.running():
+        if not self.alive():
             return
         try:
             qmp_command(self.zone.qmp_socket, "quit", timeout=timeout)
@@ -154,7 +179,7 @@ class QemuZone:
             pass   # no QMP (QEMU wedged, or not ours): signals next
         pid = self.process.pid if self.process is not None else self.zone.pid()
         for signum in (signal.SIGTERM, signal.SIGKILL):
-            if pid is None or not _pid_alive(pid):
+            if pid is None or not pid_alive(pid):
                 return
             try:
                 os.kill(pid, signum)

@@ -1,9 +1,9 @@
-"""The Xen backend: a zone as a PV domain driven with ``xl``.
+"""The ``xen`` backend: a zone as a PV domain driven with ``xl``.
 
 ``xl_config`` turns the zone definition and its boot files into an xl domain config (type "pv", kernel,
 ramdisk, command line, memory, vcpus, read-only disks xvda/xvdb/xvdc... in the order of host.bootplan, an
-optional vif); ``XenZone`` runs ``xl create`` / ``xl destroy`` / ``xl list`` and keeps the guest console in
-the zone's console.log (``xl console`` in the background). IDM is a vchan served by the zone (``connect_vchan``).
+optional vif); ``XenBackend`` runs ``xl create`` / ``xl destroy`` / ``xl domid`` and keeps the guest console
+in the zone's console.log (``xl console`` in the background). IDM is a vchan the zone serves to dom0.
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from host.bootplan import XEN_CONSOLE, BootFiles, kernel_cmdline
 from host.errors import BackendError
 from host.state import ZoneDir
 from host.zonedef import ZoneDef
+
+if TYPE_CHECKING:
+    from idm.vchan import VchanTransport
 
 XL = "xl"
 XEN_IDM = "vchan"   # zone.idm=vchan: PID 1 serves IDM on a vchan under its own xenstore tree (docs/idm.md)
@@ -37,12 +40,16 @@ def _quote(value: str) -> str:
     return f'"{value}"'
 
 
+def xen_kernel_cmdline(definition: ZoneDef) -> str:
+    """The console is hvc0, the disks xvd*, IDM a vchan (host.bootplan)."""
+    return kernel_cmdline(definition, console=XEN_CONSOLE, disk_prefix="xvd", idm=XEN_IDM)
+
+
 def xl_config(definition: ZoneDef, boot: BootFiles, *, cmdline: str | None = None,
               devices: dict[Path, str] | None = None) -> str:
     """The xl domain config text (xl.cfg(5) syntax). ``devices`` maps disk files to the loop devices
     attached for them (backendtype=phy needs a block device)."""
-    extra = cmdline if cmdline is not None else kernel_cmdline(definition, console=XEN_CONSOLE, disk_prefix="xvd",
-                                                               idm=XEN_IDM)
+    extra = cmdline if cmdline is not None else xen_kernel_cmdline(definition)
     disks = []
     for index, disk in enumerate(boot.disks()):
         vdev = f"xvd{chr(ord('a') + index)}"
@@ -120,23 +127,22 @@ def detach_loop(device: str) -> None:
             os.close(fd)
 
 
-def list_domains() -> list[dict[str, Any]]:
-    """``xl list`` parsed: name, domid, memory, vcpus, state."""
-    rows = []
-    for line in _xl("list").stdout.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) >= 5 and fields[1].isdigit():
-            rows.append({"name": fields[0], "domid": int(fields[1]), "memory_mib": int(fields[2]),
-                         "vcpus": int(fields[3]), "state": fields[4]})
-    return rows
+class XenBackend:
+    """Start, watch and stop one zone's PV domain (the ``xen`` backend)."""
 
-
-class XenZone:
-    """Start, watch and stop one zone's PV domain (same interface as host.qemu.QemuZone)."""
+    name = "xen"
+    disk_prefix = "xvd"
 
     def __init__(self, zone: ZoneDir) -> None:
         self.zone = zone
         self.console: subprocess.Popen[bytes] | None = None
+
+    def kernel_cmdline(self, definition: ZoneDef) -> str:
+        return xen_kernel_cmdline(definition)
+
+    @property
+    def console_log(self) -> Path:
+        return self.zone.console_log
 
     @property
     def config_file(self) -> Path:
@@ -145,8 +151,7 @@ class XenZone:
     def domain(self) -> str:
         return domain_name(self.zone.name)
 
-    def start(self, definition: ZoneDef, boot: BootFiles, *, daemonize: bool = True, accel: str | None = None,
-              cmdline: str | None = None, socket_timeout: float = 10.0) -> int:
+    def boot(self, definition: ZoneDef, boot: BootFiles, *, daemonize: bool = True, cmdline: str | None = None) -> None:
         devices = {disk.path: attach_loop(disk.path) for disk in boot.disks() if disk.path.is_file()}
         self.zone.save_runtime(backend="xen", loops=sorted(devices.values()))
         self.config_file.write_text(xl_config(definition, boot, cmdline=cmdline, devices=devices))
@@ -158,21 +163,29 @@ class XenZone:
             self.console = subprocess.Popen([XL, "console", self.domain()], stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.DEVNULL, start_new_session=True)
         self.zone.save_runtime(backend="xen", domid=domid, console_pid=self.console.pid, loops=sorted(devices.values()))
-        return domid
 
     def domid(self) -> int | None:
         result = _xl("domid", self.domain(), check=False, timeout=30)
         text = result.stdout.strip()
         return int(text) if result.returncode == 0 and text.isdigit() else None
 
-    def running(self) -> bool:
+    def connect(self, timeout: float) -> VchanTransport:
+        """The vchan the zone's PID 1 serves to dom0 (libxenvchan client side), retried until it does."""
+        from idm.vchan import connect_vchan_client
+
+        domid = self.zone.runtime().get("domid")
+        if not isinstance(domid, int):
+            raise BackendError(f"zone {self.zone.name!r} has no Xen domain id (is it running?)")
+        return connect_vchan_client(domid, timeout=timeout)
+
+    def alive(self) -> bool:
         if shutil.which(XL) is None:
             return False
         return self.domid() is not None
 
     def wait(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.running():
+        while self.alive():
             if deadline is not None and time.monotonic() > deadline:
                 return False
             time.sleep(0.2)
@@ -184,25 +197,11 @@ class XenZone:
         for device in self.zone.runtime().get("loops") or []:
             detach_loop(device)
 
-    def quit(self, timeout: float = 10.0) -> None:
-        if self.running():
+    def kill(self, timeout: float = 10.0) -> None:
+        if self.alive():
             _xl("destroy", self.domain(), timeout=timeout + 30)
         pid = self.zone.runtime().get("console_pid")
         if isinstance(pid, int):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, 15)
         self._release_loops()
-
-
-def connect_vchan(zone: ZoneDir, *, timeout: float = 30.0, events: bool = True) -> Any:
-    """IDM over the zone's vchan (libxenvchan client side, helper-5's transport)."""
-    domid = zone.runtime().get("domid")
-    if not isinstance(domid, int):
-        raise BackendError(f"zone {zone.name!r} has no Xen domain id (is it running?)")
-    try:
-        from idm.vchan import connect_vchan_client  # type: ignore[import-not-found]
-    except ImportError as e:
-        raise BackendError("IDM over vchan is not available in this build (idm.vchan)") from e
-    from host.idm import connect_transport
-    transport = connect_vchan_client(domid, timeout=timeout)
-    return connect_transport(transport, timeout=timeout, events=events, name="zonehost")
