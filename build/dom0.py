@@ -53,7 +53,7 @@ DOM0_CMDLINE = "console=hvc0 earlyprintk=xen panic=-1"
 
 XL_CONF = 'autoballoon="off"\n'
 # libxl runs this for every backendtype=phy disk (Debian's "block" needs bash): publish the block device's
-# major:minor for blkback. host.xen hands xl block devices only (it attaches regular files to loop devices).
+# major:minor for blkback. host.backends.xen hands xl block devices only (it attaches regular files to loop devices).
 BLOCK_SCRIPT = """#!/bin/sh
 [ "$1" = add ] || exit 0
 dev=$(xenstore-read "$XENBUS_PATH/params")
