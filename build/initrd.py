@@ -47,7 +47,7 @@ from .pybytecode import module_closure, stage_modules
 
 REPO = Path(__file__).resolve().parent.parent
 STAGE0_SOURCE = Path(__file__).resolve().parent / "stage0" / "init.c"
-ENTRY = REPO / "zoneinit" / "multicall.py"
+ENTRY = Path(__file__).resolve().parent / "entry" / "multicall.py"  # alone in its directory: see there
 OUR_PACKAGES = ("zoneinit", "styrolite", "idm")
 # Imported lazily (inside functions) by our code and shipped as bytecode next to the binary instead of being
 # compiled: pyroute2 0.9 is 230 modules that, compiled to C, tripled the binary and the compile time, for code
