@@ -20,8 +20,6 @@ from typing import Any
 
 from idm.server import IdmServer, Request
 from styrolite.errors import StateError
-from zoneinit.config.parser import parse_container
-from zoneinit.config.plan import container_plan
 from zoneinit.containers.manager import ContainerManager, ManagedContainer
 from zoneinit.idm.args import require, signal_number
 from zoneinit.idm.errors import translated
@@ -101,6 +99,9 @@ class ZoneHandlers:
         return {"containers": self.containers.list()}
 
     def container_create(self, req: Request) -> dict[str, Any]:
+        from zoneinit.config.parser import parse_container  # the parser (re, its schema) only when asked
+        from zoneinit.config.plan import container_plan
+
         plan = container_plan(parse_container(creation_definition(req.payload), "$.container"))
         container = self.containers.create(plan)
         if req.arg("start", False) is True:
