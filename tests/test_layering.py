@@ -140,20 +140,30 @@ def test_no_import_cycles():
     assert not new, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in new)
 
 
+def _reached(start: str) -> set[str]:
+    reached: set[str] = set()
+    todo = [start]
+    while todo:
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo += _top_level_imports(module)
+    return reached
+
+
 def test_pid1_first_import_stays_lean():
     """``import zoneinit.init`` (PID 1's start) reaches none of the heavy modules: the IDM server and msgpack,
     Styrolite's runtime, the config parser, pyroute2 are imported by the phases that need them."""
-    reached: set[str] = set()
-    todo = ["zoneinit.init"]
-    while todo:
-        module = todo.pop()
-        if module in reached:
-            continue
-        reached.add(module)
-        todo += _top_level_imports(module)
-    heavy = {m for m in reached if m.startswith(("idm", "styrolite.api", "styrolite.lifecycle", "styrolite.spec",
-                                                 "zoneinit.config.parser", "zoneinit.idm", "zoneinit.containers"))}
+    heavy = {m for m in _reached("zoneinit.init")
+             if m.startswith(("idm", "styrolite.api", "styrolite.lifecycle", "styrolite.spec", "zoneinit.config.parser",
+                              "zoneinit.idm", "zoneinit.containers"))}
     assert not heavy, sorted(heavy)
+
+
+def test_pid1_imports_the_config_parser_only_in_forked_children_or_when_asked():
+    """The IDM phase (the service and its handlers) does not bring in the config parser: PID 1 reads its config
+    in a child, and parses a container definition only when a container.create arrives."""
+    assert "zoneinit.config.parser" not in _reached("zoneinit.idm.service")
 
 
 def _top_level_imports(name: str) -> list[str]:
