@@ -10,7 +10,7 @@ therefore bounded by one window per channel, whatever the producer does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from idm import messages as m
 from idm.errors import CREDIT_EXCEEDED, IdmError
@@ -28,12 +28,13 @@ def negotiate_window(requested: Any, cap: int = MAX_WINDOW) -> int:
     return max(MIN_WINDOW, min(requested, cap))
 
 
-class StreamLink(Protocol):
-    """What a stream needs from the session carrying it (a ``Connection``)."""
+if TYPE_CHECKING:  # for annotations only: no class to create at run time
+    class StreamLink(Protocol):
+        """What a stream needs from the session carrying it (a ``Connection``)."""
 
-    def send(self, msg: m.Message) -> None: ...
+        def send(self, msg: m.Message) -> None: ...
 
-    def forget_stream(self, sid: int) -> None: ...
+        def forget_stream(self, sid: int) -> None: ...
 
 
 class Stream:

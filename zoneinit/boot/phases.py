@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from zoneinit.boot.zone import Zone
 
@@ -46,10 +45,10 @@ def cmdline(zone: Zone) -> None:
 def supervisor(zone: Zone) -> None:
     """Signals into the loop, and the shutdown sequence they (and IDM, and the main container) start."""
     from zoneinit.supervisor.loop import SHUTDOWN_SIGNALS
-    from zoneinit.supervisor.shutdown import NO_CONTAINERS, Shutdown
+    from zoneinit.supervisor.shutdown import Shutdown
 
     zone.supervisor.install_signals()
-    shutdown = Shutdown(zone.supervisor, zone.containers or NO_CONTAINERS, zone.mounts, sys=zone.sys, log=zone.log,
+    shutdown = Shutdown(zone.supervisor, zone.containers, zone.mounts, sys=zone.sys, log=zone.log,
                         grace=zone.plan.shutdown_grace)
     shutdown.before_power_off.append(lambda _action, _reason: _drain_idm(zone))
     zone.shutdown = shutdown
@@ -210,11 +209,19 @@ def ready(zone: Zone) -> None:
     zone.emit("zone.ready", zone.ready_payload())
 
 
-@dataclass(frozen=True)
+def _always(_zone: Zone) -> bool:
+    return True
+
+
 class BootPhase:
-    name: str
-    run: Callable[[Zone], None]
-    wanted: Callable[[Zone], bool] = lambda _zone: True
+    """One phase: its name on the timeline, what it does, and whether this zone needs it."""
+
+    __slots__ = ("name", "run", "wanted")   # a plain class: PID 1 pays for each class it creates
+
+    def __init__(self, name: str, run: Callable[[Zone], None], wanted: Callable[[Zone], bool] = _always) -> None:
+        self.name = name
+        self.run = run
+        self.wanted = wanted
 
 
 PHASES: tuple[BootPhase, ...] = (

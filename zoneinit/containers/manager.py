@@ -26,35 +26,34 @@ from zoneinit.supervisor.loop import Supervisor
 READ_CHUNK = 64 * 1024
 EXIT_CREATE_FAILED = 125   # docker's convention: the container could not be created/started
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for annotations only: PID 1 creates no class it does not use
     from styrolite.api import Stdio
     from styrolite.lifecycle.create import Created
     from styrolite.lifecycle.exec import Executed
     from styrolite.spec.model import Process
 
+    class ContainerRuntime(Protocol):
+        """What PID 1 uses of the OCI runtime: ``styrolite.api.Runtime`` (a fork/exec fake in the tests)."""
+
+        def create(self, container_id: str, bundle: str, *, stdio: Stdio | None = None,
+                   terminal: bool = False) -> Created: ...
+
+        def start(self, container_id: str) -> None: ...
+
+        def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
+                 terminal: bool = False) -> Executed: ...
+
+        def signal(self, container_id: str, signum: int, all_processes: bool = False) -> None: ...
+
+        def stats(self, container_id: str) -> dict: ...
+
+        def delete(self, container_id: str, force: bool = False) -> None: ...
+
+        def child_exited(self, pid: int, wait_status: int) -> str | None: ...
+
+        def exit_code(self, container_id: str) -> int | None: ...
+
 EventSink = Callable[[str, dict[str, Any]], None]
-
-
-class ContainerRuntime(Protocol):
-    """What PID 1 uses of the OCI runtime: ``styrolite.api.Runtime`` (a fork/exec fake in the tests)."""
-
-    def create(self, container_id: str, bundle: str, *, stdio: Stdio | None = None,
-               terminal: bool = False) -> Created: ...
-
-    def start(self, container_id: str) -> None: ...
-
-    def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
-             terminal: bool = False) -> Executed: ...
-
-    def signal(self, container_id: str, signum: int, all_processes: bool = False) -> None: ...
-
-    def stats(self, container_id: str) -> dict: ...
-
-    def delete(self, container_id: str, force: bool = False) -> None: ...
-
-    def child_exited(self, pid: int, wait_status: int) -> str | None: ...
-
-    def exit_code(self, container_id: str) -> int | None: ...
 
 
 @dataclass

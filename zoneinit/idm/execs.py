@@ -22,48 +22,52 @@ import signal
 import struct
 import termios
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from idm.errors import NOT_FOUND, IdmError
 from idm.server import Handler, Request
-from idm.streams import Stream, StreamLink
+from idm.streams import Stream
 from styrolite.exitstatus import exit_code_of
 from zoneinit.idm.args import require, signal_number
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for annotations only: PID 1 creates no class it does not use
+    from idm.streams import StreamLink
     from zoneinit.containers.manager import ContainerManager, ManagedContainer
+
+    class EventLoop(Protocol):
+        """What the pumps need from PID 1's loop (``zoneinit.supervisor.loop.Supervisor``)."""
+
+        def add_reader(self, fd: int, callback: Callable[[int], None]) -> None: ...
+
+        def remove_reader(self, fd: int) -> None: ...
+
+        def add_writer(self, fd: int, callback: Callable[[int], None]) -> None: ...
+
+        def remove_writer(self, fd: int) -> None: ...
+
+        def call_later(self, delay: float, callback: Callable[[], None]) -> int: ...
+
 
 READ_CHUNK = 32 * 1024
 MAX_FOLLOW_BACKLOG = 1 << 20   # a log follower that does not grant credit loses the oldest bytes beyond this
 EXIT_LINGER = 0.5              # after an exec'd process exits, how long its output may still arrive
 
 
-class EventLoop(Protocol):
-    """What the pumps need from PID 1's loop (``zoneinit.supervisor.loop.Supervisor``)."""
-
-    def add_reader(self, fd: int, callback: Callable[[int], None]) -> None: ...
-
-    def remove_reader(self, fd: int) -> None: ...
-
-    def add_writer(self, fd: int, callback: Callable[[int], None]) -> None: ...
-
-    def remove_writer(self, fd: int) -> None: ...
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> int: ...
-
-
-@dataclass(frozen=True)
 class ExecRequest:
     """An ``exec`` request's payload, checked (docs/idm.md section 7)."""
 
-    command: list[str]
-    env: list[str] = field(default_factory=list)   # "K=V", added to (or replacing in) the container's
-    cwd: str | None = None
-    user: tuple[int, int] | None = None            # (uid, gid)
-    tty: bool = False
-    size: tuple[int, int] | None = None            # (rows, cols) of the pty
-    container: str | None = None                   # None: the zone's main container
+    __slots__ = ("command", "container", "cwd", "env", "size", "tty", "user")
+
+    def __init__(self, command: list[str], env: list[str] | None = None, cwd: str | None = None,
+                 user: tuple[int, int] | None = None, tty: bool = False, size: tuple[int, int] | None = None,
+                 container: str | None = None) -> None:
+        self.command = command
+        self.env = env or []              # "K=V", added to (or replacing in) the container's
+        self.cwd = cwd
+        self.user = user                  # (uid, gid)
+        self.tty = tty
+        self.size = size                  # (rows, cols) of the pty
+        self.container = container        # None: the zone's main container
 
     @classmethod
     def from_request(cls, req: Request) -> ExecRequest:
@@ -101,7 +105,6 @@ def _user(value: Any) -> tuple[int, int] | None:
     raise ValueError(f"exec: 'user' must be UID[:GID], a uid or {{uid, gid}}, not {value!r}")
 
 
-@dataclass
 class ExecProcess:
     """A started process and PID 1's ends of its stdio (they belong to the pump from now on).
 
@@ -110,10 +113,14 @@ class ExecProcess:
     at EOF on every output, and a leftover write end would keep it open.
     """
 
-    pid: int
-    outputs: dict[int, str]
-    stdin: int | None = None
-    container: str | None = None
+    __slots__ = ("container", "outputs", "pid", "stdin")
+
+    def __init__(self, pid: int, outputs: dict[int, str], stdin: int | None = None,
+                 container: str | None = None) -> None:
+        self.pid = pid
+        self.outputs = outputs
+        self.stdin = stdin
+        self.container = container
 
 
 def set_window_size(fd: int, rows: int, cols: int) -> None:

@@ -15,7 +15,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls.constants import RB_AUTOBOOT, RB_HALT_SYSTEM, RB_POWER_OFF
@@ -25,23 +25,10 @@ from zoneinit.supervisor.loop import Supervisor
 
 REBOOT_COMMANDS = {"poweroff": RB_POWER_OFF, "reboot": RB_AUTOBOOT, "halt": RB_HALT_SYSTEM}
 
-
-class StoppableContainers(Protocol):
-    def running(self) -> list[str]: ...
-    def signal(self, container_id: str, signum: int, all_processes: bool = False) -> None: ...
-
-
-class _NoContainers:
-    """Before the zone has any containers (its shutdown is set up first)."""
-
-    def running(self) -> list[str]:
-        return []
-
-    def signal(self, container_id: str, signum: int, all_processes: bool = False) -> None:
-        return None
-
-
-NO_CONTAINERS: StoppableContainers = _NoContainers()
+if TYPE_CHECKING:  # for annotations only
+    class StoppableContainers(Protocol):
+        def running(self) -> list[str]: ...
+        def signal(self, container_id: str, signum: int, all_processes: bool = False) -> None: ...
 
 
 def kill_every_other_process(signum: int = signal.SIGKILL) -> None:
@@ -55,7 +42,7 @@ class Shutdown:
     def __init__(
         self,
         supervisor: Supervisor,
-        containers: StoppableContainers,
+        containers: StoppableContainers | None,
         mounts: MountTable,
         *,
         sys: Syscalls = LINUX,
@@ -66,7 +53,7 @@ class Shutdown:
         sync: Callable[[], None] = os.sync,
     ) -> None:
         self.supervisor = supervisor
-        self.containers = containers
+        self.containers = containers   # None until the zone has a container manager
         self.mounts = mounts
         self.sys = sys
         self.log = log or supervisor.log
@@ -91,7 +78,7 @@ class Shutdown:
         if self.in_progress:
             return
         self.action, self.reason, self.state = action, reason, "terminating"
-        running = self.containers.running()
+        running = self._running()
         self.log.info(f"{action} ({reason}): stopping {len(running)} container(s), grace {self.grace:g}s")
         self._signal_all(running, signal.SIGTERM)
         self._timer = self.supervisor.call_later(self.grace, self._grace_over)
@@ -99,10 +86,15 @@ class Shutdown:
 
     def check(self) -> None:
         """Called on every child exit: finish as soon as no container is left running."""
-        if self.state in ("terminating", "killing") and not self.containers.running():
+        if self.state in ("terminating", "killing") and not self._running():
             self.finish()
 
+    def _running(self) -> list[str]:
+        return self.containers.running() if self.containers is not None else []
+
     def _signal_all(self, ids: list[str], signum: int) -> None:
+        if self.containers is None:
+            return
         for container_id in ids:
             try:
                 self.containers.signal(container_id, signum, all_processes=True)
@@ -113,7 +105,7 @@ class Shutdown:
         if self.state != "terminating":
             return
         self.state = "killing"
-        running = self.containers.running()
+        running = self._running()
         self.log.info(f"grace period over: SIGKILL to {', '.join(running) or 'nothing'}")
         self._signal_all(running, signal.SIGKILL)
         self._timer = self.supervisor.call_later(self.kill_wait, self.finish)
