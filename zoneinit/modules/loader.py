@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from styrolite.syscalls import LINUX, KernelError, Syscalls
 from styrolite.syscalls.constants import MODULE_INIT_COMPRESSED_FILE
@@ -55,8 +55,7 @@ def decompress(data: bytes, fmt: str) -> bytes:
     raise ModuleError(f"unknown module compression {fmt!r}")
 
 
-@dataclass
-class LoadResult:
+class LoadResult(NamedTuple):
     name: str
     outcome: str      # "loaded", "already", "builtin"
     how: str = ""     # "plain", "kernel-decompress", "python-decompress"
