@@ -1,8 +1,8 @@
 """The fuzzing harness shared by bench/fuzz_*.py and the short CI pass (tests/fuzz/test_fuzz_short.py).
 
 A fuzz target is ``target(data: bytes) -> None``. It may raise only the project's typed errors
-(``StyroliteError`` and subclasses: ConfigError, LayerError, ImageError, ProtocolError...); anything else is a
-finding. Two engines:
+(``StyroliteError`` and its subclasses: ConfigError, ZoneConfigError, LayerError, ImageError...; ``IdmError`` and
+its subclasses: ProtocolError...); anything else is a finding. Two engines:
 
 * ``atheris`` (coverage-guided libFuzzer, when the ``atheris`` package is installed): the default for long runs;
 * ``mutate``: a seeded, dependency-free mutation fuzzer (bit flips, byte edits, splices, dictionary tokens)
@@ -27,10 +27,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from idm.errors import IdmError  # noqa: E402
 from styrolite.errors import StyroliteError  # noqa: E402
 
 Target = Callable[[bytes], None]
-TYPED: tuple[type[BaseException], ...] = (StyroliteError,)
+TYPED: tuple[type[BaseException], ...] = (StyroliteError, IdmError)
 
 
 @dataclass

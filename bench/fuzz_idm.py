@@ -21,9 +21,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fuzz_common import main
 
-from zoneinit.idm import messages as m
-from zoneinit.idm.errors import ProtocolError
-from zoneinit.idm.framing import HEADER, HEADER_SIZE, MAGIC
+from idm import messages as m
+from idm.errors import ProtocolError
+from idm.framing import HEADER, HEADER_SIZE, MAGIC
 
 MAX_FRAME = 4096          # small, so "frame too large" is reachable by short inputs
 MAX_STREAMS_HELD = 1024   # the server's per-connection limit
@@ -58,8 +58,8 @@ class _Server:
     """One IdmServer over a socketpair, reused across inputs (recreated if the connection ever closes)."""
 
     def __init__(self) -> None:
-        from zoneinit.idm.server import IdmServer
-        from zoneinit.idm.transport import socket_pair
+        from idm.server import IdmServer
+        from idm.transport import socket_pair
 
         self.server = IdmServer(max_frame=MAX_FRAME, info=lambda: {"zone": "fuzz"})
         self.server.register("stream.open", self._open)

@@ -1,9 +1,9 @@
-"""Fuzz the zone config readers: the JSON schema (``loads`` / ``parse_zone_config``), the raw config disk
-(``decode_config_disk``), the translation PID 1 boots from (``plan_from_zoneconfig``) and the container
-definition a host sends in IDM ``container.create`` (``container_from_dict``).
+"""Fuzz the zone config reader: the JSON schema (``loads`` / ``parse_zone_config``), the raw config disk
+(``decode_config_disk``), the translation PID 1 boots from (``plan_from_config``) and the container
+definition a host sends in IDM ``container.create`` (``parse_container``: the same parser).
 
 Inputs are used as raw text/disk bytes and as the seed of structure-aware mutations of valid documents.
-Only ``StyroliteError`` subclasses (ConfigError, ZoneInitError) may come out; a config that validates must
+Only ``ZoneConfigError`` (a ``StyroliteError``) may come out; a config that validates must
 round-trip through ``dumps``/``loads`` unchanged.
 
     python3 bench/fuzz_zone_config.py [--runs 1000000] [--engine atheris|mutate] [--seed N]
@@ -20,8 +20,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fuzz_common import main, mutate_tree, stages
 
-from zoneinit.plan import container_from_dict, plan_from_zoneconfig
-from zoneinit.zoneconfig import decode_config_disk, dumps, encode_config_disk, loads, parse_zone_config
+from zoneinit.config.diskformat import decode_config_disk, encode_config_disk
+from zoneinit.config.document import dumps
+from zoneinit.config.parser import loads, parse_container, parse_zone_config
+from zoneinit.config.plan import container_plan, plan_from_config
 
 DIGEST = "sha256:" + "ab" * 32
 DOCUMENT = {
@@ -37,7 +39,7 @@ DOCUMENT = {
     "modules": ["virtio_net"],
     "options": {"poweroff_on_exit": True, "shutdown_grace": 5},
 }
-CREATE = {"id": "web", "image": "root0", "args": ["sh", "-c", "sleep 1"], "env": {"A": "1"}, "cwd": "/",
+CREATE = {"name": "web", "image": "root0", "args": ["sh", "-c", "sleep 1"], "env": ["A=1"], "cwd": "/",
           "user": {"uid": 1, "gid": 1, "additional_gids": [2]}, "limits": {"memory": 1 << 20, "pids": 8, "cpus": 1},
           "terminal": False, "stdin": True, "annotations": {"a": "b"}}
 
@@ -47,7 +49,7 @@ def _document(config_doc: object) -> None:
     again = loads(dumps(config))
     if again != config:
         raise AssertionError(f"round trip changed the config: {config!r} -> {again!r}")
-    plan_from_zoneconfig(config)
+    plan_from_config(config)
 
 
 def _text(data: bytes) -> None:
@@ -69,7 +71,7 @@ def _mutated(data: bytes) -> None:
     if choice < 0.6:
         _document(mutate_tree(DOCUMENT, rng))
     elif choice < 0.9:
-        container_from_dict(mutate_tree(CREATE, rng))
+        container_plan(parse_container(mutate_tree(CREATE, rng)))
     else:
         image = bytearray(encode_config_disk(parse_zone_config(DOCUMENT)))
         for _ in range(rng.randint(1, 4)):

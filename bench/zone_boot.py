@@ -32,17 +32,17 @@ sys.path.insert(0, str(REPO / "qemu-tests"))
 from busybox_initrd import build_busybox_initrd  # noqa: E402
 
 from host import images  # noqa: E402
-from host.bootplan import kernel_cmdline  # noqa: E402
-from host.connect import connect  # noqa: E402
-from host.qemu import QemuZone  # noqa: E402
+from host.backends.qemu import QemuBackend  # noqa: E402
+from host.launch import prepare_boot  # noqa: E402
+from host.lifecycle import acknowledge_exit  # noqa: E402
+from host.link import ZoneLink  # noqa: E402
 from host.state import zone_dir  # noqa: E402
 from host.zonedef import ZoneDef  # noqa: E402
-from host.zones import acknowledge_exit, prepare_boot  # noqa: E402
 
 MARK_TEXT = "hello-from-bench"
 
 
-def wait_for_text(path: Path, text: str, process: QemuZone, timeout: float) -> float | None:
+def wait_for_text(path: Path, text: str, process: QemuBackend, timeout: float) -> float | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -50,7 +50,7 @@ def wait_for_text(path: Path, text: str, process: QemuZone, timeout: float) -> f
                 return time.monotonic()
         except OSError:
             pass
-        if not process.running():
+        if not process.alive():
             return None
         time.sleep(0.005)
     return None
@@ -59,15 +59,15 @@ def wait_for_text(path: Path, text: str, process: QemuZone, timeout: float) -> f
 def boot_baseline(definition: ZoneDef, state: Path, kernel_layout: str, bb_initrd: Path) -> dict[str, float]:
     zone = zone_dir(f"baseline-{time.monotonic_ns()}", state)
     zone.create(definition)
-    boot = prepare_boot(definition, zone)
+    qemu = QemuBackend(zone)
+    boot = prepare_boot(definition, zone, qemu)
     boot.initrd = images.boot_initrd(bb_initrd, images.prepare_kernel(kernel_layout))
-    qemu = QemuZone(zone)
-    cmdline = kernel_cmdline(definition) + f" baseline.cmd=echo,{MARK_TEXT}"
+    cmdline = qemu.kernel_cmdline(definition) + f" baseline.cmd=echo,{MARK_TEXT}"
     start = time.monotonic()
-    qemu.start(definition, boot, daemonize=False, cmdline=cmdline)
+    qemu.boot(definition, boot, daemonize=False, cmdline=cmdline)
     ready = wait_for_text(zone.console_log, "BASELINE-READY", qemu, 300)
     output = wait_for_text(zone.console_log, f"\n{MARK_TEXT}", qemu, 60)
-    qemu.wait(60) or qemu.quit()
+    qemu.wait(60) or qemu.kill()
     if ready is None or output is None:
         raise SystemExit(f"baseline did not boot; console:\n{zone.console_log.read_text()[-2000:]}")
     return {"ready": ready - start, "output": output - start}
@@ -77,26 +77,27 @@ def boot_zone(definition: ZoneDef, state: Path) -> dict[str, float]:
     zone = zone_dir(f"zone-{time.monotonic_ns()}", state)
     definition = ZoneDef(**{**definition.__dict__, "name": zone.name})
     zone.create(definition)
-    boot = prepare_boot(definition, zone)
-    qemu = QemuZone(zone)
+    qemu = QemuBackend(zone)
+    boot = prepare_boot(definition, zone, qemu)
     start = time.monotonic()
-    qemu.start(definition, boot, daemonize=False)
-    client = connect(zone, timeout=300)
+    qemu.boot(definition, boot, daemonize=False)
+    link = ZoneLink.open(zone, timeout=300)
     try:
-        event = client.wait_event("zone.ready", timeout=300)
+        event = link.wait_event("zone.ready", timeout=300)
         ready = time.monotonic()
-        stream, _ = client.open_stream("container.logs", {"id": event.payload.get("main") or "main",
-                                                          "follow": True})
+        main = str(event.payload.get("main") or "main")
         first = None
-        while (item := stream.read()) is not None:
-            if item[1] and first is None:
+        for _channel, data in link.follow_logs(main):
+            if data and first is None:
                 first = time.monotonic()
-        acknowledge_exit(client, event.payload.get("main") or "main")   # PID 1 powers off without waiting
+        acknowledge_exit(link, main)   # PID 1 powers off without waiting
     finally:
-        client.close()
-    qemu.wait(60) or qemu.quit()
+        link.close()
+    qemu.wait(60) or qemu.kill()
     rss = event.payload.get("init_rss") or 0
-    phases = {p["name"]: p for p in event.payload["boot"]["phases"]}
+    boot_timeline = event.payload["boot"]
+    assert isinstance(boot_timeline, dict)
+    phases = {p["name"]: p for p in boot_timeline["phases"]}
     return {"ready": ready - start, "output": (first or ready) - start, "init_rss_mb": rss / 1e6,
             "ready_since_kernel": phases.get("ready", {}).get("start", 0.0),
             "containers_phase": phases.get("containers", {}).get("duration", 0.0)}
@@ -159,9 +160,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    from idm.errors import IdmError
     from styrolite.errors import StyroliteError, describe
 
     try:
         raise SystemExit(main())
-    except StyroliteError as error:
+    except (StyroliteError, IdmError) as error:
         raise SystemExit(f"zone_boot: {describe(error)}") from None

@@ -3,16 +3,20 @@
 Why a raw "header + JSON" block device and not a file system: PID 1 reads it before any module is loaded
 (squashfs, ext4-as-module, iso9660 would all need one), reading it mounts nothing (no kernel file system parser
 sees host-supplied bytes), the header's sha256 catches truncation or corruption, and the bytes are
-reproducible. The format lives with its reader in zoneinit/zoneconfig.py; docs/zone-config.md has the schema.
+reproducible. The schema, parser and disk format live with their reader in zoneinit/config/; docs/zone-config.md
+has the schema.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from zoneinit.zoneconfig import Container, ZoneConfig, encode_config_disk, parse_zone_config
+from zoneinit.config.diskformat import encode_config_disk
+from zoneinit.config.document import Container, ZoneConfig
+from zoneinit.config.parser import parse_zone_config
 
 from .oci import sha256_file
 
@@ -76,12 +80,16 @@ def build_config(document: Mapping[str, Any]) -> ZoneConfig:
     return parse_zone_config(dict(document))
 
 
-def write_config_disk(config: ZoneConfig | Mapping[str, Any], out: str | Path) -> Path:
-    """Write the raw config disk image (header + JSON + padding); returns its path."""
+def write_config_disk(config: ZoneConfig | Mapping[str, Any], out: str | Path, *,
+                      readable: str | Path | None = None) -> Path:
+    """Write the raw config disk image (header + JSON + padding); returns its path. ``readable``: also write
+    the same config there as indented JSON, for people."""
     if not isinstance(config, ZoneConfig):
         config = build_config(config)
     out = Path(out)
     out.write_bytes(encode_config_disk(config))
+    if readable is not None:
+        Path(readable).write_text(json.dumps(config.to_json(), indent=2, sort_keys=True) + "\n")
     return out
 
 

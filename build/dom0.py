@@ -10,7 +10,7 @@ its sha256):
   ``libxenmisc4.17`` and the libxen* libraries, glibc, libgcc-s1 (xl aborts without libgcc_s.so.1),
   ``busybox-static`` (the shell, mount, insmod, reboot);
 * our host side: a PyInstaller onedir bundle of a driver script (``--driver``, e.g. qemu-tests/pv/dom0_zone.py)
-  importing ``host`` and ``zoneinit.idm``: Python, cffi, msgpack and only the modules it imports (~15 MB),
+  importing ``host`` and ``idm``: Python, cffi, msgpack and only the modules it imports (~15 MB),
   cached by the digest of its sources;
 * a payload directory copied to ``/zone`` (the zone's kernel, initrd, disks, plan).
 
@@ -60,7 +60,7 @@ DOM0_CMDLINE = "console=hvc0 earlyprintk=xen panic=-1"
 
 XL_CONF = 'autoballoon="off"\n'
 # libxl runs this for every backendtype=phy disk (Debian's "block" needs bash): publish the block device's
-# major:minor for blkback. host.xen hands xl block devices only (it attaches regular files to loop devices).
+# major:minor for blkback. host.backends.xen hands xl block devices only (it attaches regular files to loop devices).
 BLOCK_SCRIPT = """#!/bin/sh
 [ "$1" = add ] || exit 0
 dev=$(xenstore-read "$XENBUS_PATH/params")
@@ -180,7 +180,7 @@ def hypervisor() -> Path:
 def host_bundle(driver: Path, repo: Path) -> Path:
     """PyInstaller onedir of ``driver`` (with ``repo`` on its path), cached by the digest of our sources."""
     digest = hashlib.sha256(driver.read_bytes())
-    for package in ("host", "zoneinit", "styrolite"):
+    for package in ("host", "idm", "zoneinit", "styrolite"):
         for source in sorted((repo / package).rglob("*.py")):
             digest.update(str(source.relative_to(repo)).encode() + b"\0" + source.read_bytes())
     out = dom0_cache() / "bundle" / digest.hexdigest()[:16]

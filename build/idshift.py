@@ -18,7 +18,7 @@ import stat
 import struct
 from pathlib import Path
 
-from zoneinit.idrange import ID_RANGE, owner_shift_problem
+from zoneinit.config.idrange import ID_RANGE, owner_shift_problem
 
 from .errors import BuildError
 

@@ -3,7 +3,7 @@
 Layout of the archive::
 
     /init                        stage-0 (build/stage0/init.c, static): mounts /proc + /dev, execs /lib/zone/init
-    /lib/zone/zone-init          zoneinit/multicall.py compiled by Nuitka (--standalone, static libpython)
+    /lib/zone/zone-init          zoneinit.multicall (entry build/entry/multicall.py), Nuitka --standalone
     /lib/zone/init               symlink to zone-init (argv[0] "init" selects PID 1)
     /lib/zone/*.so, ...          the extension modules and data Nuitka put next to it
     /bin/styrolite, /bin/zone    symlinks to /lib/zone/zone-init (argv[0] picks the applet)

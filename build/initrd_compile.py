@@ -1,10 +1,10 @@
 """The compiled parts of the initramfs: the multi-call program (Nuitka) and the stage-0 init (gcc).
 
-The Nuitka product (``zoneinit/multicall.py`` with ``zoneinit`` and ``styrolite``, standalone, static
-libpython) is cached under ``<cache>/nuitka/<key>/`` where the key (:func:`compile_key`) covers our sources,
-the toolchain versions and the flags. Nuitka runs with ccache and its own caches under the zone cache too, so
-a small source change recompiles only the C of the modules that changed. Stage-0 is cached by its source
-digest under ``<cache>/stage0/``.
+The Nuitka product (``build/entry/multicall.py``, which runs ``zoneinit.multicall``, with ``zoneinit``,
+``styrolite`` and ``idm``, standalone, static libpython) is cached under ``<cache>/nuitka/<key>/`` where the key
+(:func:`compile_key`) covers our sources, the toolchain versions and the flags. Nuitka runs with ccache and its
+own caches under the zone cache too, so a small source change recompiles only the C of the modules that changed.
+Stage-0 is cached by its source digest under ``<cache>/stage0/``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ log = logger("initrd")
 
 REPO = Path(__file__).resolve().parent.parent
 STAGE0_SOURCE = Path(__file__).resolve().parent / "stage0" / "init.c"
-ENTRY = REPO / "zoneinit" / "multicall.py"
-OUR_PACKAGES = ("zoneinit", "styrolite")
+ENTRY = Path(__file__).resolve().parent / "entry" / "multicall.py"  # alone in its directory: see there
+OUR_PACKAGES = ("zoneinit", "styrolite", "idm")
 # Imported lazily by our code and shipped as bytecode next to the binary instead of being compiled: pyroute2
 # 0.9 is 230 modules that, compiled to C, tripled the binary and the compile time, for code that runs once per
 # boot (see zonebuild.pybytecode).

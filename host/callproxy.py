@@ -1,4 +1,4 @@
-"""Share one zone's IDM link between CLI calls.
+"""Share one zone's IDM link between CLI calls (behind ``host.link``: ``ZoneLink.share`` and ``ZoneLink.open``).
 
 QEMU's chardev socket takes one client at a time, and a foreground ``zonehost run`` holds it while it streams
 the container's output. So that ``zonehost ps|kill|stop|logs`` still work meanwhile, the process holding the
@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -24,10 +24,14 @@ from styrolite.errors import describe
 MAX_REQUEST = 1 << 20
 
 
+class Caller(Protocol):
+    def call(self, type_: str, payload: Any = None, timeout: float | None = 30.0) -> Any: ...
+
+
 class CallProxy:
     """Serve ``client.call`` to other processes on a unix socket until ``close()``."""
 
-    def __init__(self, client: Any, path: Path) -> None:
+    def __init__(self, client: Caller, path: Path) -> None:
         self.client = client
         self.path = path
         path.unlink(missing_ok=True)
@@ -99,17 +103,7 @@ class ProxyClient:
             raise BackendError(f"{type_}: {reply['error']}")
         return reply.get("ok")
 
-    def exec(self, *_args: Any, **_kwargs: Any) -> Any:
-        raise BackendError("the zone's IDM link is held by a foreground `zonehost run`; exec needs the link "
-                           "itself (run the zone with -d to exec into it)")
-
     def close(self) -> None:
-        pass
-
-    def __enter__(self) -> ProxyClient:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
         pass
 
 

@@ -10,14 +10,14 @@ Every error is one line on stderr (``zonehost: ...``) and a non-zero exit: 2 for
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from host import progress
+from host import output
 from host.errors import HostError
 from host.zonedef import BACKENDS
+from idm.errors import IdmError
 from styrolite.errors import StyroliteError, describe
 
 EXIT_USAGE = 2
@@ -107,10 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def emit(args: argparse.Namespace, document: Any, text: str) -> None:
-    print(json.dumps(document, indent=2, sort_keys=True) if args.json else text, flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -118,13 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("run: missing IMAGE (an OCI layout dir, a docker-archive tar, or 'busybox')")
     if args.verb == "exec" and not args.command:
         parser.error("exec: missing the command to run (zonehost exec ZONE CMD...)")
-    progress.set_quiet(args.quiet or args.json)
+    output.configure(quiet=args.quiet, json_output=args.json)
     if args.state_dir:
         os.environ["ZONE_STATE"] = args.state_dir
     from host import commands  # after parsing: `--help` and usage errors stay fast
     try:
         return commands.dispatch(args)
-    except (HostError, StyroliteError) as e:
+    except (HostError, StyroliteError, IdmError) as e:
         print(f"zonehost: {describe(e)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -1,4 +1,5 @@
-"""The CLI verbs. Each takes the parsed arguments and returns the process exit code."""
+"""The CLI verbs. Each takes the parsed arguments and returns the process exit code; results go through
+``host.output`` (text, or JSON with ``--json``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import sys
 import time
 from typing import Any
 
-from host import progress
+from host import output
+from host.backends import backend_for
 from host.errors import HostError
 from host.state import ZoneDir, existing_zone, list_zones
+from host.zonedef import parse_env
+from idm.errors import IdmError
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -20,30 +24,28 @@ def dispatch(args: argparse.Namespace) -> int:
     return handler(args)
 
 
-def _emit(args: argparse.Namespace, document: Any, text: str) -> None:
-    from host.cli import emit
-    emit(args, document, text)
-
-
-# --- run / exec: boot and drive zones (host.zones) ------------------------------------------------------------------
+# --- run / exec: boot and drive zones -------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from host.zones import run_zone
+    from host.launch import run_zone
+
     return run_zone(args)
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
+    from host.lifecycle import exec_in_zone
+
     zone = existing_zone(args.zone)
-    from host.zones import exec_in_zone
-    return exec_in_zone(zone, args)
+    return exec_in_zone(zone, list(args.command), container=args.container, env=parse_env(args.env),
+                        cwd=args.workdir, user=args.user, interactive=args.interactive, tty=args.tty)
 
 
-# --- ps / logs / stop / rm: state directory + backend ---------------------------------------------------------------
+# --- ps / logs / stop / kill / rm: state directory + backend + link ----------------------------------------------
 
 def zone_summary(zone: ZoneDir, with_containers: bool = True) -> dict[str, Any]:
     definition = zone.load()
     runtime = zone.runtime()
-    running = _backend(zone, definition.backend).running()
+    running = backend_for(zone, definition).alive()
     summary: dict[str, Any] = {
         "name": zone.name,
         "backend": definition.backend,
@@ -57,10 +59,11 @@ def zone_summary(zone: ZoneDir, with_containers: bool = True) -> dict[str, Any]:
         "containers": [],
     }
     if running and with_containers:
+        from host.lifecycle import list_containers
+
         try:
-            from host.zones import list_containers
             summary["containers"] = list_containers(zone)
-        except Exception as e:  # a zone that does not answer is still listed
+        except (HostError, IdmError, OSError) as e:  # a zone that does not answer is still listed
             summary["containers_error"] = str(e)
     return summary
 
@@ -76,7 +79,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
             status = f"exited({row['exit_code']})"
         lines.append(f"{row['name']:<20} {row['backend']:<7} {status:<11} {row['pid'] or '-':>7} "
                      f"{uptime:>8}  {containers}")
-    _emit(args, rows, "\n".join(lines))
+    output.result(rows, "\n".join(lines))
     return 0
 
 
@@ -93,14 +96,15 @@ def _uptime(row: dict[str, Any]) -> str:
 def cmd_logs(args: argparse.Namespace) -> int:
     zone = existing_zone(args.zone)
     if not args.console:
-        from host.zones import container_logs
+        from host.lifecycle import container_logs
+
         data = container_logs(zone)
         if data is not None:
             sys.stdout.buffer.write(data)
             sys.stdout.flush()
             return 0
     try:
-        data = zone.console_log.read_bytes()
+        data = backend_for(zone).console_log.read_bytes()
     except FileNotFoundError:
         data = b""
     sys.stdout.buffer.write(data)
@@ -109,38 +113,32 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    from host.lifecycle import stop_zone
+
     zone = existing_zone(args.zone)
-    from host.zones import stop_zone
     how = stop_zone(zone, timeout=args.timeout)
-    _emit(args, {"name": zone.name, "stopped": how}, f"{zone.name}: stopped ({how})")
+    output.result({"name": zone.name, "stopped": how}, f"{zone.name}: stopped ({how})")
     return 0
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
+    from host.lifecycle import signal_container
+
     zone = existing_zone(args.zone)
-    from host.zones import signal_container
-    reply = signal_container(zone, args.container, args.signal)
-    _emit(args, reply, f"{zone.name}/{args.container}: sent signal {reply.get('signal', args.signal)}")
+    number = signal_container(zone, args.container, args.signal)
+    output.result({"id": args.container, "signal": number}, f"{zone.name}/{args.container}: sent signal {number}")
     return 0
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
     zone = existing_zone(args.zone)
-    definition = zone.load()
-    if _backend(zone, definition.backend).running():
+    if backend_for(zone).alive():
         if not args.force:
             raise HostError(f"zone {zone.name!r} is running (stop it first, or use rm -f)")
-        from host.zones import stop_zone
+        from host.lifecycle import stop_zone
+
         stop_zone(zone, timeout=0)
     zone.remove()
-    progress.note(f"removed zone {zone.name}")
-    _emit(args, {"name": zone.name, "removed": True}, zone.name)
+    output.note(f"removed zone {zone.name}")
+    output.result({"name": zone.name, "removed": True}, zone.name)
     return 0
-
-
-def _backend(zone: ZoneDir, backend: str) -> Any:
-    if backend == "xen":
-        from host.xen import XenZone
-        return XenZone(zone)
-    from host.qemu import QemuZone
-    return QemuZone(zone)

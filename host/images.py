@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from host import progress
+from host import output
 from host.errors import HostError
 from host.zonebuild_import import ensure_zonebuild
 
@@ -97,7 +97,7 @@ def prepare_kernel(layout: str | Path) -> PreparedKernel:
     target = cache_root() / "kernel" / digest.removeprefix("sha256:")[:32]
 
     def unpack(scratch: Path) -> None:
-        with progress.step(f"verifying and unpacking kernel image {Path(layout).name}"):
+        with output.step(f"verifying and unpacking kernel image {Path(layout).name}"):
             try:
                 unpack_kernel_image(layout, scratch)
             except (KernelImageError, ImageError) as e:
@@ -136,7 +136,7 @@ def default_kernel_image() -> Path:
     """The kernel OCI image built from Debian's linux-image-cloud-amd64 (zonebuild caches it per .deb)."""
     ensure_zonebuild()
     from zonebuild.kernel_image import cached_kernel_image
-    with progress.step("kernel image (linux-image-cloud-amd64)"):
+    with output.step("kernel image (linux-image-cloud-amd64)"):
         return cached_kernel_image()
 
 
@@ -151,7 +151,7 @@ def default_initrd(dev: bool = False) -> Path:
 
     def build(out: Path) -> None:
         work = out.parent / f"{out.name}.d"
-        with progress.step(f"building the zone initrd ({kind}; a cold Nuitka compile takes minutes)"):
+        with output.step(f"building the zone initrd ({kind}; a cold Nuitka compile takes minutes)"):
             try:
                 os.replace(build_initrd(work, dev=dev).path, out)
             except InitrdError as e:
@@ -205,7 +205,7 @@ def prepare_root_image(image: Path, *, user_namespace: bool = True) -> PreparedR
     from zonebuild.rootimage import RootImageError, build_root_image
 
     shift = DEFAULT_SHIFT if user_namespace else 0
-    with progress.step(f"root image from {image.name}"):
+    with output.step(f"root image from {image.name}"):
         try:
             built = build_root_image(image, cache_root() / "root", owner_shift=shift)
         except RootImageError as e:

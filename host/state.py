@@ -32,7 +32,7 @@ def state_root() -> Path:
     return Path(os.environ.get("ZONE_STATE") or DEFAULT_STATE_ROOT)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """True if ``pid`` exists and is not a zombie (a zombie QEMU has powered the zone off)."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
@@ -141,7 +141,7 @@ class ZoneDir:
 
     def is_running(self) -> bool:
         pid = self.pid()
-        return pid is not None and _pid_alive(pid)
+        return pid is not None and pid_alive(pid)
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

@@ -15,6 +15,7 @@ from typing import Any
 from host.errors import ZoneDefError
 
 BACKENDS = ("qemu", "xen")
+MAIN_CONTAINER = "main"   # the name `zonehost run` gives the zone's one container (the image's command)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 ENV_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MIN_MEMORY_MIB = 64

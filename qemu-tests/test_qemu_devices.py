@@ -9,8 +9,8 @@ from pathlib import Path
 from busybox_initrd import build_busybox_initrd
 
 from host import images
+from host.backends.qemu import QemuBackend
 from host.bootplan import BootFiles, kernel_cmdline
-from host.qemu import QemuZone
 from host.state import zone_dir
 from host.zonedef import ZoneDef
 
@@ -26,13 +26,13 @@ def test_disk_serials_idm_port_and_power_off(kernel_image, tmp_path):
         disk.write_bytes(b"\0" * 4096)
     boot = BootFiles(kernel=kernel.image, initrd=initrd, addons=kernel.addons, config_disk=config,
                      root_images=[root])
-    qemu = QemuZone(zone)
-    qemu.start(definition, boot, daemonize=False,
-               cmdline=kernel_cmdline(definition) + " baseline.probe baseline.cmd=echo,probe-done")
+    qemu = QemuBackend(zone)
+    qemu.boot(definition, boot, daemonize=False,
+              cmdline=kernel_cmdline(definition) + " baseline.probe baseline.cmd=echo,probe-done")
     try:
         assert qemu.wait(240), "the busybox init did not power off"
     finally:
-        qemu.quit()
+        qemu.kill()
     console = Path(zone.console_log).read_text(errors="replace")
     assert "BLOCK vda zone-addons" in console, console[-3000:]
     assert "BLOCK vdb zone-config" in console

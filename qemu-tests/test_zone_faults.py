@@ -31,9 +31,10 @@ class Zone:
         self.name = name
 
     def client(self, events: bool = True) -> Any:
-        from host.idm import connect
+        """A raw IDM client on the zone's socket (these tests speak the protocol itself)."""
+        from idm.client import IdmClient
 
-        return connect(str(self.dir.idm_socket), timeout=60, events=events, name="fault-test")
+        return IdmClient.connect_unix(str(self.dir.idm_socket), events=events, name="fault-test", timeout=60)
 
     def console(self) -> str:
         return self.zonehost.console(self.name)[-3000:]
@@ -164,8 +165,8 @@ def _answered(msg_id: int, kind: str = "resp") -> Any:
 def test_garbage_and_hostile_frames_get_error_replies_and_the_next_request_is_answered(zone: Zone) -> None:
     import msgpack
 
-    from zoneinit.idm import messages as m
-    from zoneinit.idm.framing import HEADER, MAGIC
+    from idm import messages as m
+    from idm.framing import HEADER, MAGIC
 
     decoder = m.MessageDecoder()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

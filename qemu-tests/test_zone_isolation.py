@@ -92,16 +92,16 @@ class Zone:
         self.name = name
 
     def sh(self, script: str, stdin: bytes = b"") -> tuple[str, str, int]:
-        from host.idm import connect
+        from idm.client import IdmClient
 
-        with connect(str(self.dir.idm_socket), timeout=60, events=False, name="isolation-test") as c:
+        with IdmClient.connect_unix(str(self.dir.idm_socket), events=False, name="isolation-test", timeout=60) as c:
             out, err, code = c.exec(["sh", "-c", script]).communicate(stdin, timeout=180)
         return out.decode(errors="replace"), err.decode(errors="replace"), code
 
     def call(self, type_: str, payload: Any = None) -> Any:
-        from host.idm import connect
+        from idm.client import IdmClient
 
-        with connect(str(self.dir.idm_socket), timeout=60, events=False, name="isolation-test") as c:
+        with IdmClient.connect_unix(str(self.dir.idm_socket), events=False, name="isolation-test", timeout=60) as c:
             return c.call(type_, payload)
 
 

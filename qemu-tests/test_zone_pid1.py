@@ -1,6 +1,6 @@
 """PID 1 inside a real zone (QEMU TCG, the Debian cloud kernel, our initrd): what only a real boot shows.
 
-Uses helper-8's ``zonehost`` fixture (qemu-tests/conftest.py): each test drives the real CLI.
+Uses the ``zonehost`` fixture (qemu-tests/conftest.py): each test drives the real CLI.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from styrolite.container.stdio import Pipes, Stdio
+from styrolite.errors import ContainerError, NotFoundError
 from styrolite.exitstatus import exit_code_of
 from styrolite.lifecycle import create as _create
 from styrolite.lifecycle import delete as _delete
@@ -92,7 +93,9 @@ class Runtime:
         self._exit_codes.pop(container_id, None)
 
     def child_exited(self, pid: int, wait_status: int) -> str | None:
-        """Record the death of a process the caller reaped; returns the container id if it was an init."""
+        """Record the death of a process the caller reaped; returns the container id if it was an init.
+
+        ContainerError if the container's state could not be updated (its exit code is recorded anyway)."""
         owner = self._owners.pop(pid, None)
         if owner is None or owner.endswith("/exec"):
             return owner
@@ -100,11 +103,16 @@ class Runtime:
         self._exit_codes[owner] = code
         try:
             state = self.store.load(owner)
-            state.exit_code = code
-            state.status = "stopped"
+        except NotFoundError:
+            return owner  # deleted already: nothing to record
+        state.exit_code = code
+        state.status = "stopped"
+        try:
             self.store.save(state)
-        except Exception:
-            pass
+        except FileNotFoundError:
+            return owner  # deleted meanwhile
+        except OSError as e:  # the exit code is known (exit_code()); its state file could not say so
+            raise ContainerError(f"record the exit ({code}) of container {owner!r}") from e
         return owner
 
     def exit_code(self, container_id: str) -> int | None:

@@ -19,3 +19,13 @@ class DigestMismatch(ZoneInitError):
 
 class ConfigDiskError(ZoneInitError):
     """The zone config disk is missing or unreadable."""
+
+
+class ZoneConfigError(ZoneInitError):
+    """The zone config (the config disk, or a container definition sent over IDM) is invalid; ``path`` is the
+    JSON path of the bad field (``$.containers[0].limits.memory``)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.message = message

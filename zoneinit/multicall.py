@@ -1,9 +1,10 @@
 """One binary, three programs: the zone's init, the Styrolite CLI and the in-zone ``zone`` tool.
 
-Nuitka compiles this module into a single standalone executable (zonebuild.initrd). The initramfs installs it
-once as ``/lib/zone/zone-init`` and points ``/lib/zone/init``, ``/bin/styrolite`` and ``/bin/zone`` at it
-(symlinks); which program runs is chosen by the name it was started under (``basename(argv[0])``), busybox
-style. ``zone-init APPLET ARGS...`` also works (``zone-init selftest`` checks a build's lazy imports).
+Nuitka compiles this module into a single standalone executable (zonebuild.initrd, through its entry
+build/entry/multicall.py). The initramfs installs it once as ``/lib/zone/zone-init`` and points
+``/lib/zone/init``, ``/bin/styrolite`` and ``/bin/zone`` at it (symlinks); which program runs is chosen by
+the name it was started under (``basename(argv[0])``), busybox style. ``zone-init APPLET ARGS...`` also works
+(``zone-init selftest`` checks a build's lazy imports).
 
 Applets are imported lazily so PID 1 never pays for the CLI's imports, and a module missing from a build is a
 clear one-line message, not a traceback.
@@ -26,7 +27,8 @@ APPLETS: dict[str, tuple[str, str]] = {
 }
 # What a build must be able to import at run time, although nothing imports it at start (lazy imports,
 # bytecode shipped beside the binary, extension modules): the build's self-test checks each one.
-LAZY_IMPORTS = ("pyroute2", "msgpack", "prctl", "_cffi_backend", "zoneinit.init", "styrolite.cli", "zoneinit.zonectl")
+LAZY_IMPORTS = ("pyroute2", "msgpack", "prctl", "_cffi_backend", "zoneinit.init", "styrolite.cli", "zoneinit.zonectl",
+                "idm.server", "idm.vchan", "zoneinit.idm.service", "zoneinit.boot.phases", "styrolite.api")
 EXIT_USAGE = 2
 EXIT_MISSING = 127
 

@@ -1,7 +1,7 @@
 """``/bin/zone``: talk to the zone's PID 1 from inside the zone over /run/zone/idm.sock (the IDM protocol).
 
 Subcommands: ``ping``, ``info``, ``ps``, ``exec [-t] [-e K=V] [-w DIR] [-u USER] [-c CONTAINER] -- CMD``,
-``logs [-f] CONTAINER``. Thin on purpose: the client and terminal plumbing live in ``zoneinit.idm``.
+``logs [-f] CONTAINER``. Thin on purpose: the client and terminal plumbing live in ``idm``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import sys
 import time
 from typing import Any
 
+from idm.errors import IdmError
 from styrolite.errors import describe
-from zoneinit.idm.errors import IdmError
 
 DEFAULT_SOCKET = "/run/zone/idm.sock"
 
@@ -56,8 +56,8 @@ def _ps(containers: list[dict[str, Any]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zoneinit.idm.attach import attach, terminal_size
-    from zoneinit.idm.client import IdmClient
+    from idm.attach import attach, terminal_size
+    from idm.client import IdmClient
 
     with IdmClient.connect_unix(args.socket, events=False, name="zonectl") as client:
         if args.command == "ping":

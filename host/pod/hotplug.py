@@ -11,7 +11,7 @@ QEMU (QMP, on the zone's ``qmp.sock``):
   unmounted it first), then ``blockdev-del``. One QMP connection carries all of it (host.pod.qmp_session).
 
 Xen (``xl``, in dom0): ``xl block-attach`` of a read-only ``phy`` disk backed by a read-only loop device
-(host.xen's loop helpers), at the next free ``xvd`` name; ``xl block-detach`` and the loop device released.
+(host.backends.xen loop helpers), at the next free ``xvd`` name; ``xl block-detach`` and the loop device released.
 The zone finds a Xen disk by its ``xvd`` name (xen-blkfront has no serial).
 """
 
@@ -23,9 +23,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from host.backends.xen import attach_loop, detach_loop
 from host.pod.errors import HotplugError
 from host.pod.qmp_session import QmpError, QmpSession
-from host.xen import attach_loop, detach_loop
 
 VIRTIO_BLK_SERIAL_MAX = 20          # VIRTIO_BLK_ID_BYTES
 QMP_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,30}$")   # QEMU's id_wellformed, and a node-name limit of 31

@@ -1,6 +1,6 @@
 """One QMP connection kept open for several commands, with the asynchronous events it carries.
 
-host.qmp.qmp_command opens a connection per command and drops events, which is right for "quit" and
+host.backends.qmp.qmp_command opens a connection per command and drops events, which is right for "quit" and
 "system_powerdown". Hot-unplug needs more: ``device_del`` only *asks* the guest to let go of the device;
 QEMU reports the end with a ``DEVICE_DELETED`` event on the connection that is open then, and QEMU's QMP
 socket takes one client at a time, so the command and the wait must share one connection. Events that

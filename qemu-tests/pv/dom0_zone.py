@@ -2,7 +2,7 @@
 
 Bundled with PyInstaller (onedir) by zonebuild.dom0 and started by the dom0's /init. It reads the plan the
 builder wrote (zone definition + the boot files: cloud kernel, our initrd, addons, config disk, root image),
-then does what ``zonehost run`` + ``zonehost stop`` do with ``--backend xen``: ``xl create`` (host.xen), wait
+then does what ``zonehost run`` + ``zonehost stop`` do with ``--backend xen``: ``xl create`` (host.backends.xen), wait
 for ``zone.ready`` over the vchan, follow the main container's output, take its exit code, ask the zone to
 shut down. Every step is one ``PV-STEP`` line on dom0's console (hvc0 -> QEMU's serial), which the test reads.
 """
@@ -21,11 +21,12 @@ def step(name: str, detail: object = "") -> None:
 
 
 def main(argv: list[str]) -> int:
+    from host.backends.xen import XenBackend
     from host.bootplan import BootFiles
+    from host.lifecycle import acknowledge_exit, follow_output, stop_zone, wait_ready
+    from host.link import ZoneLink
     from host.state import zone_dir
-    from host.xen import XenZone, connect_vchan
-    from host.zonedef import ZoneDef
-    from host.zones import MAIN_CONTAINER, acknowledge_exit, follow_output, stop_zone, wait_ready
+    from host.zonedef import MAIN_CONTAINER, ZoneDef
 
     plan = json.loads(Path(argv[1]).read_text())
     definition = ZoneDef(**plan["definition"])
@@ -34,18 +35,20 @@ def main(argv: list[str]) -> int:
     zone = zone_dir(definition.name, Path(plan.get("state", "/run/zone-state")))
     zone.create(definition)
     started = time.monotonic()
-    domid = XenZone(zone).start(definition, boot)
+    backend = XenBackend(zone)
+    backend.boot(definition, boot)
+    domid = backend.domid()
     step("created", {"domid": domid, "seconds": round(time.monotonic() - started, 2)})
     timeout = float(plan.get("timeout", 60))
     if plan.get("kill_first_client"):
         # fault: the first client sees the zone ready and the output start, then dies (SIGKILL, no goodbye);
         # a new client must still get the whole output, the exit code and the exit event
         first_client_killed(zone, started, timeout)
-        client = connect_vchan(zone, timeout=timeout)
+        client = ZoneLink.open(zone, timeout=timeout)
         step("reconnected", {"seconds": round(time.monotonic() - started, 2)})
         main_container = MAIN_CONTAINER
     else:
-        client = connect_vchan(zone, timeout=timeout)
+        client = ZoneLink.open(zone, timeout=timeout)
         step("connected", {"seconds": round(time.monotonic() - started, 2)})
         ready = wait_ready(client, zone, timeout)
         step("ready", {"boot": ready.get("boot"), "seconds": round(time.monotonic() - started, 2)})
@@ -76,20 +79,20 @@ def first_client_killed(zone: Any, started: float, timeout: float) -> None:
     import select
     import signal
 
-    from host.xen import connect_vchan
-    from host.zones import MAIN_CONTAINER, wait_ready
+    from host.lifecycle import wait_ready
+    from host.link import ZoneLink
+    from host.zonedef import MAIN_CONTAINER
 
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
         try:
-            client = connect_vchan(zone, timeout=timeout)
+            client = ZoneLink.open(zone, timeout=timeout)
             step("connected", {"seconds": round(time.monotonic() - started, 2)})
             ready = wait_ready(client, zone, timeout)
             step("ready", {"boot": ready.get("boot"), "seconds": round(time.monotonic() - started, 2)})
-            stream, _info = client.open_stream("container.logs", {"id": MAIN_CONTAINER, "follow": True})
-            item = stream.read()
+            item = next(iter(client.follow_logs(MAIN_CONTAINER)), None)
             os.write(write_end, json.dumps(item[1].decode(errors="replace") if item else None).encode())
             time.sleep(3600)   # until killed, mid-stream
         finally:

@@ -35,18 +35,22 @@ STEP = re.compile(r"^PV-STEP (\S+) (.*)$")
 def prepare_payload(kernel_image: Path, initrd: Path, app_image: Path, payload: Path) -> Path:
     """The zone's boot files + plan.json (paths as dom0 sees them, under /zone)."""
     from host import images
+    from host.launch import zone_config
+    from host.zonebuild_import import ensure_zonebuild
     from host.zonedef import ZoneDef
-    from host.zones import write_config_disk, zone_config_document
+
+    ensure_zonebuild()
+    from zonebuild.configdisk import write_config_disk
 
     kernel = images.prepare_kernel(kernel_image)
     boot_initrd = images.boot_initrd(initrd, kernel)
     root = images.prepare_root_image(app_image)
     definition = ZoneDef(name="pv", kernel_image="/zone", initrd="/zone/initrd", backend="xen", memory_mib=256,
                          command=["sh", "-c", f"echo {OUTPUT_LINE}; sleep 2; echo {LAST_LINE}; exit {EXIT_CODE}"])
-    document = zone_config_document(definition, kernel, root, "xvd")
-    document["options"]["poweroff_on_exit"] = False   # the host asks for the shutdown (zone.shutdown)
+    config = zone_config(definition, kernel, root, "xvd")
+    config.options.poweroff_on_exit = False   # the host asks for the shutdown (zone.shutdown)
     payload.mkdir(parents=True, exist_ok=True)
-    write_config_disk(document, payload / "config.img")
+    write_config_disk(config, payload / "config.img")
     for name, source in (("kernel", kernel.image), ("initrd", boot_initrd), ("addons.squashfs", kernel.addons),
                          ("root0.img", root.path)):
         shutil.copyfile(source, payload / name)

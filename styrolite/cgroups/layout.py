@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from styrolite.cgroups.base import CgroupError
+from styrolite.mountinfo import parse_mountinfo
 
 V1_RESOURCE_CONTROLLERS = (
     "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "hugetlb",
@@ -45,34 +46,22 @@ class CgroupLayout:
         return list(seen.values())
 
 
-def _unescape(field_text: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as ``\\ooo``."""
-    return (field_text.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
-            .replace("\\134", "\\"))
-
-
-def parse_mountinfo(text: str, root: str = "/sys/fs/cgroup") -> CgroupLayout:
+def layout_from_mountinfo(text: str, root: str = "/sys/fs/cgroup") -> CgroupLayout:
     """The cgroup layout under ``root`` from the text of a mountinfo file."""
     root = root.rstrip("/") or "/"
     unified: Hierarchy | None = None
     v1: dict[str, Hierarchy] = {}
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        fields, after = left.split(), right.split()
-        if len(fields) < 5 or len(after) < 3:
-            continue
-        mount_root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
-        fstype, super_options = after[0], after[2].split(",")
+    for entry in parse_mountinfo(text):
+        mountpoint = entry.mount_point
         if mountpoint != root and os.path.dirname(mountpoint) != root:
             continue
-        if fstype == "cgroup2":
+        if entry.fstype == "cgroup2":
             # The last mount of a path wins, as in the kernel's view of the path.
-            unified = Hierarchy(mountpoint, mount_root)
-        elif fstype == "cgroup":
-            controllers = tuple(o for o in super_options if o in V1_RESOURCE_CONTROLLERS or o.startswith("name="))
-            hierarchy = Hierarchy(mountpoint, mount_root, controllers)
+            unified = Hierarchy(mountpoint, entry.root)
+        elif entry.fstype == "cgroup":
+            controllers = tuple(sorted(o for o in entry.super_options
+                                       if o in V1_RESOURCE_CONTROLLERS or o.startswith("name=")))
+            hierarchy = Hierarchy(mountpoint, entry.root, controllers)
             for controller in controllers:
                 v1[controller] = hierarchy
     if unified is not None and unified.mountpoint == root:
@@ -87,7 +76,7 @@ def parse_mountinfo(text: str, root: str = "/sys/fs/cgroup") -> CgroupLayout:
 
 def detect_layout(root: str = "/sys/fs/cgroup", mountinfo: str = "/proc/self/mountinfo") -> CgroupLayout:
     with open(mountinfo) as f:
-        return parse_mountinfo(f.read(), root)
+        return layout_from_mountinfo(f.read(), root)
 
 
 def own_cgroups(proc_cgroup: str = "/proc/self/cgroup") -> dict[str, str]:

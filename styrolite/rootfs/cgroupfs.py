@@ -13,7 +13,7 @@ import errno
 import os
 import posixpath
 
-from styrolite.rootfs.mountinfo import MountEntry, mount_containing, read_mountinfo
+from styrolite.mountinfo import MountEntry, mount_containing, read_mountinfo
 from styrolite.rootfs.options import MountOptions
 from styrolite.rootfs.remount import flags_from_mountinfo, remount_bind
 from styrolite.rootfs.resolve import fd_path, make_dirs, target

@@ -16,7 +16,7 @@ import stat
 from collections.abc import Iterator
 
 from styrolite.errors import ConfigError, ContainerError
-from styrolite.rootfs.mountinfo import mount_containing, read_mountinfo
+from styrolite.mountinfo import mount_containing, read_mountinfo
 from styrolite.rootfs.options import parse_options, propagation_flags
 from styrolite.rootfs.prepare import PreparedRootfs
 from styrolite.rootfs.remount import locked_flags, remount_bind

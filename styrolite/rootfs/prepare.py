@@ -16,8 +16,8 @@ import os
 from dataclasses import dataclass, field
 
 from styrolite.errors import ConfigError, ContainerError
+from styrolite.mountinfo import mount_containing, read_mountinfo
 from styrolite.rootfs.devices import setup_dev
-from styrolite.rootfs.mountinfo import mount_containing, read_mountinfo
 from styrolite.rootfs.mounts import bind_source, describe_mount, is_bind, mount_entry
 from styrolite.rootfs.options import parse_options, propagation_flags
 from styrolite.spec.model import Spec

@@ -8,16 +8,11 @@ from typing import Any
 
 import pytest
 
-from styrolite.errors import ConfigError
 from zonebuild.configdisk import container_from_image, disk_entry, write_config_disk
-from zoneinit.zoneconfig import (
-    HEADER_SIZE,
-    decode_config_disk,
-    dumps,
-    loads,
-    parse_zone_config,
-    read_config_disk,
-)
+from zoneinit.config.diskformat import HEADER_SIZE, decode_config_disk, read_config_disk
+from zoneinit.config.document import dumps
+from zoneinit.config.parser import loads, parse_zone_config
+from zoneinit.errors import ZoneConfigError
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -82,7 +77,7 @@ def test_valid_document_round_trips() -> None:
 def test_errors_name_the_field(edit: Any, path: str, message: str) -> None:
     document = copy.deepcopy(_document())
     edit(document)
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ZoneConfigError) as info:
         parse_zone_config(document)
     assert info.value.path == path
     assert message in info.value.message
@@ -97,11 +92,11 @@ def test_config_disk_round_trip_and_corruption(tmp_path: Path) -> None:
 
     corrupt = bytearray(data)
     corrupt[HEADER_SIZE + 5] ^= 0x20
-    with pytest.raises(ConfigError, match="checksum mismatch"):
+    with pytest.raises(ZoneConfigError, match="checksum mismatch"):
         decode_config_disk(bytes(corrupt))
-    with pytest.raises(ConfigError, match="truncated"):
+    with pytest.raises(ZoneConfigError, match="truncated"):
         decode_config_disk(data[: HEADER_SIZE + 10])
-    with pytest.raises(ConfigError, match="bad magic"):
+    with pytest.raises(ZoneConfigError, match="bad magic"):
         decode_config_disk(b"\0" * 4096)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from styrolite.cgroups import CgroupError, V1Manager, V2Manager, open_cgroup, parse_cgroups_path
-from styrolite.cgroups.layout import Hierarchy, parse_mountinfo
+from styrolite.cgroups.layout import Hierarchy, layout_from_mountinfo
 from styrolite.cgroups.paths import CgroupPath, directory_in
 
 HYBRID = """\
@@ -22,7 +22,7 @@ LEGACY = "\n".join(line for line in HYBRID.splitlines() if "unified" not in line
 
 
 def test_hybrid_layout():
-    layout = parse_mountinfo(HYBRID)
+    layout = layout_from_mountinfo(HYBRID)
     assert layout.mode == "hybrid"
     assert layout.unified.mountpoint == "/sys/fs/cgroup/unified"
     assert layout.v1["cpu"] is layout.v1["cpuacct"]
@@ -32,20 +32,20 @@ def test_hybrid_layout():
 
 
 def test_unified_and_legacy_layouts():
-    assert parse_mountinfo(UNIFIED).mode == "unified"
-    legacy = parse_mountinfo(LEGACY)
+    assert layout_from_mountinfo(UNIFIED).mode == "unified"
+    legacy = layout_from_mountinfo(LEGACY)
     assert legacy.mode == "legacy" and legacy.unified is None
     with pytest.raises(CgroupError, match="no cgroup hierarchy"):
-        parse_mountinfo("31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n")
+        layout_from_mountinfo("31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n")
 
 
 def test_cgroup2_given_as_the_root_is_unified():
-    layout = parse_mountinfo(HYBRID, root="/sys/fs/cgroup/unified")
+    layout = layout_from_mountinfo(HYBRID, root="/sys/fs/cgroup/unified")
     assert layout.mode == "unified" and layout.v1 == {}
 
 
 def test_escaped_mountpoints():
-    layout = parse_mountinfo("1 2 0:1 / /c\\040g rw - cgroup2 cgroup2 rw\n", root="/c g")
+    layout = layout_from_mountinfo("1 2 0:1 / /c\\040g rw - cgroup2 cgroup2 rw\n", root="/c g")
     assert layout.unified.mountpoint == "/c g"
 
 

@@ -44,14 +44,15 @@ def test_seeded_pass_finds_nothing(fuzzers: dict[str, ModuleType], name: str) ->
 
 def test_seeds_are_accepted_where_valid(fuzzers: dict[str, ModuleType]) -> None:
     """The seed corpora start from valid inputs, so the mutations explore near the accepted language."""
+    from idm.messages import Message, MessageDecoder
     from styrolite.spec.parse import parse_config
-    from zoneinit.idm.messages import Message, MessageDecoder
-    from zoneinit.zoneconfig import parse_zone_config
+    from zoneinit.config.parser import parse_container, parse_zone_config
 
     decoded = MessageDecoder(fuzzers["fuzz_idm"].MAX_FRAME).feed(fuzzers["fuzz_idm"].seeds()[0])
     assert len(decoded) == 1 and isinstance(decoded[0], Message)
     parse_config(fuzzers["fuzz_oci_config"].BASE)
     parse_zone_config(fuzzers["fuzz_zone_config"].DOCUMENT)
+    parse_container(fuzzers["fuzz_zone_config"].CREATE)
     fuzzers["fuzz_layers"]._apply_layer(fuzzers["fuzz_layers"].LAYER)
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from host.backends.qemu import qemu_command
 from host.bootplan import BootFiles, block_device, kernel_cmdline, root_image_device
-from host.qemu import qemu_command
 from host.state import zone_dir
 from host.zonedef import NetworkDef, ZoneDef
-from zoneinit.cmdline import parse_cmdline
+from zoneinit.boot.cmdline import parse_cmdline
 
 
 def setup(tmp_path, **kw):

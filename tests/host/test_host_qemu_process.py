@@ -1,4 +1,4 @@
-"""QemuZone's process handling (start, socket wait, pidfile, liveness, quit) against a fake QEMU binary."""
+"""QemuBackend's process handling (boot, socket wait, pidfile, liveness, connect, kill) against a fake QEMU."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from host.backends import backend_for
+from host.backends.qemu import QemuBackend
 from host.bootplan import BootFiles
 from host.errors import BackendError
-from host.qemu import QemuZone
 from host.state import zone_dir
 from host.zonedef import ZoneDef
 
@@ -55,18 +56,20 @@ def make_zone(tmp_path: Path):
 
 
 @pytest.mark.parametrize("daemonize", [False, True])
-def test_start_waits_for_the_socket_records_the_pid_and_quit_ends_it(fake_qemu, tmp_path, daemonize):
+def test_boot_waits_for_the_socket_records_the_pid_and_kill_ends_it(fake_qemu, tmp_path, daemonize):
     definition, zone, boot = make_zone(tmp_path)
-    qemu = QemuZone(zone)
-    pid = qemu.start(definition, boot, daemonize=daemonize, accel="tcg")
+    qemu = QemuBackend(zone)
+    qemu.boot(definition, boot, daemonize=daemonize, accel="tcg")
     assert zone.idm_socket.exists()
-    assert zone.runtime()["pid"] == pid and zone.runtime()["accel"] == "tcg"
-    assert zone.is_running() and qemu.running()
-    # a second CLI process sees it through the state directory alone
-    assert QemuZone(zone_dir("fake", tmp_path / "zones")).running()
+    assert zone.runtime()["pid"] == zone.pid() and zone.runtime()["accel"] == "tcg"
+    assert zone.is_running() and qemu.alive()
+    # a second CLI process sees it through the state directory alone, and the chooser picks QEMU
+    again = backend_for(zone_dir("fake", tmp_path / "zones"))
+    assert isinstance(again, QemuBackend) and again.alive()
+    again.connect(timeout=5).close()   # the IDM byte stream: the chardev socket accepts
     assert not qemu.wait(0.2)
-    qemu.quit(timeout=2)      # no QMP socket in the fake: falls back to SIGTERM
-    assert not qemu.running()
+    qemu.kill(timeout=2)      # no QMP socket in the fake: falls back to SIGTERM
+    assert not qemu.alive()
     if not daemonize:
         assert qemu.process is not None and qemu.process.returncode is not None
 
@@ -75,14 +78,39 @@ def test_a_qemu_that_fails_to_start_is_one_clear_error(fake_qemu, tmp_path, monk
     monkeypatch.setenv("FAKE_QEMU_FAIL", "1")
     definition, zone, boot = make_zone(tmp_path)
     with pytest.raises(BackendError, match="could not open kernel"):
-        QemuZone(zone).start(definition, boot, daemonize=True, accel="tcg")
+        QemuBackend(zone).boot(definition, boot, daemonize=True, accel="tcg")
     with pytest.raises(BackendError, match="exited: qemu-system-x86_64: -kernel: could not open kernel"):
-        QemuZone(zone).start(definition, boot, daemonize=False, accel="tcg")
+        QemuBackend(zone).boot(definition, boot, daemonize=False, accel="tcg")
 
 
 def test_missing_qemu_binary(tmp_path, monkeypatch):
     monkeypatch.setenv("ZONE_QEMU", str(tmp_path / "nope"))
     definition, zone, boot = make_zone(tmp_path)
     with pytest.raises(BackendError, match="not found"):
-        QemuZone(zone).start(definition, boot, daemonize=True)
+        QemuBackend(zone).boot(definition, boot, daemonize=True)
     assert os.environ["ZONE_QEMU"].endswith("nope")
+
+
+def test_connect_waits_for_the_chardev_socket_and_gives_up_at_its_deadline(tmp_path):
+    import socket
+    import threading
+
+    from idm.errors import IdmTimeout
+
+    _definition, zone, _boot = make_zone(tmp_path)
+    listener = socket.socket(socket.AF_UNIX)
+
+    def listen_late() -> None:
+        listener.bind(str(zone.idm_socket))
+        listener.listen(1)
+
+    timer = threading.Timer(0.3, listen_late)
+    timer.start()
+    try:
+        QemuBackend(zone).connect(timeout=10).close()
+    finally:
+        timer.join()
+        listener.close()
+    zone.idm_socket.unlink()
+    with pytest.raises(IdmTimeout, match="did not accept a connection"):
+        QemuBackend(zone).connect(timeout=0.3)

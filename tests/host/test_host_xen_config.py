@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from host.backends.xen import xl_config
 from host.bootplan import BootFiles
 from host.errors import BackendError
-from host.xen import xl_config
 from host.zonedef import NetworkDef, ZoneDef
-from zoneinit.cmdline import parse_cmdline
+from zoneinit.boot.cmdline import parse_cmdline
 
 
 def boot() -> BootFiles:

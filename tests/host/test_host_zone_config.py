@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from host.images import PreparedKernel, PreparedRoot
+from host.launch import network_config, zone_config
 from host.zonedef import NetworkDef, ZoneDef
-from host.zones import network_document, zone_config_document
-from zoneinit.zoneconfig import parse_zone_config
 
 
 def fake_inputs(tmp_path: Path) -> tuple[PreparedKernel, PreparedRoot]:
@@ -25,7 +24,7 @@ def fake_inputs(tmp_path: Path) -> tuple[PreparedKernel, PreparedRoot]:
 def test_run_config_has_pinned_disks_and_one_main_container(tmp_path):
     kernel, root = fake_inputs(tmp_path)
     definition = ZoneDef(name="web", kernel_image="/k", initrd="/i", command=["echo", "hi"], env={"A": "cli"})
-    config = parse_zone_config(zone_config_document(definition, kernel, root))
+    config = zone_config(definition, kernel, root)
     assert config.name == "web" and config.hostname == "web"
     assert [(d.name, d.role, d.device) for d in config.disks] == [
         ("addons", "addons", "/dev/vda"), ("root0", "root", "/dev/vdc")]
@@ -46,9 +45,9 @@ def test_a_shifted_root_image_is_pinned_with_its_owner_shift(tmp_path):
     shifted = PreparedRoot(root.path, root.fstype, root.config, owner_shift=65536)
     definition = ZoneDef(name="web", kernel_image="/k", initrd="/i")
     assert definition.user_namespace is True
-    config = parse_zone_config(zone_config_document(definition, kernel, shifted))
+    config = zone_config(definition, kernel, shifted)
     assert config.disk("root0").owner_shift == 65536 and config.disk("addons").owner_shift == 0
-    plain = parse_zone_config(zone_config_document(definition, kernel, root))
+    plain = zone_config(definition, kernel, root)
     assert plain.disk("root0").owner_shift == 0
     old = {k: v for k, v in ZoneDef(name="web", kernel_image="/k", initrd="/i").to_json().items()
            if k != "user_namespace"}
@@ -58,19 +57,19 @@ def test_a_shifted_root_image_is_pinned_with_its_owner_shift(tmp_path):
 def test_xen_devices_and_network(tmp_path):
     kernel, root = fake_inputs(tmp_path)
     definition = ZoneDef(name="web", kernel_image="/k", initrd="/i", network=NetworkDef())
-    config = parse_zone_config(zone_config_document(definition, kernel, root, disk_prefix="xvd"))
+    config = zone_config(definition, kernel, root, disk_prefix="xvd")
     assert [d.device for d in config.disks] == ["/dev/xvda", "/dev/xvdc"]
     assert config.network is not None and config.network.ipv4 is not None
     assert (config.network.ipv4.address, config.network.ipv4.prefix, config.network.ipv4.gateway) == (
         "10.0.2.15", 24, "10.0.2.2")
     assert config.network.dns == ["10.0.2.3"]
-    assert network_document(NetworkDef(address="fd00::5/64", gateway=None, dns=[]))["ipv6"] == {
+    assert network_config(NetworkDef(address="fd00::5/64", gateway=None, dns=[]))["ipv6"] == {
         "address": "fd00::5", "prefix": 64}
 
 
 def test_last_console_line_prefers_what_userspace_said(tmp_path):
+    from host.lifecycle import last_console_line
     from host.state import zone_dir
-    from host.zones import last_console_line
 
     zone = zone_dir("z", tmp_path)
     zone.create(ZoneDef(name="z", kernel_image="/k", initrd="/i"))

@@ -1,20 +1,23 @@
-"""A zone IDM server running its own loop in a thread, with a client connected over a socketpair."""
+"""A zone IDM server running on PID 1's own loop (zoneinit.supervisor) in a thread, with a client connected
+over a socketpair; ``exec`` is PID 1's real exec service, its processes local instead of in a container."""
 
 from __future__ import annotations
 
 import os
-import selectors
 import termios
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from exec_service import ExecProcess, ExecService
 
-from zoneinit.idm.client import IdmClient
-from zoneinit.idm.server import IdmServer, run_until
-from zoneinit.idm.transport import socket_pair
+from idm.client import IdmClient
+from idm.server import IdmServer
+from idm.transport import socket_pair
+from zoneinit.console import ConsoleLog
+from zoneinit.idm.errors import translated
+from zoneinit.idm.execs import ExecProcess, ExecRequest, ExecService
+from zoneinit.supervisor.loop import Supervisor
 
 
 class LoopThread:
@@ -22,8 +25,12 @@ class LoopThread:
 
     def __init__(self, server: IdmServer) -> None:
         self.server = server
+        self.supervisor = Supervisor(ConsoleLog())
+        self.supervisor.add_reader(server.fileno(), lambda _fd: server.service())
+        self.supervisor.timed_services.append((server.timeout, server.service))
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=run_until, args=(server, self._stop.is_set), daemon=True)
+        self.thread = threading.Thread(target=self.supervisor.run, kwargs={"until": self._stop.is_set,
+                                                                           "timeout": 0.05}, daemon=True)
 
     def start(self) -> LoopThread:
         self.thread.start()
@@ -50,8 +57,7 @@ class LoopThread:
         self._stop.set()
         self.thread.join(10)
         self.server.close()
-
-
+        self.supervisor.selector.close()
 @pytest.fixture(scope="session")
 def loop_thread() -> type[LoopThread]:
     """The LoopThread class, for fixtures with a wider scope than ``loop``."""
@@ -88,41 +94,49 @@ def connect(loop: LoopThread) -> Iterator[Callable[..., IdmClient]]:
 
 
 def install_exec(loop: LoopThread) -> ExecService:
-    """ExecService with a test spawn: posix_spawn with pipes or a pty; exits reaped through a pidfd."""
-    server = loop.server
-    service: ExecService
+    """PID 1's exec service with a local spawn (posix_spawn with pipes or a pty); exits reaped through a pidfd."""
+    sup = loop.supervisor
 
-    def reap(pid: int, pidfd: int) -> None:
-        server.unwatch(pidfd)
-        os.close(pidfd)
-        _, status = os.waitpid(pid, 0)
-        service.process_exited(pid, status)
+    def watch_exit(pid: int, exited: Callable[[int], None]) -> None:
+        pidfd = os.pidfd_open(pid)
 
-    def spawn(payload: dict[str, Any]) -> ExecProcess:
-        cmd = payload["command"]
-        env = dict(os.environ) | (payload.get("env") or {})
-        if payload.get("tty"):
+        def reap(_fd: int) -> None:
+            sup.remove_reader(pidfd)
+            os.close(pidfd)
+            exited(os.waitpid(pid, 0)[1])
+
+        sup.add_reader(pidfd, reap)
+
+    def spawn(request: ExecRequest) -> ExecProcess:
+        cmd = request.command
+        env = dict(os.environ) | dict(e.split("=", 1) for e in request.env)
+        if request.tty:
             master, slave = os.openpty()
-            if payload.get("rows"):
-                termios.tcsetwinsize(slave, (payload["rows"], payload["cols"]))
+            if request.size:  # the size a runtime gives the pty it makes (OCI process.consoleSize)
+                termios.tcsetwinsize(slave, request.size)
             actions = [(os.POSIX_SPAWN_DUP2, slave, n) for n in (0, 1, 2)]
-            pid = os.posix_spawnp(cmd[0], cmd, env, file_actions=actions, setsid=True)
-            os.close(slave)
-            proc = ExecProcess(pid, tty=master)
-        else:
-            (r0, w0), (r1, w1), (r2, w2) = os.pipe(), os.pipe(), os.pipe()
-            actions = [(os.POSIX_SPAWN_DUP2, r0, 0), (os.POSIX_SPAWN_DUP2, w1, 1), (os.POSIX_SPAWN_DUP2, w2, 2)]
+            try:
+                pid = os.posix_spawnp(cmd[0], cmd, env, file_actions=actions, setsid=True)
+            finally:
+                os.close(slave)
+            return ExecProcess(pid, {master: "stdout"}, os.dup(master))
+        (r0, w0), (r1, w1), (r2, w2) = os.pipe(), os.pipe(), os.pipe()
+        actions = [(os.POSIX_SPAWN_DUP2, r0, 0), (os.POSIX_SPAWN_DUP2, w1, 1), (os.POSIX_SPAWN_DUP2, w2, 2)]
+        try:
             pid = os.posix_spawnp(cmd[0], cmd, env, file_actions=actions)
+        except BaseException:
+            for fd in (w0, r1, r2):
+                os.close(fd)
+            raise
+        finally:
             for fd in (r0, w1, w2):
                 os.close(fd)
-            proc = ExecProcess(pid, stdin=w0, stdout=r1, stderr=r2)
-        pidfd = os.pidfd_open(pid)
-        server.watch(pidfd, selectors.EVENT_READ, lambda _mask: reap(pid, pidfd))
-        return proc
+        return ExecProcess(pid, {r1: "stdout", r2: "stderr"}, w0)
 
-    service = ExecService(server, spawn)
+    service = ExecService(sup, spawn, watch_exit)
+    for name, handler in service.handlers().items():
+        loop.server.register(name, translated(name, handler, sup.log.info))
     return service
-
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zoneinit.idm import messages as m
-from zoneinit.idm.errors import (
+from idm import messages as m
+from idm.errors import (
     BAD_FRAME,
     BAD_MESSAGE,
     FRAME_TOO_LARGE,
@@ -17,7 +17,7 @@ from zoneinit.idm.errors import (
     ProtocolError,
     SchemaError,
 )
-from zoneinit.idm.framing import HEADER, MAGIC, FrameDecoder, encode_frame
+from idm.framing import HEADER, MAGIC, FrameDecoder, encode_frame
 
 
 def raw_frame(body: dict) -> bytes:

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zoneinit.idm import messages as m
-from zoneinit.idm.client import IdmClient
-from zoneinit.idm.server import IdmServer, Request
-from zoneinit.idm.transport import FdTransport, SocketTransport, find_virtio_port, socket_pair
+from idm import messages as m
+from idm.client import IdmClient
+from idm.server import IdmServer, Request
+from idm.transport import FdTransport, SocketTransport, find_virtio_port, socket_pair
 
 
 def wait_for(predicate, what: str, limit: float = 10.0) -> None:

@@ -9,8 +9,8 @@ import os
 import threading
 import time
 
-from zoneinit.idm.client import IdmClient
-from zoneinit.idm.errors import ConnectionClosed
+from idm.client import IdmClient
+from idm.errors import ConnectionClosed
 
 
 class _Shared:

@@ -3,6 +3,7 @@ and credit-based flow control (the sender stops at zero credit; memory stays bou
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -11,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from zoneinit.idm.errors import INVALID_ARGUMENT, RemoteError
-from zoneinit.idm.server import Request
-from zoneinit.idm.streams import DEFAULT_WINDOW
+from idm.errors import INVALID_ARGUMENT, RemoteError
+from idm.server import Request
+from idm.streams import DEFAULT_WINDOW
 
 
 def test_exec_stdin_stdout_round_trip_and_exit_code(loop, connect, exec_service) -> None:
@@ -168,17 +169,21 @@ def test_memory_bounded_while_a_process_writes_much_more_to_a_slow_reader(loop, 
     assert peak < 4 << 20, f"peak {peak} bytes while moving {total}"
 
 
-def test_host_disconnect_mid_stream_keeps_the_process_running(loop, connect, exec_service) -> None:
+def test_host_disconnect_mid_stream_kills_the_exec_and_the_next_host_is_served(loop, connect, exec_service) -> None:
+    """A host that vanishes mid-stream cancels its exec: the zone kills the process, frees the stream and
+    its pipes, and answers the next session."""
     service = exec_service(loop)
     first = connect()
     proc = first.exec(["sh", "-c", "head -c 10000000 /dev/zero; exit 4"])
     pid = proc.pid
     next(proc.stdout)
-    first.close()  # the host vanishes mid-stream; the zone drains and discards the rest
+    first.close()  # the host vanishes mid-stream (no goodbye message)
     deadline = time.monotonic() + 20
-    while loop.on_loop(lambda: pid in service.by_pid):
+    while loop.on_loop(lambda: any(p.pid == pid for p in service.pumps.values())):
         assert time.monotonic() < deadline, "exec never finished after the host left"
         time.sleep(0.02)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed and reaped
     second = connect()
     assert second.call("ping")["pong"]
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from zoneinit.idm.client import IdmClient
-from zoneinit.idm.errors import ConnectionClosed, IdmError, IdmTimeout
-from zoneinit.idm.vchan import CLOSED, OPEN, WAITING, VchanTransport, connect_vchan_client, load_library
+from idm.client import IdmClient
+from idm.errors import ConnectionClosed, IdmError, IdmTimeout
+from idm.vchan import CLOSED, OPEN, WAITING, VchanTransport, connect_vchan_client, load_library
 
 
 class _Chan:

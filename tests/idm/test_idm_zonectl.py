@@ -1,19 +1,16 @@
-"""``/bin/zone`` (zoneinit.zonectl) and the host connect helper against a real server on a unix socket."""
+"""``/bin/zone`` (zoneinit.zonectl) against a real server on a unix socket."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
-from host.idm.client import connect
+from idm.server import Request
 from zoneinit import zonectl
-from zoneinit.idm.errors import IdmTimeout
-from zoneinit.idm.server import Request
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -72,13 +69,3 @@ def test_errors_are_one_line(tmp_path, capsys) -> None:
     assert zonectl.main(["--socket", str(tmp_path / "missing.sock"), "ping"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("zone: connect to") and "Traceback" not in err
-
-
-def test_host_connect_waits_for_the_socket(loop, tmp_path) -> None:
-    path = str(tmp_path / "late.sock")
-    loop.start()
-    threading.Timer(0.3, lambda: loop.server.call_soon_threadsafe(lambda: loop.server.listen_unix(path))).start()
-    with connect(path, timeout=10) as client:
-        assert client.call("ping")["pong"]
-    with pytest.raises(IdmTimeout):
-        connect(str(tmp_path / "never.sock"), timeout=0.3)

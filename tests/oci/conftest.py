@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from ocisupport import LayoutBuilder, Registry, busybox_layer, make_pki, random_layer, start_registry, tar_of
+from ocisupport import (
+    LayoutBuilder,
+    PushedImages,
+    Registry,
+    busybox_layer,
+    make_pki,
+    random_layer,
+    start_registry,
+    tar_of,
+)
 
 from zoneoci.client import RegistryClient
 from zoneoci.hosts import RegistryHosts
 from zoneoci.store import ContentStore
-
-
-@dataclass
-class PushedImages:
-    busybox_tar: bytes
-    layout: Path
-    repos: dict[str, str]          # what -> "repo:tag" in the registry
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,15 @@ USER, PASSWORD = "zoneuser", "s3cret-pass"
 # ---- PKI -----------------------------------------------------------------------------------------------------
 
 @dataclass
+class PushedImages:
+    """The session's images in the test registry (pushed by skopeo)."""
+
+    busybox_tar: bytes
+    layout: Path
+    repos: dict[str, str]          # what -> "repo:tag" in the registry
+
+
+@dataclass
 class PKI:
     ca_cert: Path
     server_cert: Path

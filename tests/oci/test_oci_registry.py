@@ -9,8 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import PushedImages
-from ocisupport import REPO, LayoutBuilder, Registry, random_layer
+from ocisupport import REPO, LayoutBuilder, PushedImages, Registry, random_layer
 
 from zoneoci.client import RegistryClient
 from zoneoci.errors import AuthError, OCIError, RegistryError

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from styrolite.errors import describe
+from styrolite.mountinfo import MountEntry, parse_mountinfo
 from styrolite.rootfs import finalize_rootfs, pivot_into, prepare_rootfs
-from styrolite.rootfs.mountinfo import MountEntry, parse_mountinfo
 from styrolite.spec.defaults import default_config
 from styrolite.spec.model import Spec
 from styrolite.spec.parse import parse_config

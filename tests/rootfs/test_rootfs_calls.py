@@ -15,9 +15,9 @@ import pytest
 from rootfs_harness import base_config, spec_from
 
 from styrolite.errors import ContainerError, describe
+from styrolite.mountinfo import parse_mountinfo
 from styrolite.rootfs import finalize_rootfs, pivot_into, prepare_rootfs
 from styrolite.rootfs.cgroupfs import mount_cgroup
-from styrolite.rootfs.mountinfo import parse_mountinfo
 from styrolite.rootfs.options import parse_options
 from styrolite.rootfs.remount import locked_flags
 from styrolite.spec.model import Mount

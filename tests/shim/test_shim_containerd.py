@@ -205,7 +205,7 @@ def test_terminal_and_resize(containerd: Containerd) -> None:
 
 def test_log_uri_binary(containerd: Containerd) -> None:
     """`ctr run --log-uri binary://...`: containerd's logging-binary contract (fds 3/4/5, env)."""
-    from conftest import LOGGER
+    from shimtest import LOGGER
 
     logger = containerd.dir / "logger.sh"
     logger.write_text(LOGGER)

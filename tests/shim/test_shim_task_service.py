@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import LOGGER, FifoReader, ShimUnderTest, container_annotations, sandbox_annotations
 from google.protobuf import any_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from shimtest import LOGGER, FifoReader, ShimUnderTest, container_annotations, sandbox_annotations
 
 from shim.process import Status
 from shim.protos import cgroups_v2_pb2, events_pb2, mount_pb2

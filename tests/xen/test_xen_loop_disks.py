@@ -1,5 +1,5 @@
-"""host.xen hands xl block devices: disk files become read-only loop devices (real loop ioctls, as root), and the
-xl config names the device, not the file. Also the QEMU arguments of the dom0 image."""
+"""host.backends.xen hands xl block devices: disk files become read-only loop devices (real loop ioctls, as
+root), and the xl config names the device, not the file. Also the QEMU arguments of the dom0 image."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from host.backends.xen import attach_loop, detach_loop, xl_config
 from host.bootplan import BootFiles
-from host.xen import attach_loop, detach_loop, xl_config
 from host.zonedef import ZoneDef
 
 

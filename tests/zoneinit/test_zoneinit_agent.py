@@ -5,7 +5,7 @@ import signal
 import pytest
 from zoneinit_harness import Harness, RemoteError
 
-from zoneinit.idm import messages as m
+from idm import messages as m
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def zone(tmp_path):
 
 
 def _create(zone, cid, args, **extra):
-    return zone.call("container.create", {"id": cid, "args": args, "start": True, **extra})
+    return zone.call("container.create", {"id": cid, "image": "root0", "args": args, "start": True, **extra})
 
 
 def test_hello_ping_info(zone):
@@ -118,7 +118,7 @@ def test_follow_logs_until_exit(zone):
     _create(zone, "talker", ["sh", "-c", "echo one; read x; echo two; exit 4"], stdin=True)
     zone.pump(lambda: zone.containers.get("talker").output.total >= 4)
     reply = zone.call("container.logs", {"id": "talker", "follow": True})
-    zone.containers.write_stdin("talker", b"\n")
+    os.write(zone.containers.get("talker").stdin_fd, b"\n")  # its stdin: true pipe
     data, result = zone.stream_until_close(reply["stream"])
     assert data["stdout"] == b"one\ntwo\n"
     assert result["exit_code"] == 4
@@ -133,3 +133,25 @@ def test_metrics_and_shutdown(zone):
     zone.pump(lambda: zone.shutdowns)
     assert zone.shutdowns == [("poweroff", "test")]
     zone.call("container.signal", {"id": "box", "signal": 9})
+
+
+def test_create_reads_the_definition_with_the_zone_config_parser(zone):
+    """container.create and the config disk share one parser: the same bad input, the same error."""
+    bad = [({"container": {"name": "x", "image": "root0", "args": []}}, "$.container.args: empty"),
+           ({"id": "x", "image": "root0", "args": ["true"], "limits": {"memory": "1G"}},
+            "$.container.limits.memory: expected an integer"),
+           ({"id": "x", "image": "root0", "args": ["true"], "surprise": 1}, "$.container.surprise: unknown field"),
+           ({"id": "x", "args": ["true"]}, "$.container.image: missing"),
+           ("not a map", "must be a map")]
+    for payload, message in bad:
+        with pytest.raises(RemoteError) as e:
+            zone.call("container.create", payload)
+        assert e.value.code == "invalid-argument" and message in str(e.value), (payload, str(e.value))
+    summary = zone.call("container.create", {"container": {
+        "name": "named", "image": "root0", "args": ["sleep", "100"], "hostname": "box",
+        "annotations": {"org.example/a": "b"}, "readonly_root": True}})
+    assert summary["id"] == "named" and summary["status"] == "created"
+    config = zone.bundles["named"]
+    assert config["hostname"] == "box" and config["root"]["readonly"] is True
+    assert config["annotations"]["org.example/a"] == "b"
+    zone.call("container.delete", {"id": "named", "force": True})

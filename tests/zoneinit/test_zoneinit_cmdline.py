@@ -1,4 +1,4 @@
-from zoneinit.cmdline import parse_cmdline, read_cmdline, split_cmdline
+from zoneinit.boot.cmdline import parse_cmdline, read_cmdline, split_cmdline
 
 
 def test_split_handles_quotes_and_spaces():

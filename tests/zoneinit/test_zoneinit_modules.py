@@ -8,14 +8,8 @@ import pytest
 from styrolite.syscalls.constants import MODULE_INIT_COMPRESSED_FILE
 from styrolite.syscalls.fake import RecordingSyscalls
 from zoneinit.errors import ModuleError
-from zoneinit.modules import (
-    ModuleIndex,
-    ModuleLoader,
-    boot_module_names,
-    find_addons_modules,
-    is_no_device,
-    module_name,
-)
+from zoneinit.modules.dep import ModuleIndex, boot_module_names, find_addons_modules, module_name
+from zoneinit.modules.loader import ModuleLoader, is_no_device
 
 DEP = """\
 kernel/fs/fat/vfat.ko.xz: kernel/fs/fat/fat.ko.xz kernel/fs/nls/nls_base.ko.xz

@@ -10,7 +10,9 @@ import pytest
 from styrolite.syscalls.constants import MNT_DETACH, MS_RDONLY
 from styrolite.syscalls.fake import RecordingSyscalls
 from zoneinit.errors import DigestMismatch, ZoneInitError
-from zoneinit.mounts import MountTable, detect_fstype, early_mounts, enable_cgroup_controllers, mount_image
+from zoneinit.mounts.early import early_mounts, enable_cgroup_controllers
+from zoneinit.mounts.images import detect_fstype, mount_image
+from zoneinit.mounts.table import MountTable
 from zoneinit.mounts.verify import sha256_of, verify_sha256
 
 
@@ -105,7 +107,8 @@ def test_detect_fstype_of_a_real_squashfs(tmp_path):
 
 REAL_EARLY = """
 import json, sys
-from zoneinit.mounts import MountTable, early_mounts
+from zoneinit.mounts.early import early_mounts
+from zoneinit.mounts.table import MountTable
 root = sys.argv[1]
 table = MountTable()
 done = early_mounts(table, root=root)

@@ -20,9 +20,10 @@ import time
 
 import pytest
 
-from zoneinit.idm import messages as m
-from zoneinit.idm.transport import connect_unix
-from zoneinit.zoneconfig import encode_config_disk, parse_zone_config
+from idm import messages as m
+from idm.transport import connect_unix
+from zoneinit.config.diskformat import encode_config_disk
+from zoneinit.config.parser import parse_zone_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUSYBOX = shutil.which("busybox")
@@ -43,12 +44,13 @@ if os.getpid() != 1 or os.readlink("/proc/self/ns/pid") == host_pidns:
 from styrolite.syscalls import LINUX
 LINUX.mount("proc", "/proc", "proc", 0)  # this PID namespace's own /proc (a zone has no host /proc to skip)
 LINUX.mount("tmpfs", "/run", "tmpfs", 0)  # container state (/run/styrolite) must never land on the host's /run
-from zoneinit.init import ZoneInit, ZonePaths
+from zoneinit.boot.phases import boot, supervise
+from zoneinit.boot.zone import Zone, ZonePaths
 from zoneinit.mounts.early import EARLY_MOUNTS
 early = tuple(e for e in EARLY_MOUNTS if e.target not in ("/tmp", "/proc", "/dev", "/sys/fs/cgroup"))
-zone = ZoneInit(paths=ZonePaths(cmdline=sys.argv[1], idm_socket=sys.argv[2]), console=False, early=early)
-zone.boot()
-zone.supervise()
+zone = Zone(paths=ZonePaths(cmdline=sys.argv[1], idm_socket=sys.argv[2]), console=False, early=early)
+boot(zone)
+supervise(zone)
 """
 
 

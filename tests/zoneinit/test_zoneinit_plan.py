@@ -1,11 +1,12 @@
 import pytest
 
 from styrolite.errors import describe
-from zoneinit.bundle import build_config
-from zoneinit.configdisk import read_plan
+from zoneinit.config.diskformat import encode_config_disk
+from zoneinit.config.parser import parse_zone_config
+from zoneinit.config.plan import ContainerPlan
+from zoneinit.containers.bundle import build_config
 from zoneinit.errors import ConfigDiskError
-from zoneinit.plan import ContainerPlan, plan_from_dict
-from zoneinit.zoneconfig import encode_config_disk, parse_zone_config
+from zoneinit.mounts.configdisk import read_plan
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -66,13 +67,17 @@ def test_bad_config_disks_fail_with_the_reason(tmp_path):
     assert "bogus" in describe(e.value)
 
 
-def test_minimal_json_reading_for_development(tmp_path):
-    (tmp_path / "dev.json").write_text('{"containers": [{"id": "a", "args": ["true"]}], "network": {"address": '
-                                       '"10.0.0.2/24", "gateway": "10.0.0.1", "dns": ["1.1.1.1"]}}')
+def test_a_json_document_for_development_goes_through_the_same_parser(tmp_path):
+    import json
+
+    (tmp_path / "dev.json").write_text(json.dumps(CONFIG))
     plan = read_plan(str(tmp_path / "dev.json"))
-    assert plan.containers[0].id == "a" and plan.main_container().id == "a"
-    assert plan.network.interfaces[0].addresses == ["10.0.0.2/24"] and plan.network.nameservers == ["1.1.1.1"]
-    assert plan_from_dict({}).containers == []
+    assert plan.containers[0].id == "app" and plan.main_container().id == "app"
+    assert plan.network.interfaces[0].addresses == ["10.0.2.15/24", "fd00::15/64"]
+    (tmp_path / "old.json").write_text('{"containers": [{"id": "a", "args": ["true"]}]}')
+    with pytest.raises(ConfigDiskError) as e:
+        read_plan(str(tmp_path / "old.json"))
+    assert "$.version: missing" in describe(e.value)
 
 
 def test_config_json_from_a_container_plan():

@@ -4,9 +4,9 @@ import signal
 from styrolite.syscalls.constants import RB_AUTOBOOT, RB_POWER_OFF
 from styrolite.syscalls.fake import RecordingSyscalls
 from zoneinit.console import ConsoleLog
-from zoneinit.mounts import MountTable
-from zoneinit.shutdown import Shutdown
-from zoneinit.supervisor import Supervisor
+from zoneinit.mounts.table import MountTable
+from zoneinit.supervisor.loop import Supervisor
+from zoneinit.supervisor.shutdown import Shutdown
 
 
 class FakeContainers:

@@ -8,7 +8,7 @@ import pytest
 
 from styrolite.exitstatus import exit_code_of
 from zoneinit.console import ConsoleLog
-from zoneinit.supervisor import Supervisor
+from zoneinit.supervisor.loop import Supervisor
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -18,7 +18,7 @@ REAPER = r"""
 import json, os, signal, sys, time
 import prctl
 from styrolite.exitstatus import exit_code_of
-from zoneinit.supervisor import Supervisor
+from zoneinit.supervisor.loop import Supervisor
 
 prctl.set_child_subreaper(1)
 sup = Supervisor()

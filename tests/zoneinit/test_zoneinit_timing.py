@@ -1,6 +1,6 @@
 import pytest
 
-from zoneinit.timing import BootTimeline, boottime
+from zoneinit.boot.timing import BootTimeline, boottime
 
 
 def test_phases_record_start_and_duration_from_the_clock():

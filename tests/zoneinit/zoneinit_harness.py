@@ -13,16 +13,16 @@ import termios
 import time
 from types import SimpleNamespace
 
+from idm import messages as m
+from idm.server import IdmServer
+from idm.transport import socket_pair
 from styrolite.container.stdio import Stdio
 from styrolite.exitstatus import exit_code_of
-from zoneinit.agent import ZoneAgent
-from zoneinit.bundle import build_config
 from zoneinit.console import ConsoleLog
-from zoneinit.containers import ContainerManager
-from zoneinit.idm import messages as m
-from zoneinit.idm.server import IdmServer
-from zoneinit.idm.transport import socket_pair
-from zoneinit.supervisor import Supervisor
+from zoneinit.containers.bundle import build_config
+from zoneinit.containers.manager import ContainerManager
+from zoneinit.idm.handlers import ZoneHandlers
+from zoneinit.supervisor.loop import Supervisor
 
 
 def _spawn(args, env, stdio: Stdio | None, terminal: bool, gate: int | None):
@@ -56,6 +56,8 @@ class FakeRuntime:
         self.owners: dict[int, str] = {}
         self.codes: dict[str, int] = {}
         self.calls: list[tuple] = []
+        self.record_error: Exception | None = None   # what child_exited raises, if set
+        self.delete_error: Exception | None = None   # what delete raises, if set
 
     def create(self, cid, bundle, stdio=None, terminal=False):
         with open(os.path.join(bundle, "config.json")) as f:
@@ -86,6 +88,8 @@ class FakeRuntime:
         owner = self.owners.pop(pid, None)
         if owner and not owner.endswith("/exec"):
             self.codes[owner] = exit_code_of(status)
+        if self.record_error is not None:  # like styrolite's: the code is known, its state file not written
+            raise self.record_error
         return owner
 
     def exit_code(self, cid):
@@ -96,6 +100,8 @@ class FakeRuntime:
 
     def delete(self, cid, force=False):
         self.calls.append(("delete", cid, force))
+        if self.delete_error is not None:
+            raise self.delete_error
 
 
 class RemoteError(Exception):
@@ -111,17 +117,20 @@ class Harness:
         self.log = ConsoleLog(fd=-1)
         self.sup = Supervisor(self.log)
         self.server = IdmServer(info=lambda: {"zone": "test"})
+        self.log.event_sink = self.server.emit   # errors reach the host as zone.error, as in PID 1
         self.sup.add_reader(self.server.fileno(), lambda _fd: self.server.service())
         self.sup.timed_services.append((self.server.timeout, self.server.service))
         zone_end, self.host = socket_pair()
         self.server.add_transport(zone_end, name="host", persistent=False)
         self.runtime = FakeRuntime()
         self.tmp = tmp_path
+        self.bundles: dict[str, dict] = {}   # container id -> the config.json written for it
         self.shutdowns: list[tuple[str, str]] = []
-        self.containers = ContainerManager(self.sup, prepare_bundle=self._bundle, runtime_factory=lambda: self.runtime,
-                                           emit=self.server.emit, log=self.log)
-        ZoneAgent(self.server, self.sup, self.containers, info=lambda: {"zone": "test", "ready": True},
-                  request_shutdown=lambda action, reason: self.shutdowns.append((action, reason))).register()
+        self.cleanup_error: Exception | None = None   # what removing a bundle raises, if set
+        self.containers = ContainerManager(self.sup, prepare_bundle=self._bundle, remove_bundle=self._remove_bundle,
+                                           runtime_factory=lambda: self.runtime, emit=self.server.emit, log=self.log)
+        ZoneHandlers(self.server, self.sup, self.containers, info=lambda: {"zone": "test", "ready": True},
+                     request_shutdown=lambda action, reason: self.shutdowns.append((action, reason))).register()
         self.decoder = m.MessageDecoder()
         self.inbox: list[m.Message] = []
         self.next_id = 0
@@ -129,8 +138,13 @@ class Harness:
     def _bundle(self, plan):
         bundle = self.tmp / "bundles" / plan.id
         (bundle / "rootfs").mkdir(parents=True)
-        (bundle / "config.json").write_text(json.dumps(build_config(plan)))
+        self.bundles[plan.id] = build_config(plan)
+        (bundle / "config.json").write_text(json.dumps(self.bundles[plan.id]))
         return str(bundle)
+
+    def _remove_bundle(self, cid):
+        if self.cleanup_error is not None:
+            raise self.cleanup_error
 
     def send(self, msg: m.Message) -> None:
         data = memoryview(m.encode(msg))

@@ -1,1 +1,5 @@
-"""IDM: inter-domain messaging between a zone's PID 1 and the host (docs/idm.md is the wire spec)."""
+"""PID 1's IDM service: the zone's answers to the host over the protocol of the ``idm`` package.
+
+``handlers`` registers the requests (docs/idm.md section 7), ``execs`` pumps exec'd processes and followed
+logs through streams within credit, ``errors`` turns the zone's and the runtime's errors into wire codes.
+"""

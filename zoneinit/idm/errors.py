@@ -1,77 +1,48 @@
-"""Typed IDM errors: every failure the protocol layer reports is one of these.
+"""The zone's errors as IDM wire codes: a handler raises what it raises, the host gets a code and one line.
 
-Each error carries a wire ``code`` (the string sent in an error reply) so the same value names the
-problem on both ends: the zone builds error replies from it and the host raises ``RemoteError`` with it.
+The ``idm`` package knows only its own ``IdmError``; this is where PID 1 says which of its errors (and the
+runtime's) mean "not found", "invalid argument" or "the zone failed".
 """
 
 from __future__ import annotations
 
-from styrolite.errors import StyroliteError
+import traceback
+from collections.abc import Callable
+from typing import Any
 
-# Wire error codes (docs/idm.md lists them).
-BAD_FRAME = "bad-frame"
-FRAME_TOO_LARGE = "frame-too-large"
-BAD_MESSAGE = "bad-message"
-UNSUPPORTED_VERSION = "unsupported-version"
-UNKNOWN_TYPE = "unknown-type"
-CREDIT_EXCEEDED = "credit-exceeded"
-INVALID_ARGUMENT = "invalid-argument"
-NOT_FOUND = "not-found"
-HANDLER_FAILED = "handler-failed"
-CLOSED = "closed"
-TIMEOUT = "timeout"
+from idm.errors import HANDLER_FAILED, INVALID_ARGUMENT, NOT_FOUND, IdmError
+from idm.server import Request
+from styrolite.errors import ConfigError, NotFoundError, StateError, StyroliteError, describe
+from zoneinit.errors import ZoneConfigError
 
+Handler = Callable[[Request], Any]
 
-class IdmError(StyroliteError):
-    """Base of every IDM error; ``code`` is the wire error code."""
-
-    code = "idm"
-
-    def __init__(self, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
+_NOT_FOUND = (NotFoundError, FileNotFoundError)
+_INVALID = (ConfigError, ZoneConfigError, StateError, ValueError, TypeError, KeyError)
 
 
-class ProtocolError(IdmError):
-    """The byte stream or a message broke the protocol. The connection stays up; the reader resynchronises."""
-
-    code = BAD_FRAME
-
-
-class FrameError(ProtocolError):
-    """Framing was broken (bad magic, bad length, undecodable body); the reader skipped to the next frame."""
-
-
-class SchemaError(ProtocolError):
-    """The body decoded but is not a valid message. ``msg_id`` is the request id when it could be read."""
-
-    code = BAD_MESSAGE
-
-    def __init__(self, message: str, code: str = BAD_MESSAGE, msg_id: int = 0, kind: str = "") -> None:
-        super().__init__(message, code)
-        self.msg_id = msg_id
-        self.kind = kind
+def wire_error(error: Exception) -> IdmError:
+    """The IDM error ``error`` is answered with: its wire code and its cause chain on one line."""
+    if isinstance(error, IdmError):
+        return IdmError(describe(error), error.code)
+    if isinstance(error, _NOT_FOUND):
+        return IdmError(describe(error), NOT_FOUND)
+    if isinstance(error, _INVALID):
+        return IdmError(describe(error), INVALID_ARGUMENT)
+    if isinstance(error, StyroliteError):
+        return IdmError(describe(error), HANDLER_FAILED)
+    return IdmError(f"{type(error).__name__}: {describe(error)}", HANDLER_FAILED)
 
 
-class RemoteError(IdmError):
-    """The peer answered a request with an error reply (``code``, ``message``)."""
+def translated(type_: str, handler: Handler, log: Callable[[str], None]) -> Handler:
+    """``handler`` with its errors turned into IDM errors; an unexpected one is logged with its traceback."""
 
-    def __init__(self, code: str, message: str, request_type: str = "") -> None:
-        prefix = f"{request_type}: " if request_type else ""
-        super().__init__(f"{prefix}{message} [{code}]", code)
-        self.remote_message = message
-        self.request_type = request_type
+    def run(req: Request) -> Any:
+        try:
+            return handler(req)
+        except Exception as e:
+            if not isinstance(e, (IdmError, StyroliteError, *_NOT_FOUND, *_INVALID)):
+                log(f"idm: handler for {type_!r} crashed:\n{traceback.format_exc()}")
+            raise wire_error(e) from e
 
-
-class ConnectionClosed(IdmError):
-    """The transport went away before the operation completed."""
-
-    code = CLOSED
-
-
-class IdmTimeout(IdmError):
-    """No answer within the caller's timeout."""
-
-    code = TIMEOUT
+    return run

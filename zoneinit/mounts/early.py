@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
+from styrolite.mountinfo import read_mountinfo
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls.constants import MS_BIND, MS_MOVE, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_REC, MS_RELATIME
 from zoneinit.mounts.table import MountTable
 
 
-@dataclass(frozen=True)
-class EarlyMount:
+class EarlyMount(NamedTuple):   # a value type, and cheaper for PID 1 than a frozen dataclass
     source: str
     target: str
     fstype: str
@@ -50,31 +50,12 @@ def _under(root: str, path: str) -> str:
     return os.path.join(root, path.lstrip("/")) if root != "/" else path
 
 
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def _mounts(mountinfo: str) -> list[tuple[str, str]]:
-    """(mount point, fstype) of each line of mountinfo, in order; empty if /proc is not mounted yet. (PID 1's
-    early boot cannot afford styrolite.rootfs, whose package imports the whole rootfs code.)"""
+    """(mount point, fstype) of each mount, in order; empty if /proc is not mounted yet."""
     try:
-        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
-            lines = [line for line in f if line.strip()]
+        return [(entry.mount_point, entry.fstype) for entry in read_mountinfo(mountinfo)]
     except OSError:
         return []
-    return [(_unescape(line.split()[4]), line.split(" - ", 1)[1].split()[0] if " - " in line else "")
-            for line in lines]
 
 
 def mounted_targets(mountinfo: str = "/proc/self/mountinfo") -> set[str]:

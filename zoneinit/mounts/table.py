@@ -5,14 +5,13 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from styrolite.syscalls import LINUX, KernelError, Syscalls
 from styrolite.syscalls.constants import MNT_DETACH, MS_BIND, MS_RDONLY, MS_REMOUNT
 
 
-@dataclass
-class MountRecord:
+class MountRecord(NamedTuple):
     source: str | None
     target: str
     fstype: str | None

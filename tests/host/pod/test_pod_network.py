@@ -61,7 +61,7 @@ def test_inspect_reads_what_cni_configured(cni_pod: CniPod) -> None:
                         "ipv4": {"address": cni_pod.ip, "prefix": cni_pod.prefix, "gateway": cni_pod.gateway},
                         "dns": ["10.96.0.10"], "search": ["default.svc.cluster.local", "svc.cluster.local"]}
     # the zone's own parser accepts it: this is what goes on the config disk
-    from zoneinit.zoneconfig import parse_zone_config
+    from zoneinit.config.parser import parse_zone_config
     config = parse_zone_config({"version": 1, "name": "pod", "network": document})
     assert config.network is not None and config.network.mtu == cni_pod.mtu
     # nothing was changed by looking

@@ -160,7 +160,7 @@ def test_layers_become_one_shifted_image(layers: dict[str, Path], tmp_path: Path
     entry = image.disk_entry("root0", "/dev/vdc")
     assert entry == {"name": "root0", "role": "root", "device": "/dev/vdc", "sha256": image.sha256,
                      "size": image.size, "fstype": fstype, "owner_shift": SHIFT}
-    from zoneinit.zoneconfig import parse_zone_config
+    from zoneinit.config.parser import parse_zone_config
     parse_zone_config({"version": 1, "name": "pod", "disks": [entry],
                        "containers": [{"name": "c", "image": "root0", "args": ["/bin/sh"]}]})
 

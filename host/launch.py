@@ -1,0 +1,232 @@
+"""Bring a zone up: the CLI's arguments -> a zone definition -> boot files and the config disk -> a booted zone;
+and ``run``, which follows the main container to its exit code.
+
+The container's definition takes one path to the config disk: :func:`zone_config` resolves the image's
+Entrypoint/Cmd/Env/WorkingDir/User against the command line's overrides (``zonebuild.configdisk``), pins each
+disk by sha256 and size, and validates the whole config with the zone's own parser; :func:`prepare_boot`
+writes it (``config.img``, and ``config.json`` beside it to read).
+
+``run`` boots the zone, waits for the ``zone.ready`` event, follows the main container's output over IDM
+(``container.logs`` with ``follow``) and exits with its exit code. The zone powers itself off when its main
+container exits (config option ``poweroff_on_exit``); we wait for that and kill it only after a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from host import images, output
+from host.backends import Backend, backend_for
+from host.bootplan import BootFiles, block_device, root_image_device
+from host.errors import BackendError, HostError
+from host.lifecycle import (
+    ZoneExited,
+    acknowledge_exit,
+    follow_output,
+    format_timing,
+    last_console_line,
+    stop_zone,
+    wait_ready,
+)
+from host.link import ZoneLink
+from host.state import ZoneDir, zone_dir
+from host.zonebuild_import import ensure_zonebuild
+from host.zonedef import MAIN_CONTAINER, NetworkDef, ZoneDef, parse_env
+
+if TYPE_CHECKING:
+    from zoneinit.config.document import ZoneConfig
+
+POWEROFF_WAIT = 30.0
+
+
+# --- what a zone boots from ------------------------------------------------------------------------------------
+
+def definition_from_args(args: argparse.Namespace) -> ZoneDef:
+    """``zonehost run``'s arguments as a zone definition, validated before the slow defaults are built."""
+    network = None
+    if args.net or args.address:
+        network = NetworkDef(address=args.address) if args.address else NetworkDef()
+    definition = ZoneDef(
+        name=args.name or f"zone-{uuid.uuid4().hex[:8]}",
+        kernel_image=args.kernel or "",
+        initrd=args.initrd or "",
+        app_image=None if args.image in ("busybox", "default") else args.image,
+        command=list(args.command) or None,
+        env=parse_env(args.env),
+        memory_mib=args.memory,
+        vcpus=args.vcpus,
+        network=network,
+        backend=args.backend,
+        remove_on_exit=args.rm,
+        user_namespace=args.userns,
+        cmdline_extra=list(args.kernel_arg),
+    )
+    if args.image not in ("busybox", "default") and not Path(args.image).exists():
+        raise HostError(f"image {args.image!r}: no such OCI layout directory or archive (or use 'busybox')")
+    if args.kernel and not Path(args.kernel).is_dir():
+        raise HostError(f"kernel image {args.kernel!r}: no such OCI layout directory")
+    if args.initrd and not Path(args.initrd).is_file():
+        raise HostError(f"initrd {args.initrd!r}: no such file")
+    probe = ZoneDef(**{**definition.__dict__, "kernel_image": definition.kernel_image or "-",
+                       "initrd": definition.initrd or "-"})
+    probe.validate()
+    if not definition.kernel_image:
+        definition.kernel_image = str(images.default_kernel_image())
+    if not definition.initrd:
+        definition.initrd = str(images.default_initrd(dev=os.environ.get("ZONE_DEV_INITRD") == "1"))
+    return definition
+
+
+def zone_config(definition: ZoneDef, kernel: images.PreparedKernel, root: images.PreparedRoot,
+                disk_prefix: str = "vd") -> ZoneConfig:
+    """The zone config for one main container on root image 0, validated by the zone's own parser
+    (HostError naming the bad field otherwise: a bad -e or user fails here, before anything boots)."""
+    ensure_zonebuild()
+    from zonebuild.configdisk import build_config, container_from_image, disk_entry
+    from zoneinit.errors import ZoneConfigError
+
+    try:
+        container = container_from_image(MAIN_CONTAINER, "root0", root.config, command=definition.command,
+                                         env=definition.env, main=True)
+    except ValueError as e:   # a user the image names but the host cannot resolve
+        raise HostError("zone config") from e
+    document: dict[str, Any] = {
+        "version": 1,
+        "name": definition.name,
+        "hostname": definition.name.replace("_", "-").replace(".", "-"),
+        "disks": [
+            disk_entry("addons", "addons", block_device(0, disk_prefix), kernel.addons),
+            disk_entry("root0", "root", root_image_device(0, disk_prefix), root.path, root.fstype,
+                       root.owner_shift),
+        ],
+        "containers": [container],
+        "options": {"poweroff_on_exit": True},
+    }
+    if definition.network is not None and definition.network.address:
+        document["network"] = network_config(definition.network)
+    try:
+        return build_config(document)
+    except ZoneConfigError as e:
+        raise HostError("zone config") from e
+
+
+def network_config(network: NetworkDef) -> dict[str, Any]:
+    import ipaddress
+
+    interface = ipaddress.ip_interface(network.address or "")
+    family = "ipv4" if interface.version == 4 else "ipv6"
+    address: dict[str, Any] = {"address": str(interface.ip), "prefix": interface.network.prefixlen}
+    if network.gateway:
+        address["gateway"] = network.gateway
+    return {"interface": "eth0", family: address, "dns": list(network.dns)}
+
+
+def prepare_boot(definition: ZoneDef, zone: ZoneDir, backend: Backend) -> BootFiles:
+    """The kernel, initrd and root image (cached by content) and the zone's own config disk."""
+    ensure_zonebuild()
+    from zonebuild.configdisk import write_config_disk
+
+    kernel = images.prepare_kernel(definition.kernel_image)
+    initrd = images.boot_initrd(Path(definition.initrd), kernel)
+    root = images.prepare_root_image(images.resolve_app_image(definition.app_image),
+                                     user_namespace=definition.user_namespace)
+    config_disk = write_config_disk(zone_config(definition, kernel, root, backend.disk_prefix),
+                                    zone.disks / "config.img", readable=zone.disks / "config.json")
+    return BootFiles(kernel=kernel.image, initrd=initrd, addons=kernel.addons, config_disk=config_disk,
+                     root_images=[root.path])
+
+
+def create_and_boot(definition: ZoneDef, *, daemonize: bool, root: Path | None = None) -> tuple[ZoneDir, Backend]:
+    """Claim the zone's state dir, prepare its disks and start the hypervisor; returns (zone, backend)."""
+    zone = zone_dir(definition.name, root)
+    zone.create(definition)
+    backend = backend_for(zone, definition)
+    try:
+        boot = prepare_boot(definition, zone, backend)
+        with output.step(f"starting zone {definition.name} ({definition.backend})"):
+            backend.boot(definition, boot, daemonize=daemonize)
+    except BaseException:
+        with contextlib.suppress(HostError, OSError):
+            backend.kill()
+        zone.remove()
+        raise
+    return zone, backend
+
+
+# --- run ----------------------------------------------------------------------------------------------------
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_zone(args: argparse.Namespace) -> int:
+    """``zonehost run``: boot, wait until ready, follow the main container (or detach); its exit code."""
+    definition = definition_from_args(args)
+    zone, backend = create_and_boot(definition, daemonize=args.detach)
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)   # `kill zonehost` stops the zone too
+    link = None
+    try:
+        with output.step(f"booting zone {zone.name} (until PID 1 answers on IDM)"):
+            try:
+                link = ZoneLink.open(zone, timeout=args.timeout)
+            except BackendError as e:
+                if backend.wait(2.0):   # the VM is gone: its console says why
+                    raise BackendError(f"zone {zone.name!r} stopped during boot (console: "
+                                       f"{last_console_line(zone)})") from e
+                raise
+        ready = wait_ready(link, zone, args.timeout)
+        if args.timing:
+            print(f"zonehost: {format_timing(ready)}", file=sys.stderr, flush=True)
+        if args.detach:
+            output.result({"name": zone.name, "ready": ready.get("boot")}, zone.name)
+            return 0
+        main = ready.get("main") or MAIN_CONTAINER
+        with link.share(zone):   # ps/kill/stop/logs from other shells meanwhile
+            code = follow_output(link, main)
+            acknowledge_exit(link, main)
+        zone.update_runtime(exit_code=code)
+    except ZoneExited as e:
+        _close(link)
+        zone.update_runtime(exit_code=e.exit_code)
+        print(f"zonehost: {e}", file=sys.stderr, flush=True)
+        backend.wait(POWEROFF_WAIT) or stop_zone(zone, timeout=10)
+        if definition.remove_on_exit:
+            zone.remove()
+        return e.exit_code if isinstance(e.exit_code, int) else 1
+    except KeyboardInterrupt:
+        output.note(f"interrupted: stopping zone {zone.name}")
+        _close(link)
+        stop_zone(zone, timeout=10)
+        if definition.remove_on_exit:
+            zone.remove()
+        return 130
+    except BaseException:
+        _close(link)
+        if not args.detach or not backend.alive():
+            output.note(f"zone {zone.name}: console log in {zone.console_log}")
+        with contextlib.suppress(HostError, OSError):
+            backend.kill()
+        if definition.remove_on_exit:
+            zone.remove()
+        raise
+    finally:
+        _close(link)
+        signal.signal(signal.SIGTERM, previous_term)
+    if not backend.wait(POWEROFF_WAIT):
+        output.note(f"zone {zone.name} did not power off within {POWEROFF_WAIT:.0f} s: stopping it")
+        stop_zone(zone, timeout=10)
+    if definition.remove_on_exit:
+        zone.remove()
+    return code
+
+
+def _close(link: ZoneLink | None) -> None:
+    if link is not None:
+        link.close()

@@ -1,0 +1,340 @@
+"""The zone's containers as PID 1 sees them: Styrolite containers plus their output, exit and waiters.
+
+Each container's stdout/stderr are pipes (or its pty) read by the supervisor loop into a bounded ring;
+its exit, learned from the reaper through ``rt.child_exited``, becomes a ``container.exit`` event, wakes
+the ``container.wait`` callers and, for the zone's main container, may power the zone off.
+Styrolite is imported lazily, the first time a container is created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal as signal_module
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from styrolite.errors import NotFoundError, StateError, describe
+from styrolite.exitstatus import exit_code_of
+from zoneinit.config.plan import ContainerPlan
+from zoneinit.console import ConsoleLog
+from zoneinit.containers.output import OutputRing
+from zoneinit.supervisor.loop import Supervisor
+
+READ_CHUNK = 64 * 1024
+EXIT_CREATE_FAILED = 125   # docker's convention: the container could not be created/started
+
+if TYPE_CHECKING:  # for annotations only: PID 1 creates no class it does not use
+    from styrolite.api import Stdio
+    from styrolite.lifecycle.create import Created
+    from styrolite.lifecycle.exec import Executed
+    from styrolite.spec.model import Process
+
+    class ContainerRuntime(Protocol):
+        """What PID 1 uses of the OCI runtime: ``styrolite.api.Runtime`` (a fork/exec fake in the tests)."""
+
+        def create(self, container_id: str, bundle: str, *, stdio: Stdio | None = None,
+                   terminal: bool = False) -> Created: ...
+
+        def start(self, container_id: str) -> None: ...
+
+        def exec(self, container_id: str, process: Process, *, stdio: Stdio | None = None,
+                 terminal: bool = False) -> Executed: ...
+
+        def signal(self, container_id: str, signum: int, all_processes: bool = False) -> None: ...
+
+        def stats(self, container_id: str) -> dict: ...
+
+        def delete(self, container_id: str, force: bool = False) -> None: ...
+
+        def child_exited(self, pid: int, wait_status: int) -> str | None: ...
+
+        def exit_code(self, container_id: str) -> int | None: ...
+
+EventSink = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class ManagedContainer:
+    plan: ContainerPlan
+    bundle: str = ""
+    pid: int = 0
+    status: str = "creating"     # creating, created, running, stopped, failed
+    exit_code: int | None = None
+    error: str | None = None
+    output: OutputRing = field(default_factory=OutputRing)
+    stdin_fd: int | None = None
+    console_fd: int | None = None
+    output_fds: dict[int, str] = field(default_factory=dict)   # fd -> "stdout" / "stderr"
+    waiters: list[Callable[[ManagedContainer], None]] = field(default_factory=list)
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def id(self) -> str:
+        return self.plan.id
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "status": self.status, "pid": self.pid, "main": self.plan.main,
+            "exit_code": self.exit_code, "error": self.error, "image": self.plan.image, "args": self.plan.args,
+            "terminal": self.plan.terminal, "created": self.created_at, "started": self.started_at,
+            "finished": self.finished_at, "output_bytes": self.output.total,
+        }
+
+
+class ContainerManager:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        *,
+        prepare_bundle: Callable[[ContainerPlan], str],
+        remove_bundle: Callable[[str], None] = lambda _cid: None,
+        runtime_factory: Callable[[], ContainerRuntime] | None = None,
+        emit: EventSink = lambda _type, _payload: None,
+        log: ConsoleLog | None = None,
+        echo_output: bool = False,
+    ) -> None:
+        self.supervisor = supervisor
+        self.prepare_bundle = prepare_bundle
+        self.remove_bundle = remove_bundle
+        self._runtime_factory = runtime_factory or _default_runtime
+        self._runtime: ContainerRuntime | None = None
+        self.emit = emit
+        self.log = log or supervisor.log
+        self.echo_output = echo_output
+        self.containers: dict[str, ManagedContainer] = {}
+        self.exec_exits: dict[int, Callable[[int], None]] = {}   # exec pid -> callback(wait status)
+        self.on_main_exit: list[Callable[[ManagedContainer], None]] = []
+        supervisor.on_child_exit.append(self.child_exited)
+
+    @property
+    def runtime(self) -> ContainerRuntime:
+        if self._runtime is None:
+            self._runtime = self._runtime_factory()
+        return self._runtime
+
+    # --- queries ---------------------------------------------------------------------------------
+
+    def get(self, container_id: str) -> ManagedContainer:
+        try:
+            return self.containers[container_id]
+        except KeyError:
+            raise NotFoundError(f"no container {container_id!r} in this zone") from None
+
+    def running(self) -> list[str]:
+        return [c.id for c in self.containers.values() if c.status in ("created", "running")]
+
+    def list(self) -> list[dict[str, Any]]:
+        return [c.summary() for c in self.containers.values()]
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def create(self, plan: ContainerPlan) -> ManagedContainer:
+        if plan.id in self.containers:
+            raise StateError(f"container {plan.id!r} already exists in this zone")
+        container = ManagedContainer(plan, created_at=time.time())
+        self.containers[plan.id] = container
+        try:
+            container.bundle = self.prepare_bundle(plan)
+            self._create_in_runtime(container)
+        except Exception as e:
+            self._failed(container, e)
+            raise
+        container.status = "created"
+        return container
+
+    def _create_in_runtime(self, container: ManagedContainer) -> None:
+        from styrolite.api import Stdio
+
+        plan = container.plan
+        child_fds: list[int] = []
+        try:
+            if plan.terminal:
+                stdio = None
+            else:
+                if plan.stdin:
+                    in_r, in_w = os.pipe2(os.O_CLOEXEC)
+                    container.stdin_fd = in_w
+                else:
+                    in_r = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+                out_r, out_w = os.pipe2(os.O_CLOEXEC)
+                err_r, err_w = os.pipe2(os.O_CLOEXEC)
+                child_fds = [in_r, out_w, err_w]
+                stdio = Stdio(stdin=in_r, stdout=out_w, stderr=err_w)
+                self._watch_output(container, out_r, "stdout")
+                self._watch_output(container, err_r, "stderr")
+            created = self.runtime.create(plan.id, container.bundle, stdio=stdio, terminal=plan.terminal)
+        finally:
+            for fd in child_fds:
+                os.close(fd)
+        container.pid = created.state.pid
+        if created.console_fd is not None:
+            container.console_fd = created.console_fd
+            self._watch_output(container, created.console_fd, "stdout")
+
+    def start(self, container_id: str) -> ManagedContainer:
+        container = self.get(container_id)
+        if container.status != "created":
+            raise StateError(f"container {container_id!r} is {container.status}, not created")
+        try:
+            self.runtime.start(container_id)
+        except Exception as e:
+            self._failed(container, e)
+            raise
+        container.status = "running"
+        container.started_at = time.time()
+        self.emit("container.start", {"id": container_id, "pid": container.pid})
+        return container
+
+    def launch(self, plan: ContainerPlan) -> ManagedContainer | None:
+        """Create and start; a failure is logged and reported (the zone goes on). Used at boot."""
+        try:
+            self.create(plan)
+            return self.start(plan.id)
+        except Exception as e:
+            known = self.containers.get(plan.id)
+            if known is None or known.status != "failed":  # else _failed has reported it already
+                self.log.error(f"container {plan.id}", e)
+            return None
+
+    def signal(self, container_id: str, signum: int, all_processes: bool = False) -> None:
+        container = self.get(container_id)
+        if container.status not in ("created", "running"):
+            raise StateError(f"container {container_id!r} is {container.status}: nothing to signal")
+        self.runtime.signal(container_id, signum, all_processes=all_processes)
+
+    def wait(self, container_id: str, callback: Callable[[ManagedContainer], None]) -> None:
+        """``callback(container)`` once it has stopped (at once if it already has)."""
+        container = self.get(container_id)
+        if container.status in ("stopped", "failed"):
+            callback(container)
+        else:
+            container.waiters.append(callback)
+
+    def delete(self, container_id: str, force: bool = False) -> None:
+        container = self.get(container_id)
+        if container.status in ("created", "running") and not force:
+            raise StateError(f"container {container_id!r} is {container.status}: stop it first or use force")
+        if container.status != "failed":
+            try:
+                self.runtime.delete(container_id, force=force)
+            except NotFoundError:
+                pass  # unknown to the runtime already: nothing to remove there
+            except Exception as e:  # reported; the zone forgets the container all the same
+                self.log.error(f"delete container {container_id} from the runtime", e)
+        self._close_fds(container)
+        try:
+            self.remove_bundle(container_id)
+        except Exception as e:
+            self.log.error(f"remove the bundle of container {container_id}", e)
+        del self.containers[container_id]
+
+    # --- exits -----------------------------------------------------------------------------------
+
+    def child_exited(self, pid: int, status: int) -> None:
+        """Every reaped child comes here (supervisor callback)."""
+        exec_callback = self.exec_exits.pop(pid, None)
+        owner = None
+        if self._runtime is not None:
+            try:
+                owner = self._runtime.child_exited(pid, status)
+            except Exception as e:  # e.g. its state file could not be written; the exit itself is known
+                self.log.error(f"record the exit of pid {pid}", e)
+        if exec_callback is not None:
+            exec_callback(status)
+            return
+        container = self.containers.get(owner) if owner else None
+        if container is None:
+            container = next((c for c in self.containers.values() if c.pid == pid and c.status != "stopped"), None)
+        if container is None:
+            return  # an orphan or a helper process: reaped, nothing else to do
+        code = self._runtime.exit_code(container.id) if self._runtime is not None else None
+        self._stopped(container, exit_code_of(status) if code is None else code, status)
+
+    def _stopped(self, container: ManagedContainer, code: int, status: int | None) -> None:
+        for fd in list(container.output_fds):
+            self._drain(container, fd)
+        container.status = "stopped"
+        container.exit_code = code
+        container.finished_at = time.time()
+        payload: dict[str, Any] = {"id": container.id, "exit_code": code, "main": container.plan.main}
+        if status is not None and os.WIFSIGNALED(status):
+            payload["signal"] = signal_module.Signals(os.WTERMSIG(status)).name
+        self.log.info(f"container {container.id} exited with {code}")
+        self.emit("container.exit", payload)
+        self._notify(container)
+
+    def _failed(self, container: ManagedContainer, error: BaseException) -> None:
+        container.status = "failed"
+        container.error = describe(error)
+        self.log.error(f"container {container.id} failed", error)
+        container.exit_code = EXIT_CREATE_FAILED
+        container.finished_at = time.time()
+        self._close_fds(container)
+        self.emit("container.exit", {"id": container.id, "exit_code": EXIT_CREATE_FAILED,
+                                     "main": container.plan.main, "error": container.error})
+        self._notify(container)
+
+    def _notify(self, container: ManagedContainer) -> None:
+        waiters, container.waiters = container.waiters, []
+        for waiter in waiters:
+            try:
+                waiter(container)
+            except Exception as e:
+                self.log.error(f"waiter of container {container.id}", e)
+        if container.plan.main:
+            for hook in self.on_main_exit:
+                hook(container)
+
+    # --- output ----------------------------------------------------------------------------------
+
+    def _watch_output(self, container: ManagedContainer, fd: int, channel: str) -> None:
+        os.set_blocking(fd, False)
+        container.output_fds[fd] = channel
+        self.supervisor.add_reader(fd, lambda ready_fd: self._drain(container, ready_fd))
+
+    def _drain(self, container: ManagedContainer, fd: int) -> None:
+        while fd in container.output_fds:
+            channel = container.output_fds[fd]
+            try:
+                data = os.read(fd, READ_CHUNK)
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            except OSError:  # EIO: a pty whose other side is gone
+                data = b""
+            if not data:
+                self._close_output(container, fd)
+                return
+            container.output.append(data, channel)
+            if self.echo_output:
+                with contextlib.suppress(OSError):
+                    os.write(2, data)
+
+    def _close_output(self, container: ManagedContainer, fd: int) -> None:
+        self.supervisor.remove_reader(fd)
+        container.output_fds.pop(fd, None)
+        if fd == container.console_fd:
+            container.console_fd = None
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    def _close_fds(self, container: ManagedContainer) -> None:
+        for fd in list(container.output_fds):
+            self._close_output(container, fd)
+        for fd in (container.stdin_fd, container.console_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        container.stdin_fd = container.console_fd = None
+
+
+def _default_runtime() -> ContainerRuntime:
+    from styrolite.api import Runtime
+
+    return Runtime(state_root="/run/styrolite")
