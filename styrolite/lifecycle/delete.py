@@ -72,7 +72,7 @@ def _kill_and_wait(pid: int, cgroup, sys: Syscalls) -> None:
 def _detach_mounts_under(rootfs: str, sys: Syscalls) -> None:
     """A container without a mount namespace of its own mounted its entries where the host sees them
     (under its rootfs): detach them, deepest first, so the bundle can be removed."""
-    from styrolite.rootfs.mountinfo import read_mountinfo
+    from styrolite.mountinfo import read_mountinfo
 
     root = os.path.realpath(rootfs)
     points = [e.mount_point for e in read_mountinfo() if e.mount_point.startswith(root.rstrip("/") + "/")]
