@@ -23,8 +23,6 @@ import os
 import struct
 import sys as python_sys
 import termios
-from dataclasses import dataclass, field
-from typing import Any, NoReturn
 
 # Everything the children run must be imported before they fork: after pivot_root the host's Python
 # files are out of reach, so a lazy import there fails. (It also keeps the fork path warm.)
@@ -36,12 +34,17 @@ from styrolite.container.sync import SyncChannel
 from styrolite.container.terminal import take_terminal
 from styrolite.errors import describe
 from styrolite.namespaces import NamespacePlan, join_before_user, join_namespaces, open_namespace_files
+from styrolite.records import field, record
 from styrolite.spec.model import Spec
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls import constants as k
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
-@dataclass
+
+@record
 class LaunchContext:
     spec: Spec
     bundle: str

@@ -13,7 +13,6 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator
 
 from styrolite.errors import ConfigError, ContainerError
 from styrolite.rootfs.mountinfo import mount_containing, read_mountinfo
@@ -24,6 +23,10 @@ from styrolite.rootfs.resolve import fd_path, open_in_root
 from styrolite.spec.model import Spec
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls import constants as k
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 _READ_ONLY = parse_options(["ro"])
 

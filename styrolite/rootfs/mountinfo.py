@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from styrolite.records import field, record
 
 
-@dataclass
+@record
 class MountEntry:
     mount_id: int
     parent_id: int

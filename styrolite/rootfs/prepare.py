@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass, field
 
 from styrolite.errors import ConfigError, ContainerError
+from styrolite.records import field, record
 from styrolite.rootfs.devices import setup_dev
 from styrolite.rootfs.mountinfo import mount_containing, read_mountinfo
 from styrolite.rootfs.mounts import bind_source, describe_mount, is_bind, mount_entry
@@ -27,7 +27,7 @@ from styrolite.syscalls import constants as k
 DEFAULT_PROPAGATION = k.MS_SLAVE | k.MS_REC
 
 
-@dataclass
+@record
 class PreparedRootfs:
     rootfs: str  # absolute, symlink-free host path of the rootfs, now its own mount point
     userns: bool  # devices were bind-mounted rather than mknod'ed

@@ -13,10 +13,13 @@ import contextlib
 import errno
 import os
 import posixpath
-from collections.abc import Iterator
 
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls import constants as k
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 RESOLVE = k.RESOLVE_IN_ROOT | k.RESOLVE_NO_MAGICLINKS
 

@@ -31,9 +31,9 @@ from __future__ import annotations
 import errno as errno_module
 import functools
 import os
-from dataclasses import dataclass, field
 
 from styrolite.errors import ConfigError, ContainerError
+from styrolite.records import field, record
 from styrolite.security import libseccomp as scmp
 from styrolite.security.seccomp_default import default_profile
 from styrolite.spec.model import Seccomp, SeccompSyscall
@@ -66,7 +66,7 @@ _MAX_ERRNO_RET = 4094
 _UINT64_MAX = (1 << 64) - 1
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SeccompFilter:
     """A compiled filter: the BPF program and the seccomp(2) flags to load it with."""
 

@@ -12,10 +12,13 @@ from __future__ import annotations
 import errno as errno_module
 import os
 import resource
-from collections.abc import Callable
 
 from styrolite.syscalls import constants as k
 from styrolite.syscalls._kernel_ffi import ffi as _ffi
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # Syscall numbers without a glibc 2.36 wrapper we can rely on.
 _SYSCALL_NUMBERS = {
