@@ -25,7 +25,10 @@ from pathlib import Path
 
 
 def make_bundle(work: Path) -> Path:
+    from host.zonebuild_import import ensure_zonebuild
     from styrolite.spec import default_config
+
+    ensure_zonebuild()
     from zonebuild.busybox_image import stage_rootfs
 
     bundle = work / "bundle"

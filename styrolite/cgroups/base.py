@@ -7,13 +7,18 @@ events --stats``-style callers and the zone agent never branch on the cgroup ver
 
 from __future__ import annotations
 
-import signal as signal_module
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any
 
 from styrolite.errors import StyroliteError
-from styrolite.spec.model import Device, Resources
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from styrolite.spec.model import Device, Resources
+
+SIGKILL = 9  # the same number on every Linux architecture; `signal` would import enum
 
 
 class CgroupError(StyroliteError):
@@ -80,7 +85,7 @@ class CgroupManager(ABC):
         """``"frozen"`` or ``"thawed"``."""
 
     @abstractmethod
-    def kill_all(self, signal: int = signal_module.SIGKILL) -> None:
+    def kill_all(self, signal: int = SIGKILL) -> None:
         """Send ``signal`` to every process in the cgroup."""
 
     @abstractmethod

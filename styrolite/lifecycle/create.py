@@ -7,32 +7,33 @@ directory deleted, and the error says which step failed and why.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import NoReturn
 
 from styrolite.container.children import LaunchContext, direct_init_main, setup_child_main
 from styrolite.container.stdio import Stdio
 from styrolite.container.sync import SyncChannel
 from styrolite.errors import ConfigError, ContainerError
-from styrolite.lifecycle.common import CONFIG_SNAPSHOT
+from styrolite.lifecycle.common import CONFIG_SNAPSHOT, hook_phases
 from styrolite.lifecycle.handoff import send_console, write_pid_file
+from styrolite.logs import log
 from styrolite.namespaces import NamespacePlan, plan_namespaces, write_id_mappings
+from styrolite.records import record
 from styrolite.security.capabilities import unknown_capability_warnings
 from styrolite.spec.model import Spec
 from styrolite.state import ContainerState, StateStore, process_start_time, validate_id
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls import constants as k
 
-log = logging.getLogger("styrolite")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import NoReturn
 
 
-@dataclass
+@record
 class Created:
     state: ContainerState
     console_fd: int | None = None
@@ -64,8 +65,9 @@ def create(
         raise ContainerError("process.terminal is true: --console-socket is required")
 
     container_dir = store.reserve(container_id)
-    state = ContainerState(id=container_id, bundle=bundle, created=time.time(), rootfs=rootfs,
-                           annotations=dict(spec.annotations))
+    state = ContainerState(container_id, bundle, created=time.time(), rootfs=rootfs,
+                           annotations=dict(spec.annotations), hooks=hook_phases(spec),
+                           own_mount_namespace=spec.namespace("mount") is not None)
     cleanup = _Cleanup(store, container_id)
     try:
         shutil.copyfile(os.path.join(bundle, "config.json"), os.path.join(container_dir, CONFIG_SNAPSHOT))
@@ -117,7 +119,7 @@ class _Cleanup:
 
 def _launch(store: StateStore, state: ContainerState, spec: Spec, bundle: str, rootfs: str, cleanup: _Cleanup,
             stdio: Stdio, terminal: bool, preserve_fds: int, sys: Syscalls) -> int | None:
-    from styrolite.cgroups import open_cgroup
+    from styrolite.cgroups import open_cgroup, record_of
     from styrolite.hooks import run_hooks
 
     linux = spec.linux
@@ -144,6 +146,7 @@ def _launch(store: StateStore, state: ContainerState, spec: Spec, bundle: str, r
     cgroup.apply(linux.resources if linux else None, devices=linux.devices if linux else ())
     state.cgroup_path = cgroup.path
     state.cgroups_path_config = linux.cgroups_path if linux else None
+    state.cgroup = record_of(cgroup)
 
     fifo = store.exec_fifo(state.id)
     os.mkfifo(fifo, 0o600)

@@ -18,8 +18,6 @@ KILL_TIMEOUT = 10.0
 
 
 def delete(store: StateStore, container_id: str, force: bool = False, sys: Syscalls = LINUX) -> None:
-    from styrolite.hooks import run_hooks
-
     try:
         state = store.load(container_id)
     except NotFoundError:
@@ -33,17 +31,22 @@ def delete(store: StateStore, container_id: str, force: bool = False, sys: Sysca
     if state.status != "stopped":
         _kill_and_wait(state.pid, cgroup, sys)
     spec = None
-    with contextlib.suppress(Exception):
-        spec = load_snapshot(store, state)
+    if state.hooks is None or state.own_mount_namespace is None or "poststop" in state.hooks:
+        with contextlib.suppress(Exception):  # the record does not say enough: the config snapshot does
+            spec = load_snapshot(store, state)
     try:
         cgroup.destroy(kill=True)
     except Exception as e:
         raise ContainerError(f"delete container {container_id!r}: remove cgroup {cgroup.path}") from e
-    if spec is not None and spec.namespace("mount") is None and state.rootfs:
+    shares_mounts = (state.own_mount_namespace is False if state.own_mount_namespace is not None
+                     else spec is not None and spec.namespace("mount") is None)
+    if shares_mounts and state.rootfs:
         _detach_mounts_under(state.rootfs, sys)
     state.status = "stopped"
     store.remove(container_id)
     if spec is not None and spec.hooks and spec.hooks.poststop:
+        from styrolite.hooks import run_hooks
+
         run_hooks("poststop", spec.hooks.poststop, state.oci_state(), must_succeed=False)
 
 
