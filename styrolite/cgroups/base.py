@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 from styrolite.errors import StyroliteError
+from styrolite.syscalls.constants import SIGKILL
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -17,8 +18,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     from styrolite.spec.model import Device, Resources
-
-SIGKILL = 9  # the same number on every Linux architecture; `signal` would import enum
 
 
 class CgroupError(StyroliteError):

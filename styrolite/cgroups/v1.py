@@ -7,7 +7,6 @@ Every controller the resources ask for but the host lacks produces one warning l
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 
@@ -15,6 +14,7 @@ from styrolite.cgroups import files
 from styrolite.cgroups.base import SIGKILL, CgroupError, CgroupManager, empty_stats
 from styrolite.cgroups.v2 import V2Manager, unified_key_controller
 from styrolite.cgroups.waiting import wait_until
+from styrolite.errors import suppress
 from styrolite.logs import log
 
 TYPE_CHECKING = False
@@ -371,7 +371,7 @@ class V1Manager(CgroupManager):
                 log.debug("kill_all: could not freeze %s first: %s", self.path, e)
         try:
             for pid in self.pids():
-                with contextlib.suppress(ProcessLookupError):
+                with suppress(ProcessLookupError):
                     os.kill(pid, signal)
         finally:
             if signal == SIGKILL and freezer is not None and (frozen_here or self.state() == "frozen"):

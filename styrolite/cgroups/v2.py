@@ -8,7 +8,6 @@ the host does not have gets one warning line naming it, and its settings are ski
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 
@@ -16,6 +15,7 @@ from styrolite.cgroups import files
 from styrolite.cgroups.base import SIGKILL, CgroupError, CgroupManager, empty_stats
 from styrolite.cgroups.convert import cpu_max, cpu_weight_from_shares, io_weight_from_blkio, limit_value, swap_max
 from styrolite.cgroups.waiting import wait_until
+from styrolite.errors import suppress
 from styrolite.logs import log
 from styrolite.syscalls import LINUX
 
@@ -351,5 +351,5 @@ class V2Manager(CgroupManager):
             files.write(self.directory, "cgroup.kill", 1)
             return
         for pid in self.pids():
-            with contextlib.suppress(ProcessLookupError):
+            with suppress(ProcessLookupError):
                 os.kill(pid, signal)

@@ -25,8 +25,9 @@ import sys as python_sys
 import termios
 
 # Everything the children run must be imported before they fork: after pivot_root the host's Python
-# files are out of reach, so a lazy import there fails. (It also keeps the fork path warm.)
-from styrolite import hooks, rootfs, security
+# files are out of reach, so a lazy import there fails. (It also keeps the fork path warm.) What only some
+# configs need is imported by ``preload`` in the runtime, before the fork, when the config needs it.
+from styrolite import rootfs, security
 from styrolite.container import process_setup
 from styrolite.container.network import loopback_up
 from styrolite.container.stdio import Stdio
@@ -57,6 +58,19 @@ class LaunchContext:
     preserve_fds: int = 0
     sys: Syscalls = LINUX
     bind_source_fds: dict[int, int] = field(default_factory=dict)  # mounts[index] -> detached copy of its source
+
+
+def preload(spec: Spec) -> None:
+    """Import, before the fork, what the children will need for this config beyond the modules above: the
+    hook runner (and subprocess) for createContainer/startContainer hooks, which run after pivot_root."""
+    if spec.hooks and (spec.hooks.create_container or spec.hooks.start_container):
+        import styrolite.hooks  # noqa: F401
+
+
+def runs_hooks_before_pivot(spec: Spec) -> bool:
+    """prestart/createRuntime hooks: the runtime runs them once the rootfs is mounted, before pivot_root, so
+    the init stops there ("prepivot") until they are done ("continue"). Without them there is no stop."""
+    return bool(spec.hooks and (spec.hooks.prestart or spec.hooks.create_runtime))
 
 
 def setup_child_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
@@ -97,7 +111,7 @@ def direct_init_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
     try:
         security.set_dumpable(False)
         opened = open_namespace_files([item for item in ctx.plan.join if item[0] != "pid"])
-        channel.receive("go", "wait for the runtime to place the cgroup")
+        message, _ = channel.receive("go", "wait for the runtime to place the cgroup")
         join_namespaces(opened, ctx.sys)
         flags = ctx.plan.unshare_flags & ~k.CLONE_NEWPID
         if flags:
@@ -105,7 +119,7 @@ def direct_init_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
     except BaseException as e:
         channel.send_error(describe(e))
         os._exit(1)
-    container_init_main(ctx, channel, announced=True)
+    container_init_main(ctx, channel, state=message["state"])
 
 
 def _write_time_offsets(spec: Spec) -> None:
@@ -117,12 +131,14 @@ def _write_time_offsets(spec: Spec) -> None:
         f.write(text)
 
 
-def container_init_main(ctx: LaunchContext, channel: SyncChannel, announced: bool = False) -> NoReturn:
+def container_init_main(ctx: LaunchContext, channel: SyncChannel, state: dict | None = None) -> NoReturn:
+    """``state``: the state document hooks read, when the runtime already sent it ("go" of the direct path)."""
     created = False
     try:
-        if not announced:
+        if state is None:
             # the setup child reports our pid on the shared channel first; wait for the runtime's go-ahead
-            channel.receive("init", "wait for the runtime to record the init's pid")
+            message, _ = channel.receive("init", "wait for the runtime to record the init's pid")
+            state = message["state"]
         os.setsid()
         if not ctx.terminal:
             ctx.stdio.install()
@@ -135,11 +151,13 @@ def container_init_main(ctx: LaunchContext, channel: SyncChannel, announced: boo
             loopback_up()  # runc and crun bring lo up in a new network namespace
         prepared = rootfs.prepare_rootfs(spec, ctx.bundle, ctx.sys, own_namespace=mount_ns,
                                          source_fds=ctx.bind_source_fds)
-        channel.send("prepivot")
-        message, _ = channel.receive("continue", "wait for createRuntime hooks")
-        state = message["state"]
+        if runs_hooks_before_pivot(spec):
+            channel.send("prepivot")
+            channel.receive("continue", "wait for createRuntime hooks")
         if spec.hooks and spec.hooks.create_container:
-            hooks.run_hooks("createContainer", spec.hooks.create_container, state)
+            from styrolite.hooks import run_hooks  # loaded by preload() before the fork
+
+            run_hooks("createContainer", spec.hooks.create_container, state)
         if mount_ns:
             rootfs.pivot_into(ctx.rootfs, ctx.sys)
         else:
@@ -162,7 +180,9 @@ def container_init_main(ctx: LaunchContext, channel: SyncChannel, announced: boo
             os.read(fifo_fd, 1)  # blocks until `start` writes
             os.close(fifo_fd)
         if spec.hooks and spec.hooks.start_container:
-            hooks.run_hooks("startContainer", spec.hooks.start_container, state)
+            from styrolite.hooks import run_hooks  # loaded by preload() before the fork
+
+            run_hooks("startContainer", spec.hooks.start_container, state)
         process_setup.execute(ready, ctx.sys)
     except BaseException as e:
         if created:

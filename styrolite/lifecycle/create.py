@@ -6,16 +6,19 @@ directory deleted, and the error says which step failed and why.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import signal
 import time
 
-from styrolite.container.children import LaunchContext, direct_init_main, setup_child_main
+from styrolite.container.children import (
+    LaunchContext,
+    direct_init_main,
+    preload,
+    runs_hooks_before_pivot,
+    setup_child_main,
+)
 from styrolite.container.stdio import Stdio
 from styrolite.container.sync import SyncChannel
-from styrolite.errors import ConfigError, ContainerError
+from styrolite.errors import ConfigError, ContainerError, suppress
 from styrolite.lifecycle.common import CONFIG_SNAPSHOT, hook_phases
 from styrolite.lifecycle.handoff import send_console, write_pid_file
 from styrolite.logs import log
@@ -53,7 +56,7 @@ def create(
 ) -> Created:
     validate_id(container_id)
     bundle = os.path.abspath(bundle)
-    spec = _load_bundle(bundle)
+    spec, config_bytes = _load_bundle(bundle)
     rootfs = os.path.join(bundle, spec.root.path) if spec.root else ""
     if not os.path.isdir(rootfs):
         raise ContainerError(f"rootfs {rootfs!r} (root.path in {bundle}/config.json) is not a directory")
@@ -70,7 +73,7 @@ def create(
                            own_mount_namespace=spec.namespace("mount") is not None)
     cleanup = _Cleanup(store, container_id)
     try:
-        shutil.copyfile(os.path.join(bundle, "config.json"), os.path.join(container_dir, CONFIG_SNAPSHOT))
+        _write_snapshot(os.path.join(container_dir, CONFIG_SNAPSHOT), config_bytes)
         store.save(state)
         console_fd = _launch(store, state, spec, bundle, rootfs, cleanup, stdio or Stdio(), use_terminal,
                              preserve_fds, sys)
@@ -86,15 +89,22 @@ def create(
     return Created(state, console_fd)
 
 
-def _load_bundle(bundle: str) -> Spec:
-    from styrolite.spec import load_config
+def _load_bundle(bundle: str) -> tuple[Spec, bytes]:
+    """The bundle's config, and the bytes it was parsed from (the snapshot later calls read)."""
+    from styrolite.spec.parse import load_config_and_bytes
 
     if not os.path.isdir(bundle):
         raise ContainerError(f"bundle {bundle!r} is not a directory")
-    spec = load_config(os.path.join(bundle, "config.json"))
+    spec, data = load_config_and_bytes(os.path.join(bundle, "config.json"))
     if spec.root is None:
         raise ConfigError("root", "create needs root.path")
-    return spec
+    return spec, data
+
+
+def _write_snapshot(path: str, data: bytes) -> None:
+    """The config as parsed: a bundle edited after this point changes nothing for this container."""
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 class _Cleanup:
@@ -107,12 +117,12 @@ class _Cleanup:
 
     def run(self) -> None:
         for pid in reversed(self.pids):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError, OSError):
+            with suppress(OSError):
+                os.kill(pid, k.SIGKILL)
+            with suppress(ChildProcessError, OSError):
                 os.waitpid(pid, 0)
         if self.cgroup is not None:
-            with contextlib.suppress(Exception):
+            with suppress(Exception):
                 self.cgroup.destroy(kill=True)
         self.store.remove(self.container_id)
 
@@ -120,7 +130,6 @@ class _Cleanup:
 def _launch(store: StateStore, state: ContainerState, spec: Spec, bundle: str, rootfs: str, cleanup: _Cleanup,
             stdio: Stdio, terminal: bool, preserve_fds: int, sys: Syscalls) -> int | None:
     from styrolite.cgroups import open_cgroup, record_of
-    from styrolite.hooks import run_hooks
 
     linux = spec.linux
     plan = plan_namespaces(spec)
@@ -151,6 +160,7 @@ def _launch(store: StateStore, state: ContainerState, spec: Spec, bundle: str, r
     fifo = store.exec_fifo(state.id)
     os.mkfifo(fifo, 0o600)
     fifo_fd = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)  # read end for the init; never blocks
+    preload(spec)
     ctx = LaunchContext(spec=spec, bundle=bundle, rootfs=rootfs, plan=plan, seccomp_filter=seccomp_filter,
                         exec_fifo_fd=fifo_fd, stdio=stdio, terminal=terminal, preserve_fds=preserve_fds, sys=sys)
     parent, child = SyncChannel.pair()
@@ -170,16 +180,18 @@ def _launch(store: StateStore, state: ContainerState, spec: Spec, bundle: str, r
             state.pid = _launch_through_setup_child(ctx, parent, child, fifo_fd, cgroup, cleanup)
             release = "init"  # the init waits until its pid, reported by the setup child, is recorded
         state.pid_start_time = process_start_time(state.pid) or 0
-        store.save(state)
-        parent.send(release)
-        parent.receive("prepivot", "mount the container's root filesystem")
         # the state hooks read: "created", as the spec and crun have it (the environment exists by now)
         hook_state = {**state.oci_state(), "status": "created", "pid": state.pid}
-        hooks = spec.hooks
-        if hooks:
-            run_hooks("prestart", hooks.prestart, hook_state)
-            run_hooks("createRuntime", hooks.create_runtime, hook_state)
-        parent.send("continue", state=hook_state)
+        parent.send(release, state=hook_state)
+        store.save(state)  # while the init works
+        if runs_hooks_before_pivot(spec):
+            from styrolite.hooks import run_hooks
+
+            assert spec.hooks is not None
+            parent.receive("prepivot", "mount the container's root filesystem")
+            run_hooks("prestart", spec.hooks.prestart, hook_state)
+            run_hooks("createRuntime", spec.hooks.create_runtime, hook_state)
+            parent.send("continue")
         console_fd = None
         if terminal:
             _, fds = parent.receive("console", "set up the console")

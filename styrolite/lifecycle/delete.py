@@ -4,11 +4,9 @@ callers use it to make sure a container is gone."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 
-from styrolite.errors import ContainerError, NotFoundError
+from styrolite.errors import ContainerError, NotFoundError, suppress
 from styrolite.lifecycle.common import cgroup_of, load_snapshot, require_status, wait_for_exit
 from styrolite.state import StateStore
 from styrolite.syscalls import LINUX, Syscalls
@@ -32,7 +30,7 @@ def delete(store: StateStore, container_id: str, force: bool = False, sys: Sysca
         _kill_and_wait(state.pid, cgroup, sys)
     spec = None
     if state.hooks is None or state.own_mount_namespace is None or "poststop" in state.hooks:
-        with contextlib.suppress(Exception):  # the record does not say enough: the config snapshot does
+        with suppress(Exception):  # the record does not say enough: the config snapshot does
             spec = load_snapshot(store, state)
     try:
         cgroup.destroy(kill=True)
@@ -52,20 +50,20 @@ def delete(store: StateStore, container_id: str, force: bool = False, sys: Sysca
 
 def _kill_and_wait(pid: int, cgroup, sys: Syscalls) -> None:
     pidfd = None
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         pidfd = sys.pidfd_open(pid)
-    with contextlib.suppress(Exception):
+    with suppress(Exception):
         if cgroup.state() == "frozen":
             cgroup.thaw()
-    with contextlib.suppress(Exception):
-        cgroup.kill_all(signal.SIGKILL)
+    with suppress(Exception):
+        cgroup.kill_all(k.SIGKILL)
     if pidfd is not None:
-        with contextlib.suppress(OSError):
-            sys.pidfd_send_signal(pidfd, signal.SIGKILL)
+        with suppress(OSError):
+            sys.pidfd_send_signal(pidfd, k.SIGKILL)
     try:
         if not wait_for_exit(pid, pidfd, KILL_TIMEOUT):
             raise ContainerError(f"container init (pid {pid}) did not die after SIGKILL")
-        with contextlib.suppress(ChildProcessError, OSError):
+        with suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
     finally:
         if pidfd is not None:
@@ -80,5 +78,5 @@ def _detach_mounts_under(rootfs: str, sys: Syscalls) -> None:
     root = os.path.realpath(rootfs)
     points = [e.mount_point for e in read_mountinfo() if e.mount_point.startswith(root.rstrip("/") + "/")]
     for point in sorted(set(points), key=lambda p: p.count("/"), reverse=True):
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             sys.umount2(point, k.MNT_DETACH)

@@ -352,11 +352,19 @@ def read_json(file: str) -> object:
     The message already says everything, so the OSError/JSONDecodeError is not chained: ``describe()``
     prints one clean line instead of repeating the errno text.
     """
+    return decode_json(file, _read(file))
+
+
+def _read(file: str) -> bytes:
     try:
         with open(file, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as e:
         raise ConfigFileError(file, "", f"cannot read: {e.strerror or e}") from None
+
+
+def decode_json(file: str, data: bytes) -> object:
+    """The JSON document in ``data`` (read from ``file``, which error messages name)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -380,8 +388,8 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _located(file: str, loader: Callable[[object], T]) -> T:
-    obj = read_json(file)
+def _located(file: str, loader: Callable[[object], T], data: bytes | None = None) -> T:
+    obj = read_json(file) if data is None else decode_json(file, data)
     try:
         return loader(obj)
     except ConfigFileError:
@@ -393,6 +401,12 @@ def _located(file: str, loader: Callable[[object], T]) -> T:
 def load_config(file: str) -> Spec:
     """Read and validate a bundle's config.json (give the file's path, e.g. ``bundle + "/config.json"``)."""
     return _located(file, parse_config)
+
+
+def load_config_and_bytes(file: str) -> tuple[Spec, bytes]:
+    """``load_config``, also returning the bytes that were parsed (``create`` keeps them as its snapshot)."""
+    data = _read(file)
+    return _located(file, parse_config, data), data
 
 
 def load_process(file: str) -> Process:
