@@ -51,6 +51,11 @@ class CgroupManager(ABC):
         """Move ``pid`` (all its threads) into the cgroup."""
 
     @abstractmethod
+    def join_files(self) -> list[str]:
+        """The files a process writes "0" to, in order, to move itself into the cgroup (the container's
+        first process does: see container.children.join_cgroup)."""
+
+    @abstractmethod
     def apply(self, resources: Resources | None, devices: Sequence[Device] = ()) -> None:
         """Set every limit of ``resources``, including the device policy, at container creation.
 

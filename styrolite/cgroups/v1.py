@@ -65,6 +65,13 @@ class V1Manager(CgroupManager):
     def exists(self) -> bool:
         return any(os.path.isdir(d) for d in self._distinct_dirs())
 
+    def join_files(self) -> list[str]:
+        # a thread writing "0" to v1's ``tasks`` moves itself without the kernel's global threadgroup lock,
+        # whose every write otherwise waits for an RCU grace period (milliseconds): for a single-threaded
+        # process that is the whole process
+        own = [os.path.join(directory, "tasks") for directory in self._distinct_dirs()]
+        return own + (self.unified.join_files() if self.unified is not None else [])
+
     def add_process(self, pid: int) -> None:
         for directory in self._distinct_dirs():
             files.write(directory, "cgroup.procs", pid)

@@ -85,6 +85,9 @@ class V2Manager(CgroupManager):
     def exists(self) -> bool:
         return os.path.isdir(self.directory)
 
+    def join_files(self) -> list[str]:
+        return [os.path.join(self.directory, "cgroup.procs")]
+
     def add_process(self, pid: int) -> None:
         files.write(self.directory, "cgroup.procs", pid)
 

@@ -33,7 +33,7 @@ from styrolite.container.network import loopback_up
 from styrolite.container.stdio import Stdio
 from styrolite.container.sync import SyncChannel
 from styrolite.container.terminal import take_terminal
-from styrolite.errors import describe
+from styrolite.errors import ContainerError, describe
 from styrolite.namespaces import NamespacePlan, join_before_user, join_namespaces, open_namespace_files
 from styrolite.records import field, record
 from styrolite.spec.model import Spec
@@ -58,6 +58,7 @@ class LaunchContext:
     preserve_fds: int = 0
     sys: Syscalls = LINUX
     bind_source_fds: dict[int, int] = field(default_factory=dict)  # mounts[index] -> detached copy of its source
+    cgroup_files: list[str] = field(default_factory=list)  # written "0" to by the first child: CgroupManager.join_files
 
 
 def preload(spec: Spec) -> None:
@@ -65,6 +66,28 @@ def preload(spec: Spec) -> None:
     hook runner (and subprocess) for createContainer/startContainer hooks, which run after pivot_root."""
     if spec.hooks and (spec.hooks.create_container or spec.hooks.start_container):
         import styrolite.hooks  # noqa: F401
+
+
+def init_needs_state(spec: Spec) -> bool:
+    """createContainer/startContainer hooks read the state document (with the init's pid as the runtime
+    sees it), so the init waits for it; otherwise it need not wait for the runtime at all."""
+    return bool(spec.hooks and (spec.hooks.create_container or spec.hooks.start_container))
+
+
+def join_cgroup(files: list[str]) -> None:
+    """Move this process (single-threaded: just forked) into the container's cgroup, before it makes any
+    namespace (the cgroup namespace is rooted where it stands then): "0" written to each file of
+    ``CgroupManager.join_files``. On cgroup v1 this skips the RCU grace period a write of our pid by the
+    runtime would wait for (bench/container_start.py: milliseconds of every create)."""
+    for path in files:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise ContainerError(f"join the container's cgroup: write 0 to {path}: {e.strerror}") from e
 
 
 def runs_hooks_before_pivot(spec: Spec) -> bool:
@@ -76,6 +99,7 @@ def runs_hooks_before_pivot(spec: Spec) -> bool:
 def setup_child_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
     try:
         security.set_dumpable(False)  # nothing in the container may open /proc/<us>/exe (CVE-2019-5736)
+        join_cgroup(ctx.cgroup_files)  # while we are the host's root: inside a user namespace we may not
         process_setup.set_oom_score_adj_early(ctx.spec.process)
         # bind sources, while we may still look up every host path (a user namespace's root may not)
         ctx.bind_source_fds = rootfs.open_bind_sources(ctx.spec, ctx.bundle, ctx.sys)
@@ -87,7 +111,7 @@ def setup_child_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
         if ctx.plan.new_user:
             ctx.sys.unshare(k.CLONE_NEWUSER)
         channel.send("userns")
-        channel.receive("go", "wait for the runtime to map ids and place the cgroup")
+        channel.receive("go", "wait for the runtime to map ids")
         if ctx.plan.new_user or ctx.plan.joins("user"):
             ctx.sys.setresgid(0)
             ctx.sys.setresuid(0)
@@ -110,8 +134,12 @@ def direct_init_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
     """The single-fork path: the runtime forked us straight into the new pid namespace (we are its pid 1)."""
     try:
         security.set_dumpable(False)
+        join_cgroup(ctx.cgroup_files)
         opened = open_namespace_files([item for item in ctx.plan.join if item[0] != "pid"])
-        message, _ = channel.receive("go", "wait for the runtime to place the cgroup")
+        state = None
+        if init_needs_state(ctx.spec):
+            message, _ = channel.receive("go", "wait for the runtime to record the init's pid")
+            state = message["state"]
         join_namespaces(opened, ctx.sys)
         flags = ctx.plan.unshare_flags & ~k.CLONE_NEWPID
         if flags:
@@ -119,7 +147,7 @@ def direct_init_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
     except BaseException as e:
         channel.send_error(describe(e))
         os._exit(1)
-    container_init_main(ctx, channel, state=message["state"])
+    container_init_main(ctx, channel, state=state, announced=True)
 
 
 def _write_time_offsets(spec: Spec) -> None:
@@ -131,11 +159,13 @@ def _write_time_offsets(spec: Spec) -> None:
         f.write(text)
 
 
-def container_init_main(ctx: LaunchContext, channel: SyncChannel, state: dict | None = None) -> NoReturn:
-    """``state``: the state document hooks read, when the runtime already sent it ("go" of the direct path)."""
+def container_init_main(ctx: LaunchContext, channel: SyncChannel, state: dict | None = None,
+                        announced: bool = False) -> NoReturn:
+    """``announced``: forked straight by the runtime (the direct path); ``state`` is then the state document
+    hooks read, if they need one. Otherwise the runtime sends it with "init"."""
     created = False
     try:
-        if state is None:
+        if not announced:
             # the setup child reports our pid on the shared channel first; wait for the runtime's go-ahead
             message, _ = channel.receive("init", "wait for the runtime to record the init's pid")
             state = message["state"]

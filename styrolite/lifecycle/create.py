@@ -12,6 +12,7 @@ import time
 from styrolite.container.children import (
     LaunchContext,
     direct_init_main,
+    init_needs_state,
     preload,
     runs_hooks_before_pivot,
     setup_child_main,
@@ -162,7 +163,8 @@ def _launch(store: StateStore, state: ContainerState, spec: Spec, bundle: str, r
     fifo_fd = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)  # read end for the init; never blocks
     preload(spec)
     ctx = LaunchContext(spec=spec, bundle=bundle, rootfs=rootfs, plan=plan, seccomp_filter=seccomp_filter,
-                        exec_fifo_fd=fifo_fd, stdio=stdio, terminal=terminal, preserve_fds=preserve_fds, sys=sys)
+                        exec_fifo_fd=fifo_fd, stdio=stdio, terminal=terminal, preserve_fds=preserve_fds, sys=sys,
+                        cgroup_files=cgroup.join_files())
     parent, child = SyncChannel.pair()
     try:
         if _can_fork_directly(plan):
@@ -174,15 +176,16 @@ def _launch(store: StateStore, state: ContainerState, spec: Spec, bundle: str, r
             child.close()
             os.close(fifo_fd)
             cleanup.pids.append(state.pid)
-            cgroup.add_process(state.pid)
-            release = "go"  # the init waits for its cgroup before unsharing the cgroup namespace
+            # the init joined its cgroup itself; it waits only when its hooks need the state document
+            release = "go" if init_needs_state(spec) else None
         else:
-            state.pid = _launch_through_setup_child(ctx, parent, child, fifo_fd, cgroup, cleanup)
+            state.pid = _launch_through_setup_child(ctx, parent, child, fifo_fd, cleanup)
             release = "init"  # the init waits until its pid, reported by the setup child, is recorded
         state.pid_start_time = process_start_time(state.pid) or 0
         # the state hooks read: "created", as the spec and crun have it (the environment exists by now)
         hook_state = {**state.oci_state(), "status": "created", "pid": state.pid}
-        parent.send(release, state=hook_state)
+        if release is not None:
+            parent.send(release, state=hook_state)
         store.save(state)  # while the init works
         if runs_hooks_before_pivot(spec):
             from styrolite.hooks import run_hooks
@@ -235,7 +238,7 @@ def _fork_into_pid_namespace(plan: NamespacePlan, sys: Syscalls, child_main: Cal
 
 
 def _launch_through_setup_child(ctx: LaunchContext, parent: SyncChannel, child: SyncChannel, fifo_fd: int,
-                                cgroup, cleanup: _Cleanup) -> int:
+                                cleanup: _Cleanup) -> int:
     """User or time namespace: the setup child makes them, then forks the init; returns the init's pid."""
     setup_pid = os.fork()
     if setup_pid == 0:  # pragma: no cover - runs in the child
@@ -248,7 +251,6 @@ def _launch_through_setup_child(ctx: LaunchContext, parent: SyncChannel, child: 
     if ctx.plan.new_user:
         linux = ctx.spec.linux
         write_id_mappings(setup_pid, linux.uid_mappings, linux.gid_mappings)
-    cgroup.add_process(setup_pid)
     parent.send("go")
     message, _ = parent.receive("pid", "start the container's init")
     pid = int(message["pid"])
