@@ -131,11 +131,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     become_subreaper()
     store = _store(args)
-    terminal = None if args.console_socket else _wants_tty(args)
-    if terminal and args.detach:
-        raise StyroliteError("process.terminal with --detach needs --console-socket")
+    # without --console-socket, run proxies a terminal itself (not when detached: nobody would be there)
     created = create(store, args.id, args.bundle, console_socket=args.console_socket,
-                     preserve_fds=args.preserve_fds, pid_file=args.pid_file, terminal=terminal)
+                     preserve_fds=args.preserve_fds, pid_file=args.pid_file, own_console=not args.detach)
     pid = created.state.pid
     forward = _forward_signals(pid)
     try:
@@ -155,17 +153,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         except StyroliteError as e:
             log.warning("%s", describe(e))
     return exit_code_of(status)
-
-
-def _wants_tty(args: argparse.Namespace) -> bool | None:
-    """``run`` without --console-socket proxies a terminal itself when process.terminal is set."""
-    from styrolite.spec import load_config
-
-    try:
-        spec = load_config(os.path.join(args.bundle, "config.json"))
-    except StyroliteError:
-        return None  # create reports it with its own context
-    return bool(spec.process and spec.process.terminal)
 
 
 def _forward_signals(pid: int):

@@ -53,8 +53,11 @@ def create(
     console_socket: str | None = None,
     preserve_fds: int = 0,
     pid_file: str | None = None,
+    own_console: bool = False,
     sys: Syscalls = LINUX,
 ) -> Created:
+    """``terminal``: None follows ``process.terminal`` (then a console socket is required, unless
+    ``own_console``: the caller proxies the pty itself, ``styrolite run``, and gets it as ``console_fd``)."""
     validate_id(container_id)
     bundle = os.path.abspath(bundle)
     spec, config_bytes = _load_bundle(bundle)
@@ -65,7 +68,7 @@ def create(
     if process is None:
         raise ConfigError("process", "create needs a process to run")
     use_terminal = process.terminal if terminal is None else terminal
-    if use_terminal and console_socket is None and terminal is None:
+    if use_terminal and console_socket is None and terminal is None and not own_console:
         raise ContainerError("process.terminal is true: --console-socket is required")
 
     container_dir = store.reserve(container_id)
