@@ -122,9 +122,11 @@ def _set_controlling_tty(fd: int) -> None:
 class Client:
     name = "client"
 
-    def __init__(self, base: Path, styrolite: Path) -> None:
+    def __init__(self, base: Path, styrolite: Path, more_runtimes: dict[str, Path] | None = None) -> None:
+        """``more_runtimes``: other runtime executables by name (a benchmark compares several styrolites)."""
         self.base = base
         self.styrolite = styrolite
+        self.runtimes = {"styrolite": styrolite, **(more_runtimes or {})}
         self.env = dict(os.environ)
 
     def command(self, runtime: str, args: tuple[str, ...]) -> list[str]:
@@ -145,8 +147,10 @@ class Client:
 class Podman(Client):
     name = "podman"
 
-    def __init__(self, base: Path, styrolite: Path, image_archive: Path) -> None:
-        super().__init__(base, styrolite)
+    def __init__(self, base: Path, styrolite: Path, image_archive: Path,
+                 more_runtimes: dict[str, Path] | None = None) -> None:
+        super().__init__(base, styrolite, more_runtimes)
+        runtimes = "".join(f'{name} = ["{path}"]\n' for name, path in self.runtimes.items())
         (base / "tmp").mkdir(parents=True)
         (base / "containers.conf").write_text(f"""
 [containers]
@@ -161,8 +165,7 @@ tmp_dir = "{base}/tmp"
 static_dir = "{base}/root/libpod"
 volume_path = "{base}/root/volumes"
 [engine.runtimes]
-styrolite = ["{styrolite}"]
-""")
+{runtimes}""")
         (base / "storage.conf").write_text(f"""
 [storage]
 driver = "vfs"
@@ -189,8 +192,9 @@ class Dockerd(Client):
     name = "docker"
     CLI = "/usr/bin/docker"  # docker.io's 20.10 client, the daemon's own version
 
-    def __init__(self, base: Path, styrolite: Path, image_archive: Path) -> None:
-        super().__init__(base, styrolite)
+    def __init__(self, base: Path, styrolite: Path, image_archive: Path,
+                 more_runtimes: dict[str, Path] | None = None) -> None:
+        super().__init__(base, styrolite, more_runtimes)
         (base / "daemon.json").write_text("{}")
         self.socket = base / "docker.sock"
         self.cgroup_parent = f"styrolite-test-docker-{uuid.uuid4().hex[:8]}"
@@ -201,7 +205,7 @@ class Dockerd(Client):
              "--host", f"unix://{self.socket}", "--iptables=false", "--ip6tables=false", "--bridge=none",
              "--ip-forward=false", "--ip-masq=false", "--storage-driver", "vfs",
              "--exec-opt", "native.cgroupdriver=cgroupfs", "--cgroup-parent", f"/{self.cgroup_parent}",
-             "--add-runtime", f"styrolite={styrolite}",
+             *(f"--add-runtime={name}={path}" for name, path in self.runtimes.items()),
              "--default-ulimit", NOFILE, "--default-ulimit", NPROC],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, cwd="/")
         self.env.update(DOCKER_HOST=f"unix://{self.socket}", DOCKER_CONFIG=str(base / "cli"))
@@ -232,8 +236,9 @@ class Dockerd(Client):
 class Containerd(Client):
     name = "containerd"
 
-    def __init__(self, base: Path, styrolite: Path, image_archive: Path) -> None:
-        super().__init__(base, styrolite)
+    def __init__(self, base: Path, styrolite: Path, image_archive: Path,
+                 more_runtimes: dict[str, Path] | None = None) -> None:
+        super().__init__(base, styrolite, more_runtimes)
         self.socket = base / "containerd.sock"
         self.namespace = f"styrolite-test-{uuid.uuid4().hex[:8]}"  # also the cgroup parent of its containers
         (base / "config.toml").write_text(f"""
@@ -267,7 +272,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                               capture_output=True, timeout=timeout, env=self.env, cwd="/")
 
     def binary(self, runtime: str) -> str:
-        return str(self.styrolite) if runtime == "styrolite" else shutil.which("runc") or "runc"
+        return str(self.runtimes[runtime]) if runtime in self.runtimes else shutil.which("runc") or "runc"
 
     def command(self, runtime: str, args: tuple[str, ...]) -> list[str]:
         base = ["ctr", "--address", str(self.socket), "--namespace", self.namespace]

@@ -66,8 +66,9 @@ def console_script(work: Path) -> list[str]:
     installed = Path(sysconfig.get_path("scripts")) / "styrolite"
     if installed.is_file() and installed.read_bytes().startswith(b"#!/"):
         return [str(installed)]
-    script = work / "styrolite-script"
+    script = work / "styrolite-script"  # pip's wrapper; the source checkout put on sys.path as an install would
     script.write_text(f"#!{sys.executable}\n# -*- coding: utf-8 -*-\nimport re\nimport sys\n"
+                      f"sys.path.insert(0, {str(REPO)!r})\n"
                       "from styrolite.cli import main\nif __name__ == '__main__':\n"
                       "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
                       "    sys.exit(main())\n")
