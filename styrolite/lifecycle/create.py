@@ -147,8 +147,9 @@ def _launch(store: StateStore, state: ContainerState, spec: Spec, bundle: str, r
     seccomp_filter = None
     if linux and linux.seccomp:
         from styrolite.security import compile_filter
+        from styrolite.security.seccomp_cache import cache_dir_for
 
-        seccomp_filter = compile_filter(linux.seccomp)
+        seccomp_filter = compile_filter(linux.seccomp, cache_dir=cache_dir_for(store.root))
         for warning in seccomp_filter.warnings:
             log.warning("%s", warning)
 

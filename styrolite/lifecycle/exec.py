@@ -65,8 +65,9 @@ def exec_process(
     seccomp_filter = None
     if spec.linux and spec.linux.seccomp:
         from styrolite.security import compile_filter
+        from styrolite.security.seccomp_cache import cache_dir_for
 
-        seccomp_filter = compile_filter(spec.linux.seccomp)
+        seccomp_filter = compile_filter(spec.linux.seccomp, cache_dir=cache_dir_for(store.root))
     cgroup = cgroup_of(state)
 
     parent, child = SyncChannel.pair()

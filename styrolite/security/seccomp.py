@@ -156,16 +156,27 @@ def action_value(action: str, errno_ret: int | None) -> int:
     }[action]
 
 
-def compile_filter(seccomp: Seccomp, path: str = "linux.seccomp") -> SeccompFilter:
+def compile_filter(seccomp: Seccomp, path: str = "linux.seccomp", cache_dir: str | None = None) -> SeccompFilter:
     """Validate and compile (in the parent, before fork). Warnings list skipped syscall names.
 
     Memoised on the profile's content: a warm process starting many containers with the same profile
-    compiles it once (tens of milliseconds for the default profile); the result is immutable.
+    compiles it once (tens of milliseconds for the default profile); the result is immutable. With
+    ``cache_dir`` the compiled filter is also kept on disk for the next process (seccomp_cache).
     """
     key = (repr(seccomp), path)
     compiled = _compiled.get(key)
     if compiled is None:
-        compiled = _compile(seccomp, path)
+        validate_seccomp(seccomp, path)
+        disk_key = None
+        if cache_dir is not None:
+            from styrolite.security import seccomp_cache
+
+            disk_key = seccomp_cache.cache_key(seccomp, path)
+            compiled = seccomp_cache.load(cache_dir, disk_key)
+        if compiled is None:
+            compiled = _compile(seccomp, path)
+            if disk_key is not None:
+                seccomp_cache.store(cache_dir, disk_key, compiled)
         if len(_compiled) >= _CACHE_SIZE:
             _compiled.pop(next(iter(_compiled)))
         _compiled[key] = compiled
@@ -177,7 +188,7 @@ _compiled: dict[tuple[str, str], SeccompFilter] = {}
 
 
 def _compile(seccomp: Seccomp, path: str) -> SeccompFilter:
-    validate_seccomp(seccomp, path)
+    """libseccomp's BPF for a validated profile."""
     lib = scmp.library()
     default = action_value(seccomp.default_action, seccomp.default_errno_ret)
     ctx = lib.lib.seccomp_init(default)
