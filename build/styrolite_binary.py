@@ -105,8 +105,8 @@ def launcher_text(python: str, paths: list[str], environment: dict[str, str] | N
             "import sys\n"
             f"sys.path[:0] = {paths!r}\n"
             + ("import os\n" + defaults if defaults else "")
-            + "from styrolite.cli import main\n"
-            "sys.exit(main())\n")
+            + "from styrolite.cli import run\n"
+            "run()\n")
 
 
 def write_launcher(dest: Path, *, python: str | None = None, environment: dict[str, str] | None = None) -> Path:
