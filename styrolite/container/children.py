@@ -37,7 +37,7 @@ from styrolite.errors import ContainerError, describe
 from styrolite.namespaces import NamespacePlan, join_before_user, join_namespaces, open_namespace_files
 from styrolite.records import field, record
 from styrolite.spec.model import Spec
-from styrolite.syscalls import LINUX, Syscalls
+from styrolite.syscalls import LINUX, Syscalls, linux
 from styrolite.syscalls import constants as k
 
 TYPE_CHECKING = False
@@ -63,7 +63,9 @@ class LaunchContext:
 
 def preload(spec: Spec) -> None:
     """Import, before the fork, what the children will need for this config beyond the modules above: the
-    hook runner (and subprocess) for createContainer/startContainer hooks, which run after pivot_root."""
+    hook runner (and subprocess) for createContainer/startContainer hooks, which run after pivot_root; cffi
+    and the C library behind the syscall seam (loaded on first use otherwise)."""
+    linux.load()
     if spec.hooks and (spec.hooks.create_container or spec.hooks.start_container):
         import styrolite.hooks  # noqa: F401
 

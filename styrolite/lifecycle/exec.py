@@ -30,7 +30,7 @@ from styrolite.namespaces.plan import JOIN_ORDER
 from styrolite.records import record
 from styrolite.spec.model import Process, Spec
 from styrolite.state import StateStore
-from styrolite.syscalls import LINUX, Syscalls
+from styrolite.syscalls import LINUX, Syscalls, linux
 from styrolite.syscalls import constants as k
 
 TYPE_CHECKING = False
@@ -70,6 +70,7 @@ def exec_process(
         seccomp_filter = compile_filter(spec.linux.seccomp, cache_dir=cache_dir_for(store.root))
     cgroup = cgroup_of(state)
 
+    linux.load()  # the exec child joins the container's mount namespace: nothing may be loaded from disk after
     parent, child = SyncChannel.pair()
     exec_child = os.fork()
     if exec_child == 0:  # pragma: no cover - runs in the child

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("argparse", "dataclasses", "typing", "re", "json", "logging", "inspect", "socket", "subprocess", "enum",
-         "contextlib", "shutil")
+         "contextlib", "shutil", "_cffi_backend")
 
 
 def imported_by(state_root: Path, *args: str) -> tuple[int, set[str]]:
