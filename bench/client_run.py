@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from clientlab import Containerd, Dockerd, Podman, busybox_archive, styrolite_launcher
-from container_start import binary, console_script
+from container_start import binary, console_script, print_table
 
 WARMUP = 3
 
@@ -89,13 +88,7 @@ def main() -> int:
                 client.stop()
     print(f"run --rm true, styrolite vs runc, {args.rounds} interleaved rounds; load {os.getloadavg()[0]:.1f}")
     for name, samples in results.items():
-        base = statistics.median(samples["runc"])
-        print(f"\n{name}")
-        print(f"  {'':<18} {'median ms':>10} {'p90 ms':>8} {'vs runc':>8}")
-        for runtime, values in samples.items():
-            median = statistics.median(values)
-            p90 = sorted(values)[max(0, int(len(values) * 0.9) - 1)]
-            print(f"  {runtime:<18} {median * 1000:>10.1f} {p90 * 1000:>8.1f} {median / base:>7.2f}x")
+        print_table(name, samples, "runc")
     return 0
 
 

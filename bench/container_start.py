@@ -17,9 +17,11 @@ Every executable is timed as itself (never through a pyenv shim). Two tables, ea
   1. ``run`` of ``true`` in a busybox bundle (the library: its whole create/start/wait/delete cycle);
   2. the calls podman and containerd make per container, one by one: create, state, start, kill, delete.
 
-    python3 bench/container_start.py [--rounds 30] [--seccomp] [--binary PATH] [--no-runc]
+    python3 bench/container_start.py [--rounds 30] [--seccomp | --zone] [--binary PATH] [--no-runc]
 
-``--seccomp`` gives every container styrolite's default seccomp profile (the zone's containers have it).
+``--seccomp`` gives every container styrolite's default seccomp profile; ``--zone`` configures them as the
+zone's PID 1 does (zoneinit/bundle.py): that profile, a user namespace (root is uid 65536 outside), a cgroup
+namespace. With a user namespace styrolite forks a setup process first (two forks, as runc does).
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ REPO = Path(__file__).resolve().parent.parent
 CALLS = ("create", "state", "start", "kill", "delete")
 
 
-def make_bundle(work: Path, args: list[str], seccomp: bool) -> Path:
+ZONE_ID_MAP = [{"containerID": 0, "hostID": 65536, "size": 65536}]
+
+
+def make_bundle(work: Path, args: list[str], seccomp: bool, zone: bool = False) -> Path:
     from host.zonebuild_import import ensure_zonebuild
     from styrolite.spec import default_config, to_json_obj
 
@@ -53,10 +58,14 @@ def make_bundle(work: Path, args: list[str], seccomp: bool) -> Path:
     config = default_config()
     config["process"]["args"] = args
     config["ociVersion"] = "1.0.2"  # Debian 12's crun 1.8 refuses newer versions
-    if seccomp:
+    if seccomp or zone:
         from styrolite.security import default_profile
 
         config["linux"]["seccomp"] = to_json_obj(default_profile())
+    if zone:
+        linux = config["linux"]
+        linux["namespaces"] = [{"type": "user"}, *linux["namespaces"], {"type": "cgroup"}]
+        linux["uidMappings"], linux["gidMappings"] = ZONE_ID_MAP, ZONE_ID_MAP
     (bundle / "config.json").write_text(json.dumps(config))
     return bundle
 
@@ -195,6 +204,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--seccomp", action="store_true", help="every container gets the default seccomp profile")
+    parser.add_argument("--zone", action="store_true", help="containers configured as the zone's PID 1 does")
     parser.add_argument("--binary", help="a compiled styrolite to time (default: the cached build, if any)")
     parser.add_argument("--no-runc", action="store_true")
     args = parser.parse_args()
@@ -204,8 +214,8 @@ def main() -> int:
     hide_hybrid_cgroup2()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        true_bundle = make_bundle(work, ["true"], args.seccomp)
-        sleep_bundle = make_bundle(work, ["sleep", "60"], args.seccomp)
+        true_bundle = make_bundle(work, ["true"], args.seccomp, args.zone)
+        sleep_bundle = make_bundle(work, ["sleep", "60"], args.seccomp, args.zone)
         named = [("crun", [shutil.which("crun") or "crun"])]
         if not args.no_runc and shutil.which("runc"):
             named.append(("runc", [shutil.which("runc") or "runc"]))
@@ -218,8 +228,9 @@ def main() -> int:
             timed(c.command("--version") if c.name.startswith("styrolite") else [*c.argv, "--version"], work / "out")
         runs = run_table(contenders, true_bundle, work, args.rounds)
         calls = calls_table(contenders, sleep_bundle, work, max(5, args.rounds * 2 // 3))
-    print(f"styrolite vs crun and runc, {args.rounds} interleaved rounds"
-          f"{', default seccomp profile' if args.seccomp else ''}; load {os.getloadavg()[0]:.1f}")
+    config = ", the zone's config (seccomp, user and cgroup namespaces)" if args.zone else \
+        ", default seccomp profile" if args.seccomp else ""
+    print(f"styrolite vs crun and runc, {args.rounds} interleaved rounds{config}; load {os.getloadavg()[0]:.1f}")
     print_table("run of `true` (library: create+start+wait+delete in one warm process)", runs, "crun")
     for call in CALLS:
         print_table(f"{call}", {name: got[call] for name, got in calls.items()}, "crun")
