@@ -214,6 +214,7 @@ def main() -> int:
     hide_hybrid_cgroup2()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        work.chmod(0o755)  # a user-namespaced container's root (uid 65536 here) must reach its rootfs
         true_bundle = make_bundle(work, ["true"], args.seccomp, args.zone)
         sleep_bundle = make_bundle(work, ["sleep", "60"], args.seccomp, args.zone)
         named = [("crun", [shutil.which("crun") or "crun"])]
