@@ -207,6 +207,8 @@ def main() -> int:
     parser.add_argument("--zone", action="store_true", help="containers configured as the zone's PID 1 does")
     parser.add_argument("--binary", help="a compiled styrolite to time (default: the cached build, if any)")
     parser.add_argument("--no-runc", action="store_true")
+    parser.add_argument("--also", action="append", default=[], metavar="NAME=PATH",
+                        help="another runtime executable to time (e.g. an older build), repeatable")
     args = parser.parse_args()
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed CLI has its bytecode cached
     if not shutil.which("crun"):
@@ -224,9 +226,10 @@ def main() -> int:
         compiled = binary(args.binary)
         if compiled:
             named.append(("styrolite binary", compiled))
+        named += [(name, [path]) for name, _, path in (item.partition("=") for item in args.also)]
         contenders = [Contender(name, argv, work / f"state-{i}") for i, (name, argv) in enumerate(named)]
         for c in contenders:  # warm-up: bytecode written, page cache filled
-            timed(c.command("--version") if c.name.startswith("styrolite") else [*c.argv, "--version"], work / "out")
+            timed(c.command("--version") if c.name not in ("crun", "runc") else [*c.argv, "--version"], work / "out")
         runs = run_table(contenders, true_bundle, work, args.rounds)
         calls = calls_table(contenders, sleep_bundle, work, max(5, args.rounds * 2 // 3))
     config = ", the zone's config (seccomp, user and cgroup namespaces)" if args.zone else \
