@@ -12,6 +12,7 @@ Each client makes 3-4 runtime calls per container (create, start, state, delete)
 their users feel. Medians of the rounds, after a few warm-up rounds.
 
     python3 bench/client_run.py [--rounds 20] [--clients podman,containerd,docker] [--script] [--binary PATH]
+                                [--also NAME=PATH]
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def main() -> int:
     parser.add_argument("--clients", default="podman,containerd", help="comma-separated: podman, containerd, docker")
     parser.add_argument("--script", action="store_true", help="also time the pip console-script wrapper")
     parser.add_argument("--binary", help="a compiled styrolite to time (default: the cached build, if any)")
+    parser.add_argument("--also", action="append", default=[], metavar="NAME=PATH",
+                        help="another runtime executable to time (e.g. an older build), repeatable")
     args = parser.parse_args()
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     wanted = [name.strip() for name in args.clients.split(",") if name.strip()]
@@ -66,6 +69,7 @@ def main() -> int:
         compiled = binary(args.binary)
         if compiled:
             more["styrolite-binary"] = Path(compiled[0])
+        more.update((name.replace(" ", "-"), Path(path)) for name, _, path in (a.partition("=") for a in args.also))
         runtimes = ["runc", "styrolite", *more]
         image = busybox_archive(work / "image")
         for name in wanted:
