@@ -12,7 +12,8 @@ a load spike then hits every contender, and the medians of many rounds are compa
                              build it with ``python -m zonebuild.styrolite_binary build``)
   styrolite library          create + start + wait + delete from one warm process: the zone's PID 1's path
 
-Every executable is timed as itself (never through a pyenv shim). Two tables, each with the ratio to crun:
+Every executable is timed as itself (never through a pyenv shim); every state root is on a tmpfs, as /run is.
+Two tables, each with the ratio to crun:
 
   1. ``run`` of ``true`` in a busybox bundle (the library: its whole create/start/wait/delete cycle);
   2. the calls podman and containerd make per container, one by one: create, state, start, kill, delete.
@@ -141,7 +142,7 @@ def library_cycle(bundle: Path, state: Path) -> Callable[[int], float]:
 def run_table(contenders: list[Contender], bundle: Path, work: Path, rounds: int) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {c.name: [] for c in contenders}
     samples["styrolite library"] = []
-    library = library_cycle(bundle, work / "library")
+    library = library_cycle(bundle, work / "state" / "library")
     for i in range(rounds):
         for c in contenders:
             samples[c.name].append(timed(c.command("run", "-b", str(bundle), f"r{i}"), work / "out"))
@@ -178,15 +179,19 @@ def _reap(pid: int) -> None:
             time.sleep(0.001)
 
 
-def hide_hybrid_cgroup2() -> None:
-    """crun 1.8 refuses hybrid hosts whose cgroup2 has a controller (here: hugetlb). In a private mount
-    namespace of this benchmark only, unmount /sys/fs/cgroup/unified so every contender sees plain v1."""
+def private_mounts(state: Path) -> None:
+    """In a mount namespace of this benchmark only: the runtimes' state roots on a tmpfs, as /run is wherever
+    they run for real (on this machine /run and /tmp are the root disk's ext4, where every rename of a
+    state file costs a journal update); and crun 1.8 refuses hybrid hosts whose cgroup2 has a controller
+    (here: hugetlb), so /sys/fs/cgroup/unified is unmounted and every contender sees plain cgroup v1."""
     from styrolite.syscalls import LINUX
     from styrolite.syscalls import constants as k
 
+    LINUX.unshare(k.CLONE_NEWNS)
+    LINUX.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
+    state.mkdir()
+    LINUX.mount("tmpfs", str(state), "tmpfs", k.MS_NOSUID | k.MS_NODEV, "mode=755")
     if os.path.ismount("/sys/fs/cgroup/unified"):
-        LINUX.unshare(k.CLONE_NEWNS)
-        LINUX.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
         LINUX.umount2("/sys/fs/cgroup/unified", k.MNT_DETACH)
 
 
@@ -213,25 +218,32 @@ def main() -> int:
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed CLI has its bytecode cached
     if not shutil.which("crun"):
         raise SystemExit("crun is the baseline: apt-get install crun")
-    hide_hybrid_cgroup2()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         work.chmod(0o755)  # a user-namespaced container's root (uid 65536 here) must reach its rootfs
-        true_bundle = make_bundle(work, ["true"], args.seccomp, args.zone)
-        sleep_bundle = make_bundle(work, ["sleep", "60"], args.seccomp, args.zone)
-        named = [("crun", [shutil.which("crun") or "crun"])]
-        if not args.no_runc and shutil.which("runc"):
-            named.append(("runc", [shutil.which("runc") or "runc"]))
-        named += [("styrolite script", console_script(work)), ("styrolite launcher", launcher(work))]
-        compiled = binary(args.binary)
-        if compiled:
-            named.append(("styrolite binary", compiled))
-        named += [(name, [path]) for name, _, path in (item.partition("=") for item in args.also)]
-        contenders = [Contender(name, argv, work / f"state-{i}") for i, (name, argv) in enumerate(named)]
-        for c in contenders:  # warm-up: bytecode written, page cache filled
-            timed(c.command("--version") if c.name not in ("crun", "runc") else [*c.argv, "--version"], work / "out")
-        runs = run_table(contenders, true_bundle, work, args.rounds)
-        calls = calls_table(contenders, sleep_bundle, work, max(5, args.rounds * 2 // 3))
+        private_mounts(work / "state")
+        try:
+            true_bundle = make_bundle(work, ["true"], args.seccomp, args.zone)
+            sleep_bundle = make_bundle(work, ["sleep", "60"], args.seccomp, args.zone)
+            named = [("crun", [shutil.which("crun") or "crun"])]
+            if not args.no_runc and shutil.which("runc"):
+                named.append(("runc", [shutil.which("runc") or "runc"]))
+            named += [("styrolite script", console_script(work)), ("styrolite launcher", launcher(work))]
+            compiled = binary(args.binary)
+            if compiled:
+                named.append(("styrolite binary", compiled))
+            named += [(name, [path]) for name, _, path in (item.partition("=") for item in args.also)]
+            contenders = [Contender(name, argv, work / "state" / f"{i}") for i, (name, argv) in enumerate(named)]
+            for c in contenders:  # warm-up: bytecode written, page cache filled
+                version = c.command("--version") if c.name not in ("crun", "runc") else [*c.argv, "--version"]
+                timed(version, work / "out")
+            runs = run_table(contenders, true_bundle, work, args.rounds)
+            calls = calls_table(contenders, sleep_bundle, work, max(5, args.rounds * 2 // 3))
+        finally:
+            from styrolite.syscalls import LINUX
+            from styrolite.syscalls import constants as k
+
+            LINUX.umount2(str(work / "state"), k.MNT_DETACH)
     config = ", the zone's config (seccomp, user and cgroup namespaces)" if args.zone else \
         ", default seccomp profile" if args.seccomp else ""
     print(f"styrolite vs crun and runc, {args.rounds} interleaved rounds{config}; load {os.getloadavg()[0]:.1f}")
