@@ -84,23 +84,23 @@ class CliLog:
 
         now = time.time()
         name = LEVEL_NAMES.get(level, str(level))
-        json_line = _json_record(name, message, now) if self.json else ""
+        record = _json_record(name, message, now) if self.json else ""
         if level >= WARNING:
-            sys.stderr.write(json_line if self.json else f"styrolite: {message}\n")
+            sys.stderr.write(record or f"styrolite: {message}\n")
             sys.stderr.flush()
         if self.log_fd is not None:
-            if not self.json:
-                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-                json_line = f"{stamp},{int(now % 1 * 1000):03d} {name} {message}\n"
-            os.write(self.log_fd, json_line.encode(errors="replace"))
+            line = record or f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))},{int(now % 1 * 1000):03d} " \
+                             f"{name} {message}\n"
+            os.write(self.log_fd, line.encode(errors="replace"))
 
 
 def _json_record(level_name: str, message: str, created: float) -> str:
-    import json
     import time
 
-    return json.dumps({"level": level_name.lower(), "msg": message,
-                       "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))}) + "\n"
+    from styrolite import jsonio
+
+    return jsonio.dumps({"level": level_name.lower(), "msg": message,
+                         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))}) + "\n"
 
 
 def _setup_logging(args: argparse.Namespace | Arguments) -> None:
