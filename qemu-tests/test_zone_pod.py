@@ -171,9 +171,11 @@ class Attached:
 
 def test_a_container_from_a_cri_config(pod: Pod) -> None:
     oci, volumes = cri_request("containerd-1.6-cri-app.json", "app", [
-        "sh", "-c", "echo first-line; id; cat /etc/config/greeting; cat /etc/hosts; "
+        "sh", "-c", "echo first-line; id; cat /etc/config/greeting; cat /etc/hosts; hostname; "
+        "cat /proc/sys/kernel/shmmax /proc/sys/net/ipv4/tcp_keepalive_time; "
         "echo $GREETING; read line; echo got:$line; echo err-line >&2; "
         "echo bye > /dev/termination-log; exit 3"])
+    oci["linux"]["sysctl"] = {"kernel.shmmax": "123456789", "net.ipv4.tcp_keepalive_time": "600"}
     created_at = time.monotonic()
     summary = pod.link.create({"name": "app", "image": "rootfs0", "stdin": True}, oci=oci, volumes=volumes,
                               attach=True)
@@ -196,6 +198,7 @@ def test_a_container_from_a_cri_config(pod: Pod) -> None:
     assert b"uid=1000 gid=3000 groups=2000,3000" in out, out
     assert b"hello from a configMap" in out and b"10.1.0.5 web-0" in out and b"\nhello\n" in out
     assert b"got:hello-stdin" in out
+    assert b"\nweb-0\n123456789\n600\n" in out   # the pod's host name and sysctls
     assert bytes(attached.data["stderr"]) == b"err-line\n"
     assert pod.link.read_file("app", "/dev/termination-log") == b"bye\n"
     logs = pod.link.logs("app")
@@ -248,9 +251,9 @@ def test_pause_resume_update_stats(pod: Pod) -> None:
 
 
 def test_oom_kill_is_reported(pod: Pod) -> None:
+    memory = {"memory": {"limit": 24 << 20, "swap": 24 << 20}}
     oci, volumes = cri_request("containerd-1.6-cri-app.json", "hog",
-                               ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
-                               resources={"memory": {"limit": 24 << 20, "swap": 24 << 20}})
+                               ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"], resources=memory)
     pod.link.create({"name": "hog", "image": "rootfs0"}, oci=oci, volumes=volumes, start=True)
     oom = pod.link.wait_event("container.oom", timeout=60, id="hog")
     assert oom.payload["oom_kills"] >= 1
@@ -258,6 +261,17 @@ def test_oom_kill_is_reported(pod: Pod) -> None:
     assert exited.payload["exit_code"] == 137 and exited.payload.get("signal") == "SIGKILL"
     assert oom.seq < exited.seq
     pod.link.delete("hog")
+    # a child killed while the container lives on: only the memory.events watch can tell
+    oci, volumes = cri_request("containerd-1.6-cri-app.json", "parent", [
+        "sh", "-c", "dd if=/dev/zero of=/dev/null bs=64M count=1; echo survived; sleep 100"], resources=memory)
+    pod.link.create({"name": "parent", "image": "rootfs0"}, oci=oci, volumes=volumes, attach=True, start=True)
+    attached = Attached(pod.link.attach("parent"))
+    assert pod.link.wait_event("container.oom", timeout=60, id="parent").payload["oom_kills"] == 1
+    attached.wait_for(b"survived")
+    assert pod.link.containers()[0]["status"] == "running"
+    pod.link.signal("parent", "SIGKILL")
+    assert attached.finish()["exit_code"] == 137
+    pod.link.delete("parent")
 
 
 def test_two_containers_share_localhost_and_an_emptydir(pod: Pod) -> None:

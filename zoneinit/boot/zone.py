@@ -192,28 +192,11 @@ class Zone:
         return hostname or self.plan.name
 
     def _check_plan(self, plan: ContainerPlan) -> None:
-        """A pod container (an OCI config or volumes from the host) is refused before anything of it exists if
-        its image is not a root disk or the runtime would refuse its config.json."""
-        if plan.oci is None and not plan.volumes:
-            return
-        from zoneinit.containers.bundle import check_config, container_config
+        from zoneinit.containers.bundle import check_plan
 
-        disks = self.disk_store()
-        role = disks.role_of(plan.image) if plan.image else None
-        if role != "root":
-            raise ValueError(f"container.create: {plan.image!r} is not an attached root disk "
-                             f"(have: {', '.join(n for n in disks.disks if disks.role_of(n) == 'root') or 'none'})")
-        shift = disks.owner_shift_of(plan.image)
-        pod = self.pod_state()
-        if plan.oci is not None:
-            pod.check_shift(shift)
-        config, merged = container_config(plan, hostname=self._hostname(), name_files=self.name_files,
-                                          netns=self.workload_netns, owner_shift=shift, pod=pod)
-        check_config(config)
-        if merged is not None:
-            from zoneinit.containers.ocimerge import check_pod_sysctls
-
-            check_pod_sysctls(merged.pod_sysctls)
+        if plan.oci is not None or plan.volumes:
+            check_plan(plan, self.disk_store(), self.pod_state(), hostname=self._hostname(),
+                       name_files=self.name_files, netns=self.workload_netns)
 
     def _prepare_bundle(self, plan: ContainerPlan) -> str:
         from zoneinit.containers.bundle import prepare_bundle

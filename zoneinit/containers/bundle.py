@@ -134,6 +134,27 @@ def check_config(config: dict[str, Any]) -> None:
     parse_config(config)
 
 
+def check_plan(plan: ContainerPlan, disks: DiskStore, pod: Pod, *, hostname: str | None = None,
+               name_files: dict[str, str] | None = None, netns: str | None = None) -> None:
+    """A pod container (an OCI config or volumes from the host) is refused before anything of it exists if its
+    image is not a root disk, its owner shift is not the pod's, or the runtime would refuse its config.json."""
+    role = disks.role_of(plan.image) if plan.image else None
+    if role != "root":
+        roots = [name for name in disks.disks if disks.role_of(name) == "root"]
+        raise ValueError(f"container.create: {plan.image!r} is not an attached root disk "
+                         f"(have: {', '.join(roots) or 'none'})")
+    shift = disks.owner_shift_of(plan.image)
+    if plan.oci is not None:
+        pod.check_shift(shift)
+    config, merged = container_config(plan, hostname=hostname, name_files=name_files, netns=netns,
+                                      owner_shift=shift, pod=pod)
+    check_config(config)
+    if merged is not None:
+        from zoneinit.containers.ocimerge import check_pod_sysctls
+
+        check_pod_sysctls(merged.pod_sysctls)
+
+
 def prepare_bundle(plan: ContainerPlan, disks: DiskStore, mounts: MountTable, *, bundles: str = "/run/zone/bundles",
                    scratch: str = "/run/zone/scratch", hostname: str | None = None,
                    name_files: dict[str, str] | None = None, netns: str | None = None, pod: Pod | None = None,

@@ -90,18 +90,29 @@ def make_pod_namespaces(paths: PodPaths, shift: int, hostname: str | None, sys: 
         os.waitpid(pid, 0)
 
 
-def write_sysctls(kind: str, pin: str, values: dict[str, str], sys: Syscalls = LINUX) -> None:
-    """Set ``values`` inside the namespace pinned at ``pin`` (run in a forked helper: setns moves the caller)."""
-    fd = os.open(pin, os.O_RDONLY | os.O_CLOEXEC)
+def write_sysctls(kind: str, pin: str, values: dict[str, str], user: str | None = None,
+                  sys: Syscalls = LINUX) -> None:
+    """Set ``values`` inside the namespace pinned at ``pin`` (run in a forked helper: setns moves the caller).
+    ``user``: the namespace belongs to that user namespace; its files are its root's, so write as that root."""
+    target = os.open(pin, os.O_RDONLY | os.O_CLOEXEC)   # both opened first: the pins are not the pod root's
+    owner = os.open(user, os.O_RDONLY | os.O_CLOEXEC) if user is not None else None
     try:
-        sys.setns(fd, NAMESPACE_FLAGS[kind])
+        if owner is not None:
+            sys.setns(owner, k.CLONE_NEWUSER)
+            sys.setresgid(0)
+            sys.setresuid(0)
+        sys.setns(target, NAMESPACE_FLAGS[kind])
     finally:
-        os.close(fd)
+        for fd in (target, owner):
+            if fd is not None:
+                os.close(fd)
     for key, value in values.items():
-        path = "/proc/sys/" + key.replace(".", "/")
-        try:
-            with open(path, "w", encoding="ascii") as f:
-                f.write(value)
+        try:   # os-level bytes: as the pod's root nothing more of Python may be importable
+            fd = os.open("/proc/sys/" + key.replace(".", "/"), os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, value.encode())
+            finally:
+                os.close(fd)
         except OSError as e:
             raise ZoneInitError(f"sysctl {key}={value} in the pod's {kind} namespace") from e
 
@@ -146,7 +157,8 @@ class Pod:
             pin = getattr(self.paths, kind)
             if pin is None:
                 raise ZoneInitError(f"sysctls {', '.join(values)}: the zone has no pod network namespace")
-            in_child(write_sysctls, kind, pin, values, self.sys)
+            owner = self.paths.user if self.shift and kind != "network" else None   # the pod's own namespaces
+            in_child(write_sysctls, kind, pin, values, owner, self.sys)
 
     # --- volumes ------------------------------------------------------------------------------------------
     def volume_source(self, container_id: str, index: int, volume: Volume) -> str:
