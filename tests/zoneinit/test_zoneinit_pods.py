@@ -110,6 +110,7 @@ def test_a_terminal_gets_its_size_and_stdin(zone):
     zone.call("container.start", {"id": "tty"})
     zone.send(m.Message(m.DATA, sid, payload=b"hi\n", channel="stdin"))
     out, result = zone.stream_until_close(sid)
+    assert result["exit_code"] == 0
     assert b"30 100" in out["stdout"] and b"got:hi" in out["stdout"] and set(out) == {"stdout"}
     with pytest.raises(RemoteError) as error:
         zone.call("container.resize", {"id": "tty", "rows": 0, "cols": 1})

@@ -204,5 +204,5 @@ def test_a_pod_sysctl_the_kernel_lacks_is_refused(tmp_path):
     (tmp_path / "net" / "ipv4").mkdir(parents=True)
     (tmp_path / "net" / "ipv4" / "ip_forward").write_text("0\n")
     check_pod_sysctls({"network": {"net.ipv4.ip_forward": "1"}}, str(tmp_path))
-    with pytest.raises(ValueError, match="'net.ipv4.no_such' does not exist in the zone kernel"):
+    with pytest.raises(ValueError, match=r"'net\.ipv4\.no_such' does not exist in the zone kernel"):
         check_pod_sysctls({"network": {"net.ipv4.no_such": "1"}}, str(tmp_path))
