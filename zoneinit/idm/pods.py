@@ -137,8 +137,6 @@ class PodHandlers:
         if users:
             raise ValueError(f"disk.detach: disk {name!r} is the root of container(s) {', '.join(users)}: "
                              "delete them first")
-        if disks.busy(name):
-            raise ValueError(f"disk.detach: disk {name!r} is being verified for a container.create")
         disks.remove(name)
         return {"name": name, "detached": True}
 

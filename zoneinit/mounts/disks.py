@@ -109,6 +109,8 @@ class DiskStore:
         from zoneinit.mounts.verify import verify_sha256
 
         def finished(digest: object, error: BaseException | None) -> None:
+            if self.disks.get(name) is not disk:
+                return   # detached (and maybe attached again) meanwhile: remove() answered its waiters
             if error is None:
                 self.verified[name] = str(digest)
             else:
@@ -120,10 +122,6 @@ class DiskStore:
                 callback(error)
 
         start_in_child(loop, finished, verify_sha256, disk.device, disk.sha256, disk.size)
-
-    def busy(self, name: str) -> bool:
-        """A hash of it is running (a container.create waits for it)."""
-        return name in self._verifying
 
     def remove(self, name: str) -> None:
         """Unmount disk ``name`` (its containers must be gone) and forget it; the host may then unplug it."""
@@ -140,3 +138,5 @@ class DiskStore:
         for table in (self.mounted, self.verified, self.failed):
             table.pop(name, None)
         del self.disks[name]
+        for callback in self._verifying.pop(name, []):   # a create waiting for its hash fails, named
+            callback(ZoneInitError(f"disk {name} was detached before it was verified"))
