@@ -84,3 +84,33 @@ def test_kernel_cmdline_names_the_devices_pid1_reads(tmp_path):
     xen = parse_cmdline(kernel_cmdline(definition, console="hvc0", disk_prefix="xvd", idm=None))
     assert xen.addons == "/dev/xvda" and xen.config == "/dev/xvdb" and xen.idm is None
     assert xen.other["console"] == "hvc0"
+
+
+class TapNic:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def qemu_args(self, netdev_id: str = "pod0", fd_number: int | None = None) -> list[str]:
+        return ["-netdev", f"tap,id={netdev_id},fd={self.fd},vhost=off",
+                "-device", f"virtio-net-pci,netdev={netdev_id},mac=02:00:00:00:00:01"]
+
+
+def test_pod_nics_come_after_the_boot_devices(tmp_path):
+    definition, zone, boot = setup(tmp_path)
+    argv = qemu_command(definition, zone, boot, nics=[TapNic(7), TapNic(9)])
+    devices = option_values(argv, "-device")
+    rng = devices.index("virtio-rng-pci")
+    assert devices[rng + 1:rng + 3] == ["virtio-net-pci,netdev=pod0,mac=02:00:00:00:00:01",
+                                        "virtio-net-pci,netdev=pod1,mac=02:00:00:00:00:01"]
+    assert option_values(argv, "-netdev") == ["tap,id=pod0,fd=7,vhost=off", "tap,id=pod1,fd=9,vhost=off"]
+
+
+def test_xen_takes_no_tap_nics(tmp_path):
+    import pytest
+
+    from host.backends.xen import XenBackend
+    from host.errors import BackendError
+
+    definition, zone, boot = setup(tmp_path)
+    with pytest.raises(BackendError, match="vif"):
+        XenBackend(zone).boot(definition, boot, nics=[TapNic(7)])

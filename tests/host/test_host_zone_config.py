@@ -79,3 +79,27 @@ def test_last_console_line_prefers_what_userspace_said(tmp_path):
     assert last_console_line(zone) == "init: cannot mount /proc"
     zone.console_log.write_text("[    2.0] Kernel panic - not syncing: no init\n[    2.1] Kernel Offset: 0x1\n")
     assert last_console_line(zone) == "[    2.0] Kernel panic - not syncing: no init"
+
+
+def test_a_pods_own_config_gets_the_addons_disk_and_the_zones_parser(tmp_path):
+    """The shim writes the pod's document (name, hostname, network, no containers, poweroff_on_exit off);
+    the host adds the kernel's addons disk, pinned, and validates it as PID 1 will."""
+    import pytest
+
+    from host.errors import HostError
+    from host.launch import given_config
+
+    kernel, _root = fake_inputs(tmp_path)
+    document = {"version": 1, "name": "pod-1", "hostname": "web-0", "options": {"poweroff_on_exit": False},
+                "network": {"interface": "eth0", "mtu": 1450, "ipv4": {"address": "10.1.0.5", "prefix": 24,
+                                                                        "gateway": "10.1.0.1"}, "dns": ["10.96.0.10"]},
+                "disks": [{"name": "addons", "role": "addons", "device": "/dev/vdz", "sha256": "sha256:" + "1" * 64,
+                           "size": 1}]}   # the caller's idea of the addons disk is replaced by the real one
+    config = given_config(document, kernel, "xvd")
+    assert [(d.name, d.device, d.size) for d in config.disks] == [("addons", "/dev/xvda", 600)]
+    assert config.containers == [] and not config.options.poweroff_on_exit and config.network.mtu == 1450
+    from styrolite.errors import describe
+
+    with pytest.raises(HostError) as error:
+        given_config({**document, "hostname": "not a host name"}, kernel)
+    assert "$.hostname: 'not a host name' is not a valid host name" in describe(error.value)

@@ -5,59 +5,19 @@ from __future__ import annotations
 
 import os
 import termios
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from zone_fakes import LoopThread
 
 from idm.client import IdmClient
 from idm.server import IdmServer
 from idm.transport import socket_pair
-from zoneinit.console import ConsoleLog
 from zoneinit.idm.errors import translated
 from zoneinit.idm.execs import ExecProcess, ExecRequest, ExecService
-from zoneinit.supervisor.loop import Supervisor
 
 
-class LoopThread:
-    """Runs ``server`` on a thread the way PID 1 runs it on its loop; ``on_loop`` runs code there."""
-
-    def __init__(self, server: IdmServer) -> None:
-        self.server = server
-        self.supervisor = Supervisor(ConsoleLog())
-        self.supervisor.add_reader(server.fileno(), lambda _fd: server.service())
-        self.supervisor.timed_services.append((server.timeout, server.service))
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self.supervisor.run, kwargs={"until": self._stop.is_set,
-                                                                           "timeout": 0.05}, daemon=True)
-
-    def start(self) -> LoopThread:
-        self.thread.start()
-        return self
-
-    def on_loop(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
-        done = threading.Event()
-        box: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                box["value"] = fn()
-            except BaseException as e:
-                box["error"] = e
-            done.set()
-
-        self.server.call_soon_threadsafe(run)
-        assert done.wait(timeout), "loop did not run the call"
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.thread.join(10)
-        self.server.close()
-        self.supervisor.selector.close()
 @pytest.fixture(scope="session")
 def loop_thread() -> type[LoopThread]:
     """The LoopThread class, for fixtures with a wider scope than ``loop``."""
