@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if options.debug else logging.INFO,
                         format="time=%(asctime)s level=%(levelname)s msg=%(message)s runtime=io.containerd.zone.v2",
                         handlers=[_NonBlockingHandler(2)])
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)   # its debug output is every netlink message
     try:
         args = _args(options)
         if action == "start":

@@ -75,6 +75,7 @@ class SandboxSpec:
     bundle: str
     spec: dict[str, Any]
     namespace: str
+    config_path: str = ""  # the runtime handler's options.ConfigPath (runtimeoptions.v1.Options), if any
 
 
 @dataclass(frozen=True)
