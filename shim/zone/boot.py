@@ -1,0 +1,327 @@
+"""Boot a pod's zone, and take it down again.
+
+At the sandbox's Create the shim boots one zone for the pod (``PodZone.boot``):
+
+1. the zone's state directory ``<state_dir>/pod-<12 hex of the sandbox id>/`` (``host.state.ZoneDir``:
+   ``zone.json``, ``idm.sock``, ``qmp.sock``, ``console.log``, ``qemu.log``, the config disk);
+2. the pod network: ``host.pod.network.connect_zone_nic`` in the pod netns containerd + CNI made -- a tap
+   beside the CNI veth, tc ``mirred`` both ways -- and the pod's DNS from the ``resolv.conf`` CRI wrote;
+3. boot inputs as ``zonehost`` prepares them (``host.images``: the kernel OCI image unpacked and verified,
+   our initrd + the kernel's boot modules), and a config disk with the pod's name and hostname, its
+   network, the ``addons`` disk, **no containers** and ``poweroff_on_exit: false`` (the zone lives as long as
+   the pod, whatever its containers do);
+4. QEMU, as ``host.backends.qemu`` builds its command line, plus the pod NIC (``-netdev tap,fd=N`` with the
+   veth's MAC and MTU); its pid is the one containerd sees for every task of the pod;
+5. one ``host.link.ZoneLink`` for the zone's life, opened once QEMU's IDM socket exists; the boot ends at
+   PID 1's ``zone.ready``. A zone that stops first, or does not get there within ``boot_timeout``, fails
+   the sandbox's Create with the last line of its console (why it did not boot).
+
+``stop`` asks PID 1 for ``zone.shutdown`` and kills QEMU after the grace period; the tap goes with QEMU's fd
+(it is not persistent), the veth's ingress qdisc (and its filter) is removed, the state directory too.
+
+Xen PV is not offered here: a shim would have to run in dom0 next to containerd (``xl`` and the vchan are
+dom0's), which this machine's test setup (Xen inside QEMU) does not give containerd.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from host import images
+from host.backends.accel import choose_accel
+from host.backends.qemu import QEMU_BINARY, qemu_binary, qemu_command
+from host.bootplan import BootFiles, block_device
+from host.errors import HostError
+from host.lifecycle import last_console_line, wait_ready
+from host.link import ZoneInfo, ZoneLink
+from host.state import ZoneDir, pid_alive
+from host.zonebuild_import import ensure_zonebuild
+from host.zonedef import ZoneDef
+from idm.errors import IdmError
+from shim.ttrpc.status import Unavailable
+from shim.zone.config import ShimConfig
+from shim.zone.sandbox import PodSandbox
+
+log = logging.getLogger("shim.zone")
+
+POINTER = "zone-state.json"   # in each task's bundle: where the pod's zone lives (for `delete` after a crash)
+
+
+class ZoneBootError(Unavailable):
+    """The pod's zone did not come up; the message carries the console's reason."""
+
+
+@dataclass(frozen=True)
+class ZoneRecord:
+    """What a later process needs to clean up a zone whose shim died (``POINTER`` in the bundles)."""
+
+    state: str            # the zone's state directory
+    netns: str | None     # the pod netns the zone's NIC is joined to
+    pid: int = 0          # QEMU's
+
+    def write(self, bundle: str) -> None:
+        path = os.path.join(bundle, POINTER)
+        temp = path + ".tmp"
+        with open(temp, "w") as f:
+            json.dump({"state": self.state, "netns": self.netns, "pid": self.pid}, f)
+        os.replace(temp, path)
+
+    @classmethod
+    def read(cls, bundle: str) -> ZoneRecord | None:
+        try:
+            with open(os.path.join(bundle, POINTER)) as f:
+                document = json.load(f)
+            return cls(str(document["state"]), document.get("netns"), int(document.get("pid") or 0))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
+def _kernel_and_initrd(config: ShimConfig) -> tuple[str, str]:
+    kernel = config.kernel or str(images.default_kernel_image())
+    initrd = config.initrd or str(images.default_initrd())
+    return kernel, initrd
+
+
+def zone_document(pod: PodSandbox, addons: Path, network: dict[str, Any] | None, grace: float) -> dict[str, Any]:
+    """The pod zone's config: its identity, network and the addons disk; no containers; it outlives them."""
+    ensure_zonebuild()
+    from zonebuild.configdisk import disk_entry
+
+    document: dict[str, Any] = {
+        "version": 1,
+        "name": pod.zone_name,
+        "hostname": pod.hostname,
+        "disks": [disk_entry("addons", "addons", block_device(0), addons)],
+        "containers": [],
+        "options": {"poweroff_on_exit": False, "shutdown_grace": grace},
+    }
+    if network is not None:
+        document["network"] = network
+    return document
+
+
+class PodZone:
+    """One running pod zone: its QEMU, its IDM link, its pod NIC."""
+
+    def __init__(self, zone: ZoneDir, process: subprocess.Popen[bytes], netns: str | None, link: ZoneLink,
+                 ready: ZoneInfo) -> None:
+        self.zone = zone
+        self.process = process
+        self.netns = netns
+        self.link = link
+        self.ready = ready
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def record(self) -> ZoneRecord:
+        return ZoneRecord(str(self.zone.path), self.netns, self.pid)
+
+    # --- boot --------------------------------------------------------------------------------------------
+    @classmethod
+    def boot(cls, config: ShimConfig, pod: PodSandbox) -> PodZone:
+        from host.pod.network import PodDns, connect_zone_nic, disconnect_zone_nic
+        from zonebuild.configdisk import build_config, write_config_disk
+
+        started = time.monotonic()
+        kernel_layout, initrd_file = _kernel_and_initrd(config)
+        definition = ZoneDef(name=pod.zone_name, kernel_image=kernel_layout, initrd=initrd_file,
+                             memory_mib=config.memory_mib, vcpus=config.vcpus, backend="qemu",
+                             cmdline_extra=list(config.kernel_args))
+        zone = ZoneDir(Path(config.state_dir), pod.zone_name)
+        if zone.path.exists():
+            if zone.is_running():
+                raise ZoneBootError(f"pod {pod.id}: zone {pod.zone_name} already runs (QEMU pid {zone.pid()})")
+            zone.remove()   # left by a shim that died; its QEMU is gone
+        zone.create(definition)
+        nic = None
+        process: subprocess.Popen[bytes] | None = None
+        link: ZoneLink | None = None
+        try:
+            kernel = images.prepare_kernel(kernel_layout)
+            initrd = images.boot_initrd(Path(initrd_file), kernel)
+            if pod.netns is not None:
+                dns = PodDns.from_file(pod.resolv_conf) if pod.resolv_conf else None
+                nic = connect_zone_nic(pod.netns, dns=dns)
+            network = nic.network.zone_config() if nic is not None else None
+            document = zone_document(pod, kernel.addons, network, config.stop_timeout)
+            config_disk = write_config_disk(build_config(document), zone.disks / "config.img",
+                                            readable=zone.disks / "config.json")
+            boot = BootFiles(kernel=kernel.image, initrd=initrd, addons=kernel.addons, config_disk=config_disk)
+            binary = qemu_binary()
+            if binary is None:
+                raise ZoneBootError(f"{QEMU_BINARY} not found (install the Debian package qemu-system-x86)")
+            accel = config.accel or choose_accel()
+            argv = qemu_command(definition, zone, boot, accel=accel, binary=binary)
+            if nic is not None:
+                argv += nic.qemu_args()
+            prepared = time.monotonic()
+            with open(zone.path / "qemu.log", "wb") as qemu_log:
+                process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=qemu_log,
+                                           pass_fds=(nic.fd,) if nic is not None and nic.fd is not None else (),
+                                           start_new_session=True)
+            if nic is not None:
+                nic.close()   # QEMU holds the tap now; it goes when QEMU does
+            zone.save_runtime(backend="qemu", pid=process.pid, accel=accel, argv=argv, netns=pod.netns)
+            link = cls._connect(zone, process, started + config.boot_timeout)
+            ready = cls._ready(zone, process, link, started + config.boot_timeout)
+            log.info("zone %s ready: inputs %.2f s, QEMU to ready %.2f s (pid %d)", pod.zone_name,
+                     prepared - started, time.monotonic() - prepared, process.pid)
+            zone.update_runtime(timings={"prepare": prepared - started, "boot": time.monotonic() - prepared})
+            return cls(zone, process, pod.netns, link, ready)
+        except BaseException:
+            if link is not None:
+                with contextlib.suppress(Exception):
+                    link.close()
+            if process is not None:
+                _kill(process)
+            if pod.netns is not None:
+                with contextlib.suppress(Exception):
+                    disconnect_zone_nic(pod.netns, nic=nic)
+            elif nic is not None:
+                nic.close()
+            _keep_console(zone, config)
+            zone.remove()
+            raise
+
+    @staticmethod
+    def _connect(zone: ZoneDir, process: subprocess.Popen[bytes], deadline: float) -> ZoneLink:
+        while not zone.idm_socket.exists():
+            if process.poll() is not None:
+                raise ZoneBootError(f"zone {zone.name}: QEMU exited with {process.returncode} at start: "
+                                    f"{_last_line(zone.path / 'qemu.log')}")
+            if time.monotonic() > deadline:
+                raise ZoneBootError(f"zone {zone.name}: QEMU did not open {zone.idm_socket}")
+            time.sleep(0.02)
+        try:
+            return ZoneLink.open(zone, timeout=max(deadline - time.monotonic(), 1.0))
+        except (HostError, IdmError) as e:
+            raise ZoneBootError(_not_up(zone, process, str(e))) from e
+
+    @staticmethod
+    def _ready(zone: ZoneDir, process: subprocess.Popen[bytes], link: ZoneLink, deadline: float) -> ZoneInfo:
+        if link.hello.get("ready"):
+            return link.hello
+        try:
+            return wait_ready(link, zone, max(deadline - time.monotonic(), 1.0))
+        except (HostError, IdmError) as e:
+            raise ZoneBootError(_not_up(zone, process, str(e))) from e
+
+    # --- life --------------------------------------------------------------------------------------------
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        try:
+            self.process.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def console_reason(self) -> str:
+        return last_console_line(self.zone)
+
+    def stop(self, timeout: float) -> str:
+        """zone.shutdown, QEMU killed after ``timeout``; then the NIC's tc filters and the state go.
+        Returns how the zone ended."""
+        from host.pod.network import disconnect_zone_nic
+
+        how = "already stopped"
+        if self.alive():
+            how = "clean shutdown"
+            try:
+                if timeout > 0:
+                    self.link.shutdown("the pod is stopping", timeout=min(timeout, 5.0))
+            except (HostError, IdmError) as e:
+                log.warning("zone %s did not accept zone.shutdown (%s); killing it", self.zone.name, e)
+                timeout = 0.0
+            if not self.wait(timeout):
+                how = f"killed after {timeout:.0f} s"
+                _kill(self.process)
+        with contextlib.suppress(Exception):
+            self.link.close()
+        if self.netns is not None:
+            try:
+                disconnect_zone_nic(self.netns)
+            except HostError as e:
+                log.warning("zone %s: %s", self.zone.name, e)
+        self.zone.remove()
+        return how
+
+
+def _not_up(zone: ZoneDir, process: subprocess.Popen[bytes], detail: str) -> str:
+    if process.poll() is not None or _wait_exit(process, 2.0):
+        return (f"zone {zone.name} stopped during boot (QEMU exit {process.returncode}); console: "
+                f"{last_console_line(zone)}")
+    return f"zone {zone.name} did not become ready ({detail}); console: {last_console_line(zone)}"
+
+
+def _wait_exit(process: subprocess.Popen[bytes], timeout: float) -> bool:
+    try:
+        process.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(10)
+
+
+def _keep_console(zone: ZoneDir, config: ShimConfig) -> None:
+    """A zone that failed to boot: its console log stays beside the state directory, for the operator."""
+    with contextlib.suppress(OSError):
+        if zone.console_log.exists():
+            os.replace(zone.console_log, Path(config.state_dir) / f"{zone.name}.failed-console.log")
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no output"
+    return lines[-1] if lines else "no output"
+
+
+def cleanup_zone(record: ZoneRecord) -> None:
+    """After the shim died: kill its QEMU (if it is still the zone's), drop the NIC's tc filters, remove the
+    state directory. Idempotent."""
+    from host.pod.network import disconnect_zone_nic
+
+    state = Path(record.state)
+    zone = ZoneDir(state.parent, state.name)
+    pid = zone.pid() or record.pid
+    if pid and pid_alive(pid) and _is_qemu_of(pid, zone):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if record.netns is not None:
+        with contextlib.suppress(HostError):
+            disconnect_zone_nic(record.netns)
+    zone.remove()
+
+
+def _is_qemu_of(pid: int, zone: ZoneDir) -> bool:
+    """Whether ``pid`` is still this zone's QEMU (a reused pid must never be killed)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return str(zone.idm_socket).encode() in argv
