@@ -191,7 +191,7 @@ class PodZone:
                     disconnect_zone_nic(pod.netns, nic=nic)
             elif nic is not None:
                 nic.close()
-            _keep_console(zone, config)
+            _log_console(zone)
             zone.remove()
             raise
 
@@ -211,12 +211,18 @@ class PodZone:
 
     @staticmethod
     def _ready(zone: ZoneDir, process: subprocess.Popen[bytes], link: ZoneLink, deadline: float) -> ZoneInfo:
-        if link.hello.get("ready"):
-            return link.hello
-        try:
-            return wait_ready(link, zone, max(deadline - time.monotonic(), 1.0))
-        except (HostError, IdmError) as e:
-            raise ZoneBootError(_not_up(zone, process, str(e))) from e
+        """PID 1's ``zone.ready``. A boot phase that failed (PID 1 goes on and reports it) fails the pod:
+        a zone without its network or disks is not the pod that was asked for."""
+        ready = link.hello
+        if not ready.get("ready"):
+            try:
+                ready = wait_ready(link, zone, max(deadline - time.monotonic(), 1.0))
+            except (HostError, IdmError) as e:
+                raise ZoneBootError(_not_up(zone, process, str(e))) from e
+        errors = [f"{e.get('phase')}: {e.get('error')}" for e in ready.get("errors") or [] if isinstance(e, dict)]
+        if errors:
+            raise ZoneBootError(f"zone {zone.name} booted with errors: {'; '.join(errors)}")
+        return ready
 
     # --- life --------------------------------------------------------------------------------------------
     def alive(self) -> bool:
@@ -261,10 +267,12 @@ class PodZone:
 
 
 def _not_up(zone: ZoneDir, process: subprocess.Popen[bytes], detail: str) -> str:
+    console = last_console_line(zone)
+    if console == "no console output":
+        console += f" (QEMU: {_last_line(zone.path / 'qemu.log')})"
     if process.poll() is not None or _wait_exit(process, 2.0):
-        return (f"zone {zone.name} stopped during boot (QEMU exit {process.returncode}); console: "
-                f"{last_console_line(zone)}")
-    return f"zone {zone.name} did not become ready ({detail}); console: {last_console_line(zone)}"
+        return f"zone {zone.name} stopped during boot (QEMU exit {process.returncode}); console: {console}"
+    return f"zone {zone.name} did not become ready ({detail}); console: {console}"
 
 
 def _wait_exit(process: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -283,11 +291,13 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
         process.wait(10)
 
 
-def _keep_console(zone: ZoneDir, config: ShimConfig) -> None:
-    """A zone that failed to boot: its console log stays beside the state directory, for the operator."""
-    with contextlib.suppress(OSError):
-        if zone.console_log.exists():
-            os.replace(zone.console_log, Path(config.state_dir) / f"{zone.name}.failed-console.log")
+def _log_console(zone: ZoneDir, lines: int = 30) -> None:
+    """A zone that failed to boot: the end of its console and of QEMU's output go to the shim's log (which
+    containerd keeps), as its state directory is removed."""
+    for name, path in (("console", zone.console_log), ("qemu", zone.path / "qemu.log")):
+        with contextlib.suppress(OSError):
+            for line in path.read_text(errors="replace").splitlines()[-lines:]:
+                log.warning("zone %s %s: %s", zone.name, name, line)
 
 
 def _last_line(path: Path) -> str:

@@ -18,23 +18,25 @@ def _int(value: Any) -> int | None:
 
 
 def container_stats(stats: dict[str, Any]) -> ContainerStats:
+    """``container.stats``: Styrolite's cgroup stats, ``memory`` extended by the zone with memory.stat's
+    figures (``inactive_file``, ``anon``, ``file``, ...) CRI needs for the working set."""
     memory = stats.get("memory") or {}
     cpu = stats.get("cpu") or {}
     pids = stats.get("pids") or {}
     io = stats.get("io") or {}
-    memory_stat = memory.get("stat") if isinstance(memory.get("stat"), dict) else {}
-    inactive = _int(memory["inactive_file"] if "inactive_file" in memory else memory_stat.get("inactive_file"))
+
+    def mem(key: str) -> int | None:
+        return _int(memory.get(key))
+
     return ContainerStats(
         cgroup_version=2,
         cpu_usage_usec=_int(cpu.get("usage_usec")), cpu_user_usec=_int(cpu.get("user_usec")),
         cpu_system_usec=_int(cpu.get("system_usec")), cpu_nr_periods=_int(cpu.get("nr_periods")),
         cpu_nr_throttled=_int(cpu.get("nr_throttled")), cpu_throttled_usec=_int(cpu.get("throttled_usec")),
-        memory_usage=_int(memory.get("usage")), memory_limit=_int(memory.get("limit")),
-        memory_max_usage=_int(memory.get("max_usage")), memory_oom_kills=_int(memory.get("oom_kills")),
-        memory_inactive_file=inactive,
-        memory_anon=_int(memory.get("anon")) if "anon" in memory else _int(memory_stat.get("anon")),
-        memory_file=_int(memory_stat.get("file")), memory_active_file=_int(memory_stat.get("active_file")),
-        memory_pgfault=_int(memory_stat.get("pgfault")), memory_pgmajfault=_int(memory_stat.get("pgmajfault")),
+        memory_usage=mem("usage"), memory_limit=mem("limit"), memory_max_usage=mem("max_usage"),
+        memory_oom_kills=mem("oom_kills"), memory_inactive_file=mem("inactive_file"), memory_anon=mem("anon"),
+        memory_file=mem("file"), memory_active_file=mem("active_file"), memory_pgfault=mem("pgfault"),
+        memory_pgmajfault=mem("pgmajfault"),
         pids_current=_int(pids.get("current")), pids_limit=_int(pids.get("limit")),
         io_read_bytes=_int(io.get("read_bytes")), io_write_bytes=_int(io.get("write_bytes")),
         io_read_ops=_int(io.get("read_ops")), io_write_ops=_int(io.get("write_ops")))

@@ -1,26 +1,30 @@
 """A container's OCI mounts, classified: what the zone makes itself, what the shim copies in, what it refuses.
 
 A zone shares no directory with the host live (its cloud kernel has no 9p, Debian 12 has no virtiofsd, and
-Xen PV must work too), so every ``mounts[]`` entry of the container's OCI config is one of:
+Xen PV must work too), so every ``mounts[]`` entry of the container's OCI config becomes one of
+(``container.create``'s ``oci.mounts`` and ``volumes``, docs/pods-contract.md):
 
-* a kernel file system (proc, sysfs, tmpfs, devpts, mqueue, cgroup): ``mounts``, the zone mounts it itself;
-* CRI's sandbox files (``hosts``, ``hostname``, ``resolv.conf``): ``files``, their content, one copy per pod;
-* CRI's sandbox ``shm``: ``volumes``, a pod-wide tmpfs (``dev-shm``), as a pod's shared IPC namespace has;
-* a kubelet ``emptyDir``: ``volumes``, one zone directory per pod volume (tmpfs for ``medium: Memory``),
-  shared by the pod's containers;
-* a kubelet ``configMap``, ``secret``, ``projected`` or ``downwardAPI`` volume: ``files``, read-only;
-* kubelet's termination-log file: ``volumes`` ``file-out``, a writable zone file copied back after the exit
-  (kubelet reads it on the host);
-* any other host path that is read-only and small: ``files``, a copy made at create time;
+* a kernel file system (proc, sysfs, tmpfs, devpts, mqueue, cgroup): kept in ``oci.mounts``, the zone
+  mounts it itself;
+* CRI's sandbox files (``hosts``, ``hostname``, ``resolv.conf``): a ``files`` volume with their content;
+* CRI's sandbox ``shm``: an ``emptydir`` volume ``dev-shm`` on ``memory``, shared by the pod's containers
+  as a pod's IPC namespace shares it;
+* a kubelet ``emptyDir``: an ``emptydir`` volume of the same name, shared by the pod's containers
+  (``memory`` when kubelet made it a tmpfs);
+* a kubelet ``configMap``, ``secret``, ``projected`` or ``downwardAPI`` volume: a read-only ``files`` volume;
+* kubelet's termination-log file: a writable ``files`` volume, copied back to the host path after the exit
+  (``container.read_file``), where kubelet reads it;
+* any other host path that is read-only and small: a ``files`` volume, a copy made at create time;
 * a read-write host path, a device, a subPath, a big directory: **refused** at CreateContainer, naming the
   mount -- never a container silently without its volume.
 
-``files`` of one create are limited to ``FILES_LIMIT`` bytes in all (they travel in one IDM message, whose
-frame is at most 1 MiB).
+File contents of one create are limited to ``FILES_LIMIT`` bytes in all (they travel in one IDM message,
+whose frame is at most 1 MiB).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -42,16 +46,16 @@ TMPFS_MAGIC = 0x01021994
 
 @dataclass
 class Delivery:
-    """How a container's mounts reach the zone (the ``container.create`` fields of the same names)."""
+    """How a container's mounts reach the zone: ``mounts`` (``oci.mounts``) and ``volumes`` of the
+    ``container.create``, and the files to copy back to the host after the exit."""
 
     mounts: list[dict[str, Any]] = field(default_factory=list)
-    files: list[dict[str, Any]] = field(default_factory=list)
     volumes: list[dict[str, Any]] = field(default_factory=list)
     copy_back: list[tuple[str, str]] = field(default_factory=list)   # (path in the container, host path)
 
     @property
     def file_bytes(self) -> int:
-        return sum(len(f["data"]) for f in self.files)
+        return sum(len(f["data"]) for v in self.volumes for f in v.get("files", ()))
 
 
 def _readonly(mount: dict[str, Any]) -> bool:
@@ -75,16 +79,21 @@ def _is_tmpfs(path: str) -> bool:
     return libc.statfs(os.fsencode(path), ctypes.byref(buf)) == 0 and buf.f_type == TMPFS_MAGIC
 
 
-def _file_entry(source: str, destination: str, readonly: bool) -> dict[str, Any]:
+def _file(source: str, relative: str = "") -> dict[str, Any]:
     with open(source, "rb") as f:
         data = f.read(FILES_LIMIT + 1)
-    return {"path": destination, "data": data, "mode": stat.S_IMODE(os.stat(source).st_mode),
-            "readonly": readonly}
+    return {"path": relative, "data": data, "mode": stat.S_IMODE(os.stat(source).st_mode)}
 
 
-def _tree_entries(container_id: str, source: str, destination: str, readonly: bool) -> list[dict[str, Any]]:
+def _file_volume(source: str, destination: str, readonly: bool) -> dict[str, Any]:
+    """One host file as a ``files`` volume holding exactly that file."""
+    return {"kind": "files", "destination": destination, "readonly": readonly, "files": [_file(source)]}
+
+
+def _tree_volume(container_id: str, source: str, destination: str, readonly: bool) -> dict[str, Any]:
     """Every file of a directory as it is seen through it (kubelet's atomic writer shows ``..data`` symlinks:
-    the visible names are followed; hidden ``..`` entries are its bookkeeping and are left out)."""
+    the visible names are followed; hidden ``..`` entries are its bookkeeping and are left out). An empty
+    directory is an empty read-only directory of the container's own."""
     entries: list[dict[str, Any]] = []
     total = 0
     for directory, dirs, files in os.walk(source, followlinks=True):
@@ -96,14 +105,16 @@ def _tree_entries(container_id: str, source: str, destination: str, readonly: bo
             if not os.path.isfile(path):
                 raise _refuse(container_id, destination, f"{path} is not a regular file; a zone gets copies of "
                                                          "files only")
-            relative = os.path.relpath(path, source)
-            entry = _file_entry(path, os.path.join(destination, relative), readonly)
+            entry = _file(path, os.path.relpath(path, source))
             total += len(entry["data"])
             if total > FILES_LIMIT:
                 raise _refuse(container_id, destination, f"{source} holds more than {FILES_LIMIT // 1024} KiB; "
                                                          "a zone gets copies of small read-only directories only")
             entries.append(entry)
-    return entries
+    if not entries:
+        name = "ro-" + hashlib.sha256(f"{container_id}:{destination}".encode()).hexdigest()[:16]
+        return {"kind": "emptydir", "name": name, "destination": destination, "readonly": True}
+    return {"kind": "files", "destination": destination, "readonly": readonly, "files": entries}
 
 
 def classify(container_id: str, spec: dict[str, Any]) -> Delivery:
@@ -124,42 +135,37 @@ def classify(container_id: str, spec: dict[str, Any]) -> Delivery:
             continue
         if (sandbox_file := CRI_SANDBOX_DIR.search(source)) is not None:
             if sandbox_file.group(1) == "shm":
-                delivery.volumes.append({"name": "dev-shm", "kind": "emptydir", "medium": "Memory",
+                delivery.volumes.append({"kind": "emptydir", "name": "dev-shm", "medium": "memory",
                                          "destination": destination, "readonly": readonly})
             else:
-                entry = _file_entry(source, destination, readonly)
-                entry["pod"] = True   # one copy per pod (every container of the pod sees the same file)
-                delivery.files.append(entry)
+                delivery.volumes.append(_file_volume(source, destination, readonly))
         elif KUBELET_SUBPATH.search(source):
             raise _refuse(container_id, destination, f"subPath volume {source}: a zone cannot bind part of a host "
                                                      "volume")
         elif (volume := KUBELET_VOLUME.search(source)) is not None:
             plugin, name = volume.group(2), volume.group(3)
             if plugin == "empty-dir":
-                entry = {"name": name, "kind": "emptydir", "destination": destination, "readonly": readonly}
-                if _is_tmpfs(source):
-                    entry["medium"] = "Memory"
-                delivery.volumes.append(entry)
+                delivery.volumes.append({"kind": "emptydir", "name": name, "medium": "memory" if _is_tmpfs(source)
+                                         else "", "destination": destination, "readonly": readonly})
             elif plugin in CONTENT_PLUGINS:
                 if not readonly:
                     raise _refuse(container_id, destination, f"{plugin} volume {name} mounted read-write")
-                delivery.files += _tree_entries(container_id, source, destination, True)
+                delivery.volumes.append(_tree_volume(container_id, source, destination, True))
             else:
                 raise _refuse(container_id, destination, f"volume plugin {plugin} ({name}): a zone shares no host "
                                                          "directory; use emptyDir, configMap, secret, projected or "
                                                          "downwardAPI volumes")
         elif KUBELET_CONTAINER_FILE.search(source) and os.path.isfile(source):
-            delivery.volumes.append({"name": os.path.basename(destination) or "termination-log", "kind": "file-out",
-                                     "destination": destination})
+            delivery.volumes.append(_file_volume(source, destination, False))   # the termination log
             delivery.copy_back.append((destination, source))
         else:
-            delivery.files += _host_path(container_id, source, destination, readonly)
+            delivery.volumes.append(_host_path(container_id, source, destination, readonly))
         if delivery.file_bytes > FILES_LIMIT:
             raise _refuse(container_id, destination, f"the files copied into the zone exceed {FILES_LIMIT // 1024} KiB")
     return delivery
 
 
-def _host_path(container_id: str, source: str, destination: str, readonly: bool) -> list[dict[str, Any]]:
+def _host_path(container_id: str, source: str, destination: str, readonly: bool) -> dict[str, Any]:
     try:
         st = os.stat(source)
     except OSError as e:
@@ -170,8 +176,8 @@ def _host_path(container_id: str, source: str, destination: str, readonly: bool)
                                                  "has its own kernel and file systems; mount it read-only to get a "
                                                  "copy, or use an emptyDir)")
     if stat.S_ISREG(st.st_mode):
-        return [_file_entry(source, destination, True)]
+        return _file_volume(source, destination, True)
     if stat.S_ISDIR(st.st_mode):
-        return _tree_entries(container_id, source, destination, True)
+        return _tree_volume(container_id, source, destination, True)
     raise _refuse(container_id, destination, f"host path {source} is a device or special file; a zone sees only its "
                                              "own devices")

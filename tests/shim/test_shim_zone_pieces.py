@@ -20,7 +20,7 @@ from shim.zone import config as shim_config
 from shim.zone.sandbox import pod_sandbox, zone_name_of
 from shim.zone.stats import container_stats, zone_stats
 from shim.zone.streams import PendingStream
-from shim.zone.translate import container_request, exec_request, limits
+from shim.zone.translate import container_request, exec_request
 from shim.zone.volumes import FILES_LIMIT, classify
 from shim.zone_backend import ContainerSpec, ExecSpec, SandboxSpec
 
@@ -153,27 +153,35 @@ def test_mounts_are_classified(tmp_path: Path) -> None:
     log_file.write_text("")
     host_file = tmp_path / "host.txt"
     host_file.write_text("from the host\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
     spec = {"mounts": [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["newinstance"]},
         bind(sandbox / "hosts", "/etc/hosts"), bind(sandbox / "resolv.conf", "/etc/resolv.conf"),
         bind(sandbox / "shm", "/dev/shm"),
         bind(config_map, "/etc/app", ro=True), bind(scratch, "/scratch"),
-        bind(log_file, "/dev/termination-log"), bind(host_file, "/data/host.txt", ro=True)]}
+        bind(log_file, "/dev/termination-log"), bind(host_file, "/data/host.txt", ro=True),
+        bind(empty, "/empty", ro=True)]}
     delivery = classify("c1", spec)
     assert [m["type"] for m in delivery.mounts] == ["proc", "devpts"]
-    files = {f["path"]: f for f in delivery.files}
-    assert files["/etc/hosts"]["data"] == b"127.0.0.1 localhost\n" and files["/etc/hosts"]["pod"]
-    assert files["/etc/hosts"]["readonly"] is False
-    assert files["/etc/app/app.conf"]["data"] == b"key=value\n" and files["/etc/app/app.conf"]["readonly"]
-    assert not any("..data" in path for path in files)   # the atomic writer's bookkeeping stays out
-    assert files["/data/host.txt"]["data"] == b"from the host\n"
     volumes = {v["destination"]: v for v in delivery.volumes}
-    assert volumes["/dev/shm"] == {"name": "dev-shm", "kind": "emptydir", "medium": "Memory",
+    assert volumes["/etc/hosts"] == {"kind": "files", "destination": "/etc/hosts", "readonly": False,
+                                     "files": [{"path": "", "data": b"127.0.0.1 localhost\n", "mode": 0o644}]}
+    app = volumes["/etc/app"]
+    assert app["readonly"] and [(f["path"], f["data"]) for f in app["files"]] == [("app.conf", b"key=value\n")]
+    assert volumes["/data/host.txt"]["files"][0]["data"] == b"from the host\n"
+    assert volumes["/dev/shm"] == {"kind": "emptydir", "name": "dev-shm", "medium": "memory",
                                    "destination": "/dev/shm", "readonly": False}
-    assert volumes["/scratch"]["kind"] == "emptydir" and volumes["/scratch"]["name"] == "scratch"
-    assert volumes["/dev/termination-log"]["kind"] == "file-out"
+    assert volumes["/scratch"] == {"kind": "emptydir", "name": "scratch", "medium": "", "destination": "/scratch",
+                                   "readonly": False}
+    assert volumes["/dev/termination-log"]["kind"] == "files" and not volumes["/dev/termination-log"]["readonly"]
+    assert volumes["/empty"]["kind"] == "emptydir" and volumes["/empty"]["readonly"]
     assert delivery.copy_back == [("/dev/termination-log", str(log_file))]
+    # the zone's own parser of these volumes accepts every one of them
+    from zoneinit.containers.podspec import parse_volumes
+
+    parse_volumes(delivery.volumes)
 
 
 @pytest.mark.parametrize(("make", "message"), [
@@ -225,50 +233,36 @@ def test_container_request() -> None:
     from shim.zone.volumes import Delivery
 
     request = container_request(container_spec(), "r0123",
-                                Delivery(mounts=[{"destination": "/proc", "type": "proc"}]))
-    definition = request["container"]
-    assert definition == {"name": "c1", "image": "r0123", "args": ["sh", "-c", "echo hi"],
-                          "env": ["PATH=/bin", "A=1"],
-                          "cwd": "/work", "user": {"uid": 1000, "gid": 1000, "additional_gids": [5, 6]},
-                          "terminal": False, "stdin": True, "readonly_root": True,
-                          "annotations": {"io.kubernetes.cri.container-name": "app"},
-                          "limits": {"memory": 64 << 20, "cpus": 0.5, "pids": 100}}
+                                Delivery(mounts=[{"destination": "/proc", "type": "proc", "source": "proc"}]))
+    assert request["container"] == {"name": "c1", "image": "r0123", "stdin": True}
+    assert request["attach"] is True and "volumes" not in request
     oci = request["oci"]
-    assert set(oci["linux"]) == {"resources", "seccomp", "maskedPaths"}   # never namespaces or cgroupsPath
-    assert "consoleSize" not in oci["process"] and oci["process"]["noNewPrivileges"] is True
-    assert oci["mounts"] == [{"destination": "/proc", "type": "proc"}] and "files" not in request
-    # the request fits the zone config's container schema exactly
-    from zoneinit.config.parser import parse_container
+    assert oci["mounts"] == [{"destination": "/proc", "type": "proc", "source": "proc"}]
+    assert oci["process"]["terminal"] is False and oci["process"]["noNewPrivileges"] is True
+    assert oci["linux"]["seccomp"] == {"defaultAction": "SCMP_ACT_ERRNO"}
+    # the zone's own checks accept it; the namespace paths become the pod's, never the host's
+    from zoneinit.containers.podspec import parse_pod_spec
 
-    parse_container(definition, "$.container")
-
-
-def test_hooks_are_refused() -> None:
-    from shim.zone.volumes import Delivery
-
-    with pytest.raises(RpcError) as info:
-        container_request(container_spec(hooks={"prestart": [{"path": "/bin/true"}]}), "r0", Delivery())
-    assert "hooks (prestart)" in info.value.message
+    checked = parse_pod_spec(request)
+    assert checked.oci is not None and checked.oci["linux"]["namespaces"]["network"] == "pod"
+    assert "cgroupsPath" not in checked.oci["linux"] and checked.attach
 
 
-def test_limits_and_exec_request() -> None:
-    assert limits({}) == {} and limits({"memory": {"limit": 1}}) == {"memory": 1 << 20}
-    assert limits({"cpu": {"quota": -1, "period": 100000}}) == {}
+def test_exec_request() -> None:
     spec = ExecSpec("c1", "e1", {"args": ["sh"], "env": ["TERM=xterm"], "cwd": "/",
                                  "user": {"uid": 0, "gid": 0, "additionalGids": [10]},
                                  "consoleSize": {"height": 40, "width": 100}}, terminal=True, stdin=True)
     request = exec_request(spec)
-    assert (request["container"], request["command"], request["tty"], request["rows"], request["cols"]) == \
-        ("c1", ["sh"], True, 40, 100)
-    assert request["user"] == {"uid": 0, "gid": 0, "additional_gids": [10]} and "process" in request
+    assert (request["container"], request["tty"], request["rows"], request["cols"]) == ("c1", True, 40, 100)
+    assert request["process"]["user"]["additionalGids"] == [10] and request["process"]["terminal"] is True
 
 
 # --- stats ---------------------------------------------------------------------------------------------------
 
 def test_stats() -> None:
     stats = container_stats({"memory": {"usage": 10 << 20, "limit": 64 << 20, "max_usage": 12 << 20,
-                                        "oom_kills": 1,
-                                        "stat": {"inactive_file": 1 << 20, "anon": 8 << 20}},
+                                        "oom_kills": 1, "inactive_file": 1 << 20, "anon": 8 << 20,
+                                        "working_set": 9 << 20},
                              "cpu": {"usage_usec": 5000, "user_usec": 3000, "system_usec": 2000},
                              "pids": {"current": 3, "limit": None}, "io": {"read_bytes": 7}})
     assert (stats.memory_usage, stats.memory_inactive_file, stats.memory_anon, stats.memory_oom_kills) == \
