@@ -1,5 +1,5 @@
 """Benchmark (not a test): how a container's rootfs should reach a zone -- a hot-plugged erofs or squashfs
-image (host.pod.rootfs + host.pod.hotplug) or QEMU's built-in virtio-9p share of the snapshot directory.
+image (host.pod.rootfs + host.backends.hotplug) or QEMU's built-in virtio-9p share of the snapshot directory.
 
 Workload: a three-layer overlayfs snapshot laid out as containerd's overlayfs snapshotter does, from this
 machine's files: Python's stdlib (layer 1), dist-packages + Perl's library (layer 2), and a top layer with a
@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO / "tests" / "host" / "pod"))
 
 from podtest_guest import Guest, build_initrd, zone_kernel  # noqa: E402
 
-from host.pod.hotplug import qemu_attach_disk, qemu_detach_disk  # noqa: E402
+from host.backends.hotplug import qemu_attach_disk, qemu_detach_disk  # noqa: E402
 from host.pod.rootfs import FIXED_UUID, merge_layers, newest_mtime, rootfs_image, shift_owners  # noqa: E402
 from host.pod.snapshot import snapshot_chain  # noqa: E402
 from host.zonebuild_import import ensure_zonebuild  # noqa: E402

@@ -23,3 +23,7 @@ class ZoneExistsError(HostError):
 
 class BackendError(HostError):
     """Starting, stopping or talking to the hypervisor failed."""
+
+
+class HotplugError(BackendError):
+    """A disk could not be attached to or detached from a running zone."""

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ from host.zonebuild_import import ensure_zonebuild
 from host.zonedef import MAIN_CONTAINER, NetworkDef, ZoneDef, parse_env
 
 if TYPE_CHECKING:
+    from host.backends.nics import TapNic
     from zoneinit.config.document import ZoneConfig
 
 POWEROFF_WAIT = 30.0
@@ -128,30 +130,56 @@ def network_config(network: NetworkDef) -> dict[str, Any]:
     return {"interface": "eth0", family: address, "dns": list(network.dns)}
 
 
-def prepare_boot(definition: ZoneDef, zone: ZoneDir, backend: Backend) -> BootFiles:
-    """The kernel, initrd and root image (cached by content) and the zone's own config disk."""
+def given_config(document: dict[str, Any], kernel: images.PreparedKernel, disk_prefix: str = "vd") -> ZoneConfig:
+    """A config document the caller wrote (a pod's: name, hostname, network, options, usually no containers)
+    completed with the kernel's addons disk, pinned, and validated by the zone's own parser (HostError naming
+    the bad field). Root images the caller lists must already be pinned entries."""
+    ensure_zonebuild()
+    from zonebuild.configdisk import build_config, disk_entry
+    from zoneinit.errors import ZoneConfigError
+
+    document = dict(document)
+    disks = [d for d in document.get("disks", []) if not (isinstance(d, dict) and d.get("role") == "addons")]
+    document["disks"] = [disk_entry("addons", "addons", block_device(0, disk_prefix), kernel.addons), *disks]
+    try:
+        return build_config(document)
+    except ZoneConfigError as e:
+        raise HostError("zone config") from e
+
+
+def prepare_boot(definition: ZoneDef, zone: ZoneDir, backend: Backend,
+                 document: dict[str, Any] | None = None) -> BootFiles:
+    """The kernel, initrd and root image (cached by content) and the zone's own config disk; with
+    ``document``, that config (``given_config``) and no root image of ours."""
     ensure_zonebuild()
     from zonebuild.configdisk import write_config_disk
 
     kernel = images.prepare_kernel(definition.kernel_image)
     initrd = images.boot_initrd(Path(definition.initrd), kernel)
-    root = images.prepare_root_image(images.resolve_app_image(definition.app_image),
-                                     user_namespace=definition.user_namespace)
-    config_disk = write_config_disk(zone_config(definition, kernel, root, backend.disk_prefix),
-                                    zone.disks / "config.img", readable=zone.disks / "config.json")
+    if document is not None:
+        config, root_images = given_config(document, kernel, backend.disk_prefix), []
+    else:
+        root = images.prepare_root_image(images.resolve_app_image(definition.app_image),
+                                         user_namespace=definition.user_namespace)
+        config, root_images = zone_config(definition, kernel, root, backend.disk_prefix), [root.path]
+    config_disk = write_config_disk(config, zone.disks / "config.img", readable=zone.disks / "config.json")
     return BootFiles(kernel=kernel.image, initrd=initrd, addons=kernel.addons, config_disk=config_disk,
-                     root_images=[root.path])
+                     root_images=root_images)
 
 
-def create_and_boot(definition: ZoneDef, *, daemonize: bool, root: Path | None = None) -> tuple[ZoneDir, Backend]:
-    """Claim the zone's state dir, prepare its disks and start the hypervisor; returns (zone, backend)."""
+def create_and_boot(definition: ZoneDef, *, daemonize: bool, root: Path | None = None,
+                    document: dict[str, Any] | None = None, nics: Sequence[TapNic] = ()) -> tuple[ZoneDir, Backend]:
+    """Claim the zone's state dir, prepare its disks and start the hypervisor; returns (zone, backend).
+
+    A pod's shim gives the config ``document`` itself (no image of ours: its containers come later over
+    IDM, on hot-plugged disks) and the pod's ``nics``; the VMM inherits their fds (close yours after)."""
     zone = zone_dir(definition.name, root)
     zone.create(definition)
     backend = backend_for(zone, definition)
     try:
-        boot = prepare_boot(definition, zone, backend)
+        boot = prepare_boot(definition, zone, backend, document)
         with output.step(f"starting zone {definition.name} ({definition.backend})"):
-            backend.boot(definition, boot, daemonize=daemonize)
+            backend.boot(definition, boot, daemonize=daemonize, nics=nics)
     except BaseException:
         with contextlib.suppress(HostError, OSError):
             backend.kill()

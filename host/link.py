@@ -16,101 +16,34 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, TypedDict, cast
+from typing import Any, Protocol, cast
 
 from host.errors import BackendError
+from host.linktypes import (
+    AttachedDisk,
+    AttachInfo,
+    BootPhase,
+    BootTimeline,
+    ContainerDefinition,
+    ContainerExit,
+    ContainerLogs,
+    ContainerStats,
+    ContainerSummary,
+    Volume,
+    VolumeFile,
+    ZoneInfo,
+    ZoneMetrics,
+)
 from host.state import ZoneDir
-from idm.client import ClientStream, ExecSession, IdmClient
+from idm.client import ClientStream, ExecSession, IdmClient, StreamReader, StreamWriter
 from idm.errors import IdmError, IdmTimeout
+from idm.streams import DEFAULT_WINDOW
+
+__all__ = ["AttachInfo", "AttachedDisk", "BootPhase", "BootTimeline", "ContainerAttach", "ContainerDefinition",
+           "ContainerExit", "ContainerLogs", "ContainerStats", "ContainerSummary", "LogStream", "Volume",
+           "VolumeFile", "ZoneEvent", "ZoneInfo", "ZoneLink", "ZoneMetrics"]
 
 CLIENT_NAME = "zonehost"
-
-
-class BootPhase(TypedDict, total=False):
-    name: str
-    start: float
-    duration: float
-    error: str
-
-
-class BootTimeline(TypedDict, total=False):
-    clock: str
-    init_started: float
-    phases: list[BootPhase]
-
-
-class ContainerSummary(TypedDict, total=False):
-    id: str
-    status: str                 # creating, created, running, stopped, failed
-    pid: int
-    main: bool
-    exit_code: int | None
-    error: str | None
-    image: str | None
-    args: list[str]
-    terminal: bool
-    created: float
-    started: float | None
-    finished: float | None
-    output_bytes: int
-
-
-class ZoneInfo(TypedDict, total=False):
-    """``zone.info`` (and the hello and ``zone.ready`` payloads, which add ``main``)."""
-
-    zone: str
-    init_version: str
-    kernel: dict[str, str]
-    hostname: str
-    ready: bool
-    boot: BootTimeline
-    errors: list[dict[str, str]]
-    containers: list[ContainerSummary]
-    init_rss: int | None
-    pid1: bool
-    main: str | None
-
-
-class ContainerDefinition(TypedDict, total=False):
-    """A container to create: the shape of an entry of the zone config's ``containers``."""
-
-    name: str
-    image: str
-    args: list[str]
-    env: list[str]
-    cwd: str
-    user: dict[str, int | list[int]]
-    limits: dict[str, int | float]
-    terminal: bool
-    stdin: bool
-    main: bool
-    hostname: str
-    readonly_root: bool
-    annotations: dict[str, str]
-
-
-class ContainerExit(TypedDict):
-    id: str
-    exit_code: int | None
-    status: str
-    error: str | None
-
-
-class ContainerLogs(TypedDict):
-    id: str
-    data: bytes
-    dropped: int
-    status: str
-    exit_code: int | None
-
-
-class ZoneMetrics(TypedDict, total=False):
-    uptime: float | None
-    init_rss: int | None
-    memory: dict[str, int]
-    cpu: dict[str, object]
-    load: dict[str, float | int]
-    containers: dict[str, dict[str, object]]
 
 
 @dataclass(frozen=True)
@@ -134,6 +67,34 @@ class LogStream:
         """``{exit_code, dropped, error}`` from the zone's close of the stream."""
         result = self.stream.wait(timeout)
         return result if isinstance(result, dict) else {}
+
+
+@dataclass
+class ContainerAttach:
+    """A container's own stdio (``container.attach``), for threads: ``stdout``/``stderr`` are byte sources
+    (``read(n)``, ``b""`` at the end), ``stdin`` a byte sink (``write``, ``close`` = EOF) when the container
+    was created with ``stdin``; with a terminal there is no ``stderr``. ``wait`` gives the container's exit."""
+
+    stream: ClientStream
+    info: AttachInfo
+    stdout: StreamReader
+    stderr: StreamReader | None
+    stdin: StreamWriter | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.info["terminal"]
+
+    def wait(self, timeout: float | None = None) -> ContainerExit:
+        """``{exit_code, error}`` once the container has stopped and all it wrote was read."""
+        result = self.stream.wait(timeout)
+        result = result if isinstance(result, dict) else {}
+        return cast(ContainerExit, {"id": self.info["id"], "exit_code": result.get("exit_code"),
+                                    "status": "stopped", "error": result.get("error")})
+
+    def detach(self) -> None:
+        """End this attach; the container runs on and keeps its output for the next one."""
+        self.stream.cancel()
 
 
 class Caller(Protocol):
@@ -189,10 +150,20 @@ class ZoneLink:
         containers = reply.get("containers")
         return cast(list[ContainerSummary], containers if isinstance(containers, list) else [])
 
-    def create(self, definition: ContainerDefinition, *, start: bool = False,
+    def create(self, definition: ContainerDefinition, *, start: bool = False, oci: dict[str, Any] | None = None,
+               volumes: list[Volume] | None = None, attach: bool = False,
                timeout: float | None = 120.0) -> ContainerSummary:
-        return cast(ContainerSummary, self._map("container.create", {"container": dict(definition),
-                                                                     "start": start}, timeout))
+        """Create a container (``start``: and start it). A pod's container adds containerd's OCI config (``oci``:
+        merged under the zone's policy, docs/pods-contract.md), its ``volumes``, and ``attach`` (its output is
+        kept from the first byte for ``attach``)."""
+        payload: dict[str, object] = {"container": dict(definition), "start": start}
+        if oci is not None:
+            payload["oci"] = oci
+        if volumes:
+            payload["volumes"] = [dict(v) for v in volumes]
+        if attach:
+            payload["attach"] = True
+        return cast(ContainerSummary, self._map("container.create", payload, timeout))
 
     def start(self, container: str, timeout: float | None = 30.0) -> ContainerSummary:
         return cast(ContainerSummary, self._map("container.start", {"id": container}, timeout))
@@ -230,13 +201,81 @@ class ZoneLink:
                                                       timeout=timeout)
         return LogStream(stream)
 
-    def exec(self, command: list[str], *, container: str | None = None, env: dict[str, str] | None = None,
-             cwd: str | None = None, user: dict[str, int] | None = None, tty: bool = False,
-             rows: int | None = None, cols: int | None = None) -> ExecSession:
-        """Run ``command`` in the container (default: the zone's main one) with its settings; stdin, output,
-        resize, signal and the exit code go through the returned session (idm.attach wires a terminal)."""
+    def exec(self, command: list[str] | None = None, *, container: str | None = None,
+             env: dict[str, str] | None = None, cwd: str | None = None,
+             user: dict[str, int | list[int]] | None = None, tty: bool | None = None, rows: int | None = None,
+             cols: int | None = None, process: dict[str, Any] | None = None) -> ExecSession:
+        """Run ``command`` in the container (default: the zone's main one) with its settings, or containerd's
+        OCI ``process`` (args, env, cwd, user with additionalGids, terminal, consoleSize); ``user`` may carry
+        ``additional_gids``. stdin, output, resize, signal and the exit code go through the returned session
+        (``session.stream.reader``/``writer`` for threads; idm.attach wires a terminal)."""
+        if command is None:
+            if process is None or not process.get("args"):
+                raise BackendError("exec: give a command, or a process with args")
+            command = list(process["args"])
+        if tty is None:
+            tty = bool(process.get("terminal")) if process is not None else False
         return self._streaming().exec(command, container=container, env=env, cwd=cwd, user=user, tty=tty,
-                                      rows=rows, cols=cols)
+                                      rows=rows, cols=cols, process=process)
+
+    # --- a pod's containers (docs/pods-contract.md) -----------------------------------------------------------
+    def attach_disk(self, name: str, *, sha256: str, size: int, fstype: str = "erofs", serial: str | None = None,
+                    device: str | None = None, owner_shift: int = 0, wait: float = 10.0,
+                    timeout: float | None = 120.0) -> AttachedDisk:
+        """Tell the zone about a disk the backend hot-plugged: found by ``serial`` (QEMU) or ``device`` (Xen),
+        waited for up to ``wait`` s, verified against ``sha256`` before its first container uses it."""
+        payload: dict[str, object] = {"name": name, "sha256": sha256, "size": size, "fstype": fstype,
+                                      "role": "root", "timeout": wait}
+        if serial is not None:
+            payload["serial"] = serial
+        if device is not None:
+            payload["device"] = device
+        if owner_shift:
+            payload["owner_shift"] = owner_shift
+        return cast(AttachedDisk, self._map("disk.attach", payload, timeout))
+
+    def detach_disk(self, name: str, timeout: float | None = 30.0) -> None:
+        """Unmount it in the zone (refused while a container uses it); then the backend may unplug it."""
+        self._map("disk.detach", {"name": name}, timeout)
+
+    def attach(self, container: str, *, window: int = DEFAULT_WINDOW, timeout: float | None = 30.0) -> ContainerAttach:
+        """The container's own stdio, from its first byte if it was created with ``attach``."""
+        stream, info = self._streaming().open_stream("container.attach", {"id": container}, window=window,
+                                                     timeout=timeout)
+        typed = cast(AttachInfo, {"id": container, "stream": stream.id, "window": stream.window,
+                                  "terminal": bool(info.get("terminal")), "stdin": bool(info.get("stdin"))})
+        return ContainerAttach(stream, typed, StreamReader(stream, "stdout"),
+                               None if typed["terminal"] else StreamReader(stream, "stderr"),
+                               StreamWriter(stream, "stdin") if typed["stdin"] else None)
+
+    def resize(self, container: str, rows: int, cols: int, timeout: float | None = 30.0) -> None:
+        """The window size of the container's terminal."""
+        self._map("container.resize", {"id": container, "rows": rows, "cols": cols}, timeout)
+
+    def close_stdin(self, container: str, timeout: float | None = 30.0) -> None:
+        """EOF on the container's stdin once what was written before has reached it."""
+        self._map("container.close_stdin", {"id": container}, timeout)
+
+    def pause(self, container: str, timeout: float | None = 30.0) -> ContainerSummary:
+        return cast(ContainerSummary, self._map("container.pause", {"id": container}, timeout))
+
+    def resume(self, container: str, timeout: float | None = 30.0) -> ContainerSummary:
+        return cast(ContainerSummary, self._map("container.resume", {"id": container}, timeout))
+
+    def update(self, container: str, resources: dict[str, Any], timeout: float | None = 30.0) -> ContainerSummary:
+        """New OCI ``linux.resources`` (memory, cpu, pids...) for a live container."""
+        return cast(ContainerSummary, self._map("container.update", {"id": container, "resources": resources},
+                                                timeout))
+
+    def stats(self, container: str, timeout: float | None = 30.0) -> ContainerStats:
+        return cast(ContainerStats, self._map("container.stats", {"id": container}, timeout))
+
+    def read_file(self, container: str, path: str, *, max_bytes: int = 64 * 1024,
+                  timeout: float | None = 30.0) -> bytes:
+        """A file of one of the container's volumes (its termination log), also after it exited."""
+        data = self._map("container.read_file", {"id": container, "path": path, "max": max_bytes}, timeout)
+        value = data.get("data")
+        return bytes(value) if isinstance(value, bytes | bytearray) else b""
 
     # --- events ---------------------------------------------------------------------------------------------
     def next_event(self, timeout: float | None = None) -> ZoneEvent | None:

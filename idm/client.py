@@ -162,6 +162,64 @@ class ClientStream:
         self.client._forget_stream(self.id)
 
 
+class StreamReader:
+    """One incoming channel of a stream as a byte source, usable from any thread: ``read(n)`` blocks until
+    bytes arrive and returns at most ``n`` of them, ``b""`` once the channel (or the stream) has ended.
+    ``close()`` says the bytes are not wanted: they are still taken (and credited) so the zone never stalls."""
+
+    def __init__(self, stream: ClientStream, channel: str) -> None:
+        self.stream = stream
+        self.channel = channel
+        self._lock = threading.Lock()
+        self._leftover = b""
+        self._closed = False
+
+    def read(self, max_bytes: int = 65536, timeout: float | None = None) -> bytes:
+        with self._lock:
+            if not self._leftover:
+                item = self.stream.read(self.channel, timeout)
+                if item is None:
+                    return b""
+                self._leftover = item[1]
+            data, self._leftover = self._leftover[:max_bytes], self._leftover[max_bytes:]
+            return data
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        def drain() -> None:
+            with contextlib.suppress(IdmError):
+                while self.read(1 << 20):
+                    pass
+
+        threading.Thread(target=drain, name=f"idm-drain-{self.stream.id}-{self.channel}", daemon=True).start()
+
+
+class StreamWriter:
+    """One outgoing channel of a stream as a byte sink, usable from any thread: ``write`` sends all of it,
+    waiting for the zone's credit; BrokenPipeError once the stream has ended. ``close()`` is EOF."""
+
+    def __init__(self, stream: ClientStream, channel: str) -> None:
+        self.stream = stream
+        self.channel = channel
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes, timeout: float | None = None) -> None:
+        with self._lock:
+            try:
+                self.stream.write(self.channel, data, timeout)
+            except IdmTimeout:
+                raise
+            except IdmError as e:
+                raise BrokenPipeError(f"stream {self.stream.id}: {e}") from e
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(IdmError):
+            self.stream.close_channel(self.channel)
+
+
 class ExecSession:
     """A process started by ``exec``: stdin writes, stdout/stderr iterators, exit code, tty resize."""
 
@@ -283,16 +341,17 @@ class IdmClient:
         container: str | None = None,
         env: dict[str, str] | list[str] | None = None,
         cwd: str | None = None,
-        user: str | int | None = None,
+        user: str | int | dict[str, Any] | None = None,
         tty: bool = False,
         rows: int | None = None,
         cols: int | None = None,
         window: int = DEFAULT_WINDOW,
         timeout: float | None = DEFAULT_TIMEOUT,
+        process: dict[str, Any] | None = None,
     ) -> ExecSession:
         payload: dict[str, Any] = {"command": list(command), "tty": tty, "window": window}
         for key, value in (("container", container), ("env", env), ("cwd", cwd), ("user", user),
-                           ("rows", rows), ("cols", cols)):
+                           ("rows", rows), ("cols", cols), ("process", process)):
             if value is not None:
                 payload[key] = value
         stream, info = self.open_stream("exec", payload, window=window, timeout=timeout)

@@ -44,7 +44,7 @@ from idm.framing import DEFAULT_MAX_FRAME
 from idm.streams import DEFAULT_WINDOW, MAX_WINDOW, Stream, negotiate_window
 from idm.transport import SocketTransport, Transport
 
-DURABLE_EVENTS = frozenset({"container.exit", "zone.ready"})
+DURABLE_EVENTS = frozenset({"container.exit", "container.oom", "zone.ready"})
 OUTPUT_HIGH_WATER = 4 << 20  # stop reading a peer's requests while this much output waits for it
 PROBE_INTERVAL = 0.25  # seconds between checks for a device peer coming back
 MAX_LOCAL_CLIENTS = 16

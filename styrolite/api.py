@@ -76,6 +76,10 @@ class Runtime:
     def stats(self, container_id: str) -> dict:
         return _query.stats(self.store, container_id)
 
+    def cgroup_directory(self, container_id: str) -> str | None:
+        """The container's cgroup v2 directory (None under cgroup v1), e.g. to watch its memory.events."""
+        return _query.cgroup_directory(self.store, container_id)
+
     def processes(self, container_id: str) -> list[int]:
         return _query.processes(self.store, container_id)
 

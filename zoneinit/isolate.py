@@ -8,13 +8,17 @@ description (``describe``) and is re-raised in PID 1 as the same zoneinit error 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from zoneinit import errors as zerrors
+
+if TYPE_CHECKING:
+    from zoneinit.supervisor.loop import Supervisor
 
 T = TypeVar("T")
 
@@ -36,8 +40,8 @@ def _child(function: Callable[..., Any], args: tuple[Any, ...], write_fd: int) -
         view = view[os.write(write_fd, view):]
 
 
-def in_child(function: Callable[..., T], *args: Any) -> T:
-    """``function(*args)`` computed in a forked child; its result, or its error re-raised here."""
+def _fork(function: Callable[..., Any], args: tuple[Any, ...]) -> tuple[int, int]:
+    """The child's pid and the read end of its result pipe."""
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
@@ -47,17 +51,13 @@ def in_child(function: Callable[..., T], *args: Any) -> T:
         finally:
             os._exit(0)
     os.close(write_fd)
-    chunks = []
-    try:
-        while chunk := os.read(read_fd, 1 << 16):
-            chunks.append(chunk)
-    finally:
-        os.close(read_fd)
-        _, status = os.waitpid(pid, 0)
-    if not chunks:
-        raise zerrors.ZoneInitError(f"helper process for {getattr(function, '__name__', function)} died "
-                                    f"(wait status {status:#x})")
-    result = pickle.loads(b"".join(chunks))
+    return pid, read_fd
+
+
+def _result(function: Callable[..., Any], data: bytes, status: str) -> Any:
+    if not data:
+        raise zerrors.ZoneInitError(f"helper process for {getattr(function, '__name__', function)} died ({status})")
+    result = pickle.loads(data)
     if result[0] == "ok":
         return result[1]
     _, type_name, message = result
@@ -65,3 +65,48 @@ def in_child(function: Callable[..., T], *args: Any) -> T:
     if not (isinstance(error_type, type) and issubclass(error_type, zerrors.ZoneInitError)):
         error_type = zerrors.ZoneInitError
     raise error_type(message)
+
+
+def in_child(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` computed in a forked child; its result, or its error re-raised here."""
+    pid, read_fd = _fork(function, args)
+    chunks = []
+    try:
+        while chunk := os.read(read_fd, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(read_fd)
+        _, status = os.waitpid(pid, 0)
+    return _result(function, b"".join(chunks), f"wait status {status:#x}")
+
+
+def start_in_child(loop: Supervisor, done: Callable[[Any, BaseException | None], None],
+                   function: Callable[..., Any], *args: Any) -> None:
+    """``function(*args)`` in a forked child while PID 1's loop goes on; ``done(result, None)`` or
+    ``done(None, error)`` on the loop when it has finished. The reaper collects the child."""
+    pid, read_fd = _fork(function, args)
+    os.set_blocking(read_fd, False)
+    chunks: list[bytes] = []
+
+    def readable(fd: int) -> None:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            chunks.append(chunk)
+            return
+        loop.remove_reader(fd)
+        os.close(fd)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, 0)   # it has closed its pipe, so it is exiting; the reaper may have had it first
+        try:
+            result = _result(function, b"".join(chunks), "no result")
+        except BaseException as e:
+            done(None, e)
+        else:
+            done(result, None)
+
+    loop.add_reader(read_fd, readable)

@@ -99,3 +99,17 @@ def pid1_resources(proc: str = "/proc") -> dict[str, object]:
         with contextlib.suppress(OSError):
             namespaces[ns] = os.readlink(f"{proc}/self/ns/{ns}")
     return {"init_fds": fds, "init_children": children, "init_namespaces": namespaces}
+
+
+MEMORY_STAT_KEYS = ("anon", "file", "active_file", "inactive_file", "shmem", "kernel_stack", "slab", "pgfault",
+                    "pgmajfault")
+
+
+def memory_stat(cgroup_directory: str) -> dict[str, int]:
+    """The figures of a cgroup v2 ``memory.stat`` that CRI's stats report (bytes, and fault counts)."""
+    result: dict[str, int] = {}
+    for line in _read(f"{cgroup_directory}/memory.stat").splitlines():
+        key, _, value = line.partition(" ")
+        if key in MEMORY_STAT_KEYS and value.strip().isdigit():
+            result[key] = int(value)
+    return result

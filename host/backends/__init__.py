@@ -7,6 +7,11 @@ says whether the zone is alive, waits for it to end and ends it. Everything abov
 
     qemu   QEMU, direct kernel boot, virtio devices; KVM when it really works, else TCG  (qemu.py, accel.py, qmp.py)
     xen    a Xen PV domain driven with ``xl``, IDM over a vchan                         (xen.py)
+
+For a pod (a containerd shim, docs/pods-contract.md) a backend also boots with extra NICs on tap devices the
+caller made (``nics``: ``host.pod.network.ZoneNic``) and hot-plugs read-only disk images into the running
+zone and out again (``attach_disk``/``detach_disk``, hotplug.py); the zone learns of such a disk over IDM
+(``ZoneLink.attach_disk(..., **disk.zone_locator())``).
 """
 
 from __future__ import annotations
@@ -18,9 +23,14 @@ from host.errors import ZoneDefError
 from host.zonedef import BACKENDS, ZoneDef
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from host.backends.hotplug import PluggedDisk
+    from host.backends.nics import TapNic
     from host.bootplan import BootFiles
     from host.state import ZoneDir
     from idm.transport import Transport
+
 
 
 class Backend(Protocol):
@@ -31,8 +41,18 @@ class Backend(Protocol):
         """The kernel command line: the console and the devices PID 1 reads (host.bootplan)."""
         ...
 
-    def boot(self, definition: ZoneDef, boot: BootFiles, *, daemonize: bool, cmdline: str | None = None) -> None:
-        """Start the zone (``daemonize``: it outlives this process)."""
+    def boot(self, definition: ZoneDef, boot: BootFiles, *, daemonize: bool, cmdline: str | None = None,
+             nics: Sequence[TapNic] = ()) -> None:
+        """Start the zone (``daemonize``: it outlives this process), with ``nics`` as its extra network cards
+        (the VMM inherits their fds; the caller closes its copies afterwards)."""
+        ...
+
+    def attach_disk(self, image: Path, *, name: str, timeout: float = 10.0) -> PluggedDisk:
+        """Hot-plug ``image`` read-only into the running zone as ``name``; nothing stays attached on failure."""
+        ...
+
+    def detach_disk(self, disk: PluggedDisk, *, timeout: float = 30.0) -> None:
+        """Unplug a disk ``attach_disk`` gave (the zone must have let go of it: IDM disk.detach); idempotent."""
         ...
 
     def connect(self, timeout: float) -> Transport:

@@ -19,7 +19,9 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from host.backends.accel import choose_accel
 from host.backends.qmp import qmp_command
@@ -30,6 +32,10 @@ from host.zonedef import ZoneDef
 from idm.errors import ConnectionClosed, IdmTimeout
 from idm.transport import SocketTransport, connect_unix
 
+if TYPE_CHECKING:
+    from host.backends.hotplug import PluggedDisk, QemuDisk
+    from host.backends.nics import TapNic
+
 QEMU_BINARY = "qemu-system-x86_64"
 
 
@@ -38,8 +44,10 @@ def qemu_binary() -> str | None:
 
 
 def qemu_command(definition: ZoneDef, zone: ZoneDir, boot: BootFiles, *, accel: str = "tcg",
-                 daemonize: bool = False, binary: str = QEMU_BINARY, cmdline: str | None = None) -> list[str]:
-    """The full argv; pure (no files touched), so it is unit-testable."""
+                 daemonize: bool = False, binary: str = QEMU_BINARY, cmdline: str | None = None,
+                 nics: Sequence[TapNic] = ()) -> list[str]:
+    """The full argv; pure (no files touched), so it is unit-testable. ``nics``: extra NICs on taps whose fds
+    QEMU inherits (after the virtio-rng, so the boot devices keep their places)."""
     argv = [
         binary,
         "-name", f"zone-{definition.name},process=zone-{definition.name}",
@@ -64,6 +72,8 @@ def qemu_command(definition: ZoneDef, zone: ZoneDir, boot: BootFiles, *, accel: 
             "-device", f"virtio-blk-pci,drive={drive},serial={disk.serial}",
         ]
     argv += ["-device", "virtio-rng-pci"]
+    for index, nic in enumerate(nics):
+        argv += nic.qemu_args(f"pod{index}")
     if definition.network is not None:
         netdev = "user,id=net0"
         for forward in definition.network.host_forwards:
@@ -98,19 +108,23 @@ class QemuBackend:
         return self.zone.console_log
 
     def boot(self, definition: ZoneDef, boot: BootFiles, *, daemonize: bool, cmdline: str | None = None,
-             accel: str | None = None, socket_timeout: float = 10.0) -> None:
+             nics: Sequence[TapNic] = (), accel: str | None = None, socket_timeout: float = 10.0) -> None:
         binary = qemu_binary()
         if binary is None:
             raise BackendError(f"{QEMU_BINARY} not found (install the Debian package qemu-system-x86)")
         accel = accel or choose_accel()
+        pass_fds = [nic.fd for nic in nics if nic.fd is not None]
+        if len(pass_fds) != len(nics):
+            raise BackendError("a pod NIC's tap fd was already closed: QEMU cannot inherit it")
         argv = qemu_command(definition, self.zone, boot, accel=accel, daemonize=daemonize, binary=binary,
-                            cmdline=cmdline)
+                            cmdline=cmdline, nics=nics)
         for stale in (self.zone.idm_socket, self.zone.qmp_socket, self.zone.pidfile):
             stale.unlink(missing_ok=True)
         log_path = self.zone.path / "qemu.log"
         with open(log_path, "wb") as log:
             if daemonize:
-                result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=False)
+                result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=False,
+                                        pass_fds=pass_fds)
                 if result.returncode != 0:
                     raise BackendError(f"start QEMU for zone {definition.name!r}: {_last_line(log_path)}")
                 pid = self.zone.pid()
@@ -119,7 +133,7 @@ class QemuBackend:
             else:
                 # own session: a Ctrl-C on our terminal reaches us, and we stop the zone properly
                 self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                                start_new_session=True)
+                                                start_new_session=True, pass_fds=pass_fds)
                 pid = self.process.pid
         self.zone.save_runtime(backend="qemu", pid=pid, accel=accel, argv=argv)
         self._wait_for_socket(socket_timeout, log_path)
@@ -146,6 +160,19 @@ class QemuBackend:
                     raise IdmTimeout(f"zone {self.zone.name!r}: {self.zone.idm_socket} did not accept a "
                                      f"connection within {timeout} s: {e}") from e
                 time.sleep(0.1)
+
+    def attach_disk(self, image: Path, *, name: str, timeout: float = 10.0) -> QemuDisk:
+        """QMP blockdev-add + device_add of a read-only virtio-blk with serial ``name`` (hotplug.py)."""
+        from host.backends.hotplug import qemu_attach_disk
+
+        return qemu_attach_disk(self.zone.qmp_socket, image, name=name, timeout=timeout)
+
+    def detach_disk(self, disk: PluggedDisk, *, timeout: float = 30.0) -> None:
+        from host.backends.hotplug import QemuDisk, qemu_detach_disk
+
+        if not isinstance(disk, QemuDisk):
+            raise BackendError(f"zone {self.zone.name!r} runs under QEMU: {disk!r} is not one of its disks")
+        qemu_detach_disk(self.zone.qmp_socket, disk, timeout=timeout)
 
     def alive(self) -> bool:
         if self.process is not None:

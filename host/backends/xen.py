@@ -9,7 +9,6 @@ in the zone's console.log (``xl console`` in the background). IDM is a vchan the
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import subprocess
@@ -17,15 +16,19 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from host.backends.xl import XL, attach_loop, detach_loop, xl
 from host.bootplan import XEN_CONSOLE, BootFiles, kernel_cmdline
 from host.errors import BackendError
 from host.state import ZoneDir
 from host.zonedef import ZoneDef
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from host.backends.hotplug import PluggedDisk, XenDisk
+    from host.backends.nics import TapNic
     from idm.vchan import VchanTransport
 
-XL = "xl"
 XEN_IDM = "vchan"   # zone.idm=vchan: PID 1 serves IDM on a vchan under its own xenstore tree (docs/idm.md)
 
 
@@ -76,57 +79,6 @@ def xl_config(definition: ZoneDef, boot: BootFiles, *, cmdline: str | None = Non
     return "\n".join(lines) + "\n"
 
 
-def _xl(*args: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess[str]:
-    if shutil.which(XL) is None:
-        raise BackendError("xl not found (install xen-utils-4.17, and run on a Xen dom0)")
-    try:
-        result = subprocess.run([XL, *args], capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as e:
-        raise BackendError(f"xl {' '.join(args)}: no answer within {timeout:.0f} s") from e
-    if check and result.returncode != 0:
-        lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-        raise BackendError(f"xl {' '.join(args)}: {lines[-1] if lines else f'exit {result.returncode}'}")
-    return result
-
-
-LOOP_SET_FD, LOOP_CLR_FD, LOOP_CTL_GET_FREE = 0x4C00, 0x4C01, 0x4C82
-
-
-def attach_loop(path: Path) -> str:
-    """A read-only loop device backed by ``path`` (ioctls, so no losetup is needed on a minimal dom0)."""
-    import fcntl
-
-    for _ in range(8):
-        with open("/dev/loop-control", "rb") as control:
-            number = fcntl.ioctl(control, LOOP_CTL_GET_FREE)
-        device = f"/dev/loop{number}"
-        backing = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            loop = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                fcntl.ioctl(loop, LOOP_SET_FD, backing)   # a read-only backing fd makes a read-only loop
-                return device
-            except OSError as e:
-                if e.errno != errno.EBUSY:   # another process took it first
-                    raise BackendError(f"attach {path} to {device}") from e
-            finally:
-                os.close(loop)
-        finally:
-            os.close(backing)
-    raise BackendError(f"attach {path}: no free loop device")
-
-
-def detach_loop(device: str) -> None:
-    import fcntl
-
-    with contextlib.suppress(OSError):
-        fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            fcntl.ioctl(fd, LOOP_CLR_FD)
-        finally:
-            os.close(fd)
-
-
 class XenBackend:
     """Start, watch and stop one zone's PV domain (the ``xen`` backend)."""
 
@@ -151,11 +103,15 @@ class XenBackend:
     def domain(self) -> str:
         return domain_name(self.zone.name)
 
-    def boot(self, definition: ZoneDef, boot: BootFiles, *, daemonize: bool = True, cmdline: str | None = None) -> None:
+    def boot(self, definition: ZoneDef, boot: BootFiles, *, daemonize: bool = True, cmdline: str | None = None,
+             nics: Sequence[TapNic] = ()) -> None:
+        if nics:
+            raise BackendError("xen: a pod NIC is netback's vif, joined to the pod after boot "
+                               "(host.pod.network.attach_link), not a tap fd")
         devices = {disk.path: attach_loop(disk.path) for disk in boot.disks() if disk.path.is_file()}
         self.zone.save_runtime(backend="xen", loops=sorted(devices.values()))
         self.config_file.write_text(xl_config(definition, boot, cmdline=cmdline, devices=devices))
-        _xl("create", str(self.config_file), timeout=120)
+        xl("create", str(self.config_file), timeout=120)
         domid = self.domid()
         if domid is None:
             raise BackendError(f"xl create {self.domain()}: the domain is not listed")
@@ -164,8 +120,22 @@ class XenBackend:
                                             stderr=subprocess.DEVNULL, start_new_session=True)
         self.zone.save_runtime(backend="xen", domid=domid, console_pid=self.console.pid, loops=sorted(devices.values()))
 
+    def attach_disk(self, image: Path, *, name: str, timeout: float = 10.0) -> XenDisk:
+        """``xl block-attach`` of ``image`` on a read-only loop device at the next free xvd (hotplug.py); the zone
+        finds it by that device path. ``name`` is the zone's name for it (IDM), not Xen's."""
+        from host.backends.hotplug import xen_attach_disk
+
+        return xen_attach_disk(self.domain(), image)
+
+    def detach_disk(self, disk: PluggedDisk, *, timeout: float = 30.0) -> None:
+        from host.backends.hotplug import XenDisk, xen_detach_disk
+
+        if not isinstance(disk, XenDisk):
+            raise BackendError(f"zone {self.zone.name!r} runs under Xen: {disk!r} is not one of its disks")
+        xen_detach_disk(disk, timeout=timeout)
+
     def domid(self) -> int | None:
-        result = _xl("domid", self.domain(), check=False, timeout=30)
+        result = xl("domid", self.domain(), check=False, timeout=30)
         text = result.stdout.strip()
         return int(text) if result.returncode == 0 and text.isdigit() else None
 
@@ -199,7 +169,7 @@ class XenBackend:
 
     def kill(self, timeout: float = 10.0) -> None:
         if self.alive():
-            _xl("destroy", self.domain(), timeout=timeout + 30)
+            xl("destroy", self.domain(), timeout=timeout + 30)
         pid = self.zone.runtime().get("console_pid")
         if isinstance(pid, int):
             with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -5,7 +5,8 @@
   address/route/DNS description the zone's network phase applies;
 * :mod:`host.pod.snapshot` and :mod:`host.pod.rootfs` -- containerd's rootfs mounts (overlayfs snapshots)
   -> one read-only, owner-shifted, digest-pinned erofs/squashfs image, cached by snapshot identity;
-* :mod:`host.pod.hotplug` -- such images attached to a running zone and removed again (QEMU QMP, Xen ``xl``).
+* such images are attached to a running zone and removed again by the zone's backend
+  (``Backend.attach_disk``, :mod:`host.backends.hotplug`: QEMU QMP, Xen ``xl``).
 
 See host/pod/README.md for the design and the measurements behind it.
 """

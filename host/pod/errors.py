@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from host.errors import BackendError, HostError
+from host.errors import HostError
 
 
 class PodError(HostError):
@@ -15,7 +15,3 @@ class PodNetworkError(PodError):
 
 class RootfsError(PodError):
     """containerd's rootfs mounts cannot be turned into a zone disk image."""
-
-
-class HotplugError(PodError, BackendError):
-    """A disk could not be attached to or detached from a running zone."""

@@ -1,4 +1,4 @@
-"""In the test dom0: hot-plug a pod rootfs image into a running PV domU with host.pod.hotplug and take it away.
+"""In the test dom0: hot-plug a pod rootfs image into a running PV domU with host.backends.hotplug and take it away.
 
 Bundled with PyInstaller by zonebuild.dom0 and started by the dom0's /init with /zone/plan.json. It creates a
 small PV domU (the zone's cloud kernel, a busybox /init that mounts whatever appears as /dev/xvda and reports
@@ -44,7 +44,7 @@ def block_list() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    from host.pod.hotplug import xen_attach_disk, xen_detach_disk
+    from host.backends.hotplug import xen_attach_disk, xen_detach_disk
     from styrolite.errors import describe
 
     plan = json.loads(Path(argv[1]).read_text())

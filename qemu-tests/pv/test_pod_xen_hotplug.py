@@ -1,4 +1,4 @@
-"""host.pod.hotplug on real Xen: Xen + a Debian dom0 inside QEMU (TCG), a PV domU running the zone's cloud
+"""host.backends.hotplug on real Xen: Xen + a Debian dom0 inside QEMU (TCG), a PV domU running the zone's cloud
 kernel, and a pod rootfs image (host.pod.rootfs: erofs, owners shifted) hot-plugged into it with
 ``xl block-attach`` over a read-only loop device, mounted by the domU, then detached (dom0_pod_hotplug.py).
 """

@@ -12,10 +12,13 @@ runtime ──fork──> exec child: non-dumpable, joins the container's cgroup
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
+import struct
 import sys as python_sys
+import termios
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -148,6 +151,9 @@ def _exec_process_main(spec: Spec, process: Process, seccomp_filter: Any, stdio:
         os.setsid()
         if terminal:
             master, slave = os.openpty()
+            if process.console_size is not None:   # before the process can ask for its size
+                size = process.console_size
+                fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size.height, size.width, 0, 0))
             channel.send("console", fds=[master])
             os.close(master)
             take_terminal(slave)

@@ -30,3 +30,8 @@ def processes(store: StateStore, container_id: str) -> list[int]:
 
 def stats(store: StateStore, container_id: str) -> dict:
     return cgroup_of(store.load(container_id)).stats()
+
+
+def cgroup_directory(store: StateStore, container_id: str) -> str | None:
+    manager = cgroup_of(store.load(container_id))
+    return getattr(manager, "directory", None) if manager.version == 2 else None

@@ -34,6 +34,22 @@ SCENARIO = textwrap.dedent("""
     result["exec_code"] = exit_code_of(status)
     result["exec_owner"] = rt.child_exited(executed.pid, status)
 
+    tty_process = parse_process({"args": ["stty", "size"], "cwd": "/", "env": ["PATH=/bin"], "terminal": True,
+                                 "consoleSize": {"height": 33, "width": 101}})
+    executed = rt.exec("lib1", tty_process, terminal=True)
+    tty_out = b""
+    while True:
+        try:
+            chunk = os.read(executed.console_fd, 100)
+        except OSError:   # EIO: the process side is closed
+            break
+        if not chunk:
+            break
+        tty_out += chunk
+    rt.child_exited(executed.pid, os.waitpid(executed.pid, 0)[1])
+    result["exec_tty_size"] = tty_out.decode().strip()
+    result["cgroup_directory"] = rt.cgroup_directory("lib1") is None or os.path.isdir(rt.cgroup_directory("lib1"))
+
     result["stats_pids"] = rt.stats("lib1")["pids"]["current"]
     os.write(pipes.stdin, b"ping\\n")
     os.close(pipes.stdin)
@@ -61,6 +77,8 @@ def test_library_lifecycle_from_a_warm_process(make_bundle, state_root):
         "exec_out": "exec-out\n",
         "exec_code": 5,
         "exec_owner": "lib1/exec",
+        "exec_tty_size": "33 101",   # exec's consoleSize is on the pty before the process runs
+        "cgroup_directory": True,
         "stats_pids": result["stats_pids"],
         "init_out": "got-ping\n",
         "owner": "lib1",

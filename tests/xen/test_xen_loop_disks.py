@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from host.backends.xen import attach_loop, detach_loop, xl_config
+from host.backends.xen import xl_config
+from host.backends.xl import attach_loop, detach_loop
 from host.bootplan import BootFiles
 from host.zonedef import ZoneDef
 

@@ -118,7 +118,7 @@ def test_follow_logs_until_exit(zone):
     _create(zone, "talker", ["sh", "-c", "echo one; read x; echo two; exit 4"], stdin=True)
     zone.pump(lambda: zone.containers.get("talker").output.total >= 4)
     reply = zone.call("container.logs", {"id": "talker", "follow": True})
-    os.write(zone.containers.get("talker").stdin_fd, b"\n")  # its stdin: true pipe
+    zone.containers.get("talker").stdin.write(b"\n")  # its stdin: true pipe
     data, result = zone.stream_until_close(reply["stream"])
     assert data["stdout"] == b"one\ntwo\n"
     assert result["exit_code"] == 4

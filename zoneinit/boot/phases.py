@@ -70,7 +70,8 @@ def idm(zone: Zone) -> None:
     from zoneinit.idm.service import IdmService
 
     zone.idm = IdmService(zone.supervisor, zone.log, zone.container_manager(), info=zone.info,
-                          request_shutdown=zone.request_shutdown, socket_path=zone.paths.idm_socket)
+                          request_shutdown=zone.request_shutdown, socket_path=zone.paths.idm_socket,
+                          disks=zone.disk_store, pod=zone.pod_state)
     zone.idm.attach_host(zone.cmdline.idm, wait=False, load_modules=zone.modules.load_named)
 
 

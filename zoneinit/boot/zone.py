@@ -26,6 +26,7 @@ from zoneinit.supervisor.loop import Supervisor
 if TYPE_CHECKING:
     from styrolite.api import Runtime
     from zoneinit.containers.manager import ContainerManager, ManagedContainer
+    from zoneinit.containers.pod import Pod
     from zoneinit.idm.service import IdmService
     from zoneinit.mounts.disks import DiskStore
     from zoneinit.supervisor.shutdown import Shutdown
@@ -41,6 +42,7 @@ class ZonePaths(NamedTuple):   # a value type, and cheaper for PID 1 than a froz
     net: str = "/run/zone/net"
     workload_netns: str = "/run/zone/netns/workload"
     idm_socket: str = "/run/zone/idm.sock"
+    pod: str = "/run/zone/pod"               # the pod's shared namespaces and volumes
     styrolite_state: str = "/run/styrolite"
     modules_base: str = "/lib/modules"
     cmdline: str = "/proc/cmdline"
@@ -81,6 +83,7 @@ class Zone:
         self.idm: IdmService | None = None
         self.containers: ContainerManager | None = None
         self.disks: DiskStore | None = None
+        self.pod: Pod | None = None
         self.shutdown: Shutdown | None = None
         self.name_files: dict[str, str] = {}      # resolv.conf, hosts... written by the network phase
         self.workload_netns: str | None = None    # the pinned network namespace the containers join
@@ -155,7 +158,8 @@ class Zone:
 
             self.containers = ContainerManager(
                 self.supervisor, prepare_bundle=self._prepare_bundle, remove_bundle=self._remove_bundle,
-                runtime_factory=self._runtime, emit=self.emit, log=self.log, echo_output=self.cmdline.debug,
+                check=self._check_plan, runtime_factory=self._runtime, emit=self.emit, log=self.log,
+                echo_output=self.cmdline.debug,
             )
             self.containers.on_main_exit.append(self._main_exited)
             if self.shutdown is not None:
@@ -174,18 +178,53 @@ class Zone:
             self.disks = DiskStore(self.plan.disks, self.mounts, self.paths.images)
         return self.disks
 
+    def pod_state(self) -> Pod:
+        """The zone's pod (shared namespaces, volumes), made when its first pod container is."""
+        if self.pod is None:
+            from zoneinit.containers.pod import Pod
+
+            self.pod = Pod(self.paths.pod, self.workload_netns, self.plan.hostname or self.plan.name, self.mounts,
+                           self.sys)
+        return self.pod
+
+    def _hostname(self) -> str:
+        hostname = self.plan.network.hostname if self.plan.network else None
+        return hostname or self.plan.name
+
+    def _check_plan(self, plan: ContainerPlan) -> None:
+        """A pod container (an OCI config or volumes from the host) is refused before anything of it exists if
+        its image is not a root disk or the runtime would refuse its config.json."""
+        if plan.oci is None and not plan.volumes:
+            return
+        from zoneinit.containers.bundle import check_config, container_config
+
+        disks = self.disk_store()
+        role = disks.role_of(plan.image) if plan.image else None
+        if role != "root":
+            raise ValueError(f"container.create: {plan.image!r} is not an attached root disk "
+                             f"(have: {', '.join(n for n in disks.disks if disks.role_of(n) == 'root') or 'none'})")
+        config, merged = container_config(plan, hostname=self._hostname(), name_files=self.name_files,
+                                          netns=self.workload_netns, owner_shift=disks.owner_shift_of(plan.image),
+                                          pod=self.pod_state())
+        check_config(config)
+        if merged is not None:
+            from zoneinit.containers.ocimerge import check_pod_sysctls
+
+            check_pod_sysctls(merged.pod_sysctls)
+
     def _prepare_bundle(self, plan: ContainerPlan) -> str:
         from zoneinit.containers.bundle import prepare_bundle
 
-        hostname = self.plan.network.hostname if self.plan.network else None
+        pod = self.pod_state() if plan.oci is not None or plan.volumes else None
         return prepare_bundle(plan, self.disk_store(), self.mounts, bundles=self.paths.bundles,
-                              scratch=self.paths.scratch, hostname=hostname or self.plan.name,
-                              name_files=self.name_files, netns=self.workload_netns)
+                              scratch=self.paths.scratch, hostname=self._hostname(),
+                              name_files=self.name_files, netns=self.workload_netns, pod=pod, warn=self.log.warn)
 
     def _remove_bundle(self, container_id: str) -> None:
         from zoneinit.containers.bundle import remove_bundle
 
-        remove_bundle(container_id, self.mounts, bundles=self.paths.bundles, scratch=self.paths.scratch)
+        remove_bundle(container_id, self.mounts, bundles=self.paths.bundles, scratch=self.paths.scratch,
+                      pod=self.pod)
 
     def _main_exited(self, container: ManagedContainer) -> None:
         if self.plan.poweroff_on_exit and self.shutdown is not None:

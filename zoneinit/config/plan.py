@@ -8,12 +8,13 @@ A container created over IDM becomes a ``ContainerPlan`` through :func:`containe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zoneinit.network import InterfacePlan, NetworkPlan, RoutePlan
 
 if TYPE_CHECKING:  # the plan is what PID 1 keeps; the document is read in a forked child or per request
     from zoneinit.config.document import Container, ZoneConfig
+    from zoneinit.containers.podspec import Volume
 
 
 @dataclass
@@ -24,6 +25,8 @@ class DiskPlan:
     size: int | None = None      # bytes of image on the device (the device may be longer)
     fstype: str | None = None    # from the superblock when absent
     owner_shift: int = 0         # owners shifted by this: containers on it get a user namespace mapping 0 -> it
+    role: str = "root"           # addons, root, data: only a root disk can be a container's image
+    serial: str | None = None    # hot-plugged (IDM disk.attach): the virtio serial it was found by
 
 
 @dataclass
@@ -45,6 +48,11 @@ class ContainerPlan:
     memory_limit: int | None = None   # bytes
     cpus: float | None = None         # CPU quota in CPUs (1.5 = one and a half)
     pids_limit: int | None = None
+    # a container created over IDM for a pod (zoneinit.containers.podspec): the host's OCI config to merge
+    # under the zone's policy, its volumes, and whether the host attaches to its stdio from the first byte
+    oci: dict[str, Any] | None = None
+    volumes: list[Volume] = field(default_factory=list)
+    attach: bool = False
 
 
 @dataclass
@@ -90,7 +98,7 @@ def plan_from_config(config: ZoneConfig) -> LaunchPlan:
         routes = [RoutePlan("default", a.gateway) for a in (net.ipv4, net.ipv6) if a is not None and a.gateway]
         network = NetworkPlan(hostname=hostname, interfaces=[InterfacePlan(net.interface, addresses, net.mtu)],
                               routes=routes, nameservers=list(net.dns), search=list(net.search))
-    disks = [DiskPlan(d.name, d.device, d.sha256, d.size, d.fstype, d.owner_shift) for d in config.disks]
+    disks = [DiskPlan(d.name, d.device, d.sha256, d.size, d.fstype, d.owner_shift, d.role) for d in config.disks]
     addons = next((d.name for d in config.disks if d.role == "addons"), None)
     options = config.options
     return LaunchPlan(name=config.name, hostname=hostname, modules=list(config.modules), addons=addons,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoneinit.config.idrange import ID_RANGE
 from zoneinit.config.plan import ContainerPlan
@@ -21,6 +21,10 @@ from zoneinit.errors import ZoneInitError
 from zoneinit.mounts.disks import DiskStore
 from zoneinit.mounts.images import mount_overlay
 from zoneinit.mounts.table import MountTable
+
+if TYPE_CHECKING:
+    from zoneinit.containers.ocimerge import Merged
+    from zoneinit.containers.pod import Pod
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -102,18 +106,56 @@ def _apply_limits(linux: dict[str, Any], plan: ContainerPlan) -> None:
         resources["pids"] = {"limit": int(plan.pids_limit)}
 
 
+def container_config(plan: ContainerPlan, *, hostname: str | None = None, name_files: dict[str, str] | None = None,
+                     netns: str | None = None, owner_shift: int = 0,
+                     pod: Pod | None = None) -> tuple[dict[str, Any], Merged | None]:
+    """config.json for ``plan``: ``build_config``, then for a pod container (an OCI config or volumes from the
+    host) the host's OCI config merged under the zone's policy (``ocimerge``) and the volumes' bind mounts,
+    which replace the zone's name files at the same place. Pure: nothing is created."""
+    config = build_config(plan, hostname=hostname, name_files=name_files, netns=netns, owner_shift=owner_shift)
+    if plan.oci is None and not plan.volumes:
+        return config, None
+    if pod is None:
+        raise ZoneInitError(f"container {plan.id}: a pod container needs the zone's pod state")
+    from zoneinit.containers.ocimerge import Merged, merge
+
+    merged = merge(config, plan.oci, pod.paths, owner_shift=owner_shift) if plan.oci is not None else \
+        Merged([], {}, set())
+    covered = {v.destination for v in plan.volumes}
+    config["mounts"] = [m for m in config.get("mounts", []) if m.get("destination") not in covered]
+    config["mounts"] += pod.volume_mounts(plan.id, plan.volumes)
+    return config, merged
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """The runtime's own validation of a config.json (ConfigError naming the field), before anything is made."""
+    from styrolite.spec.parse import parse_config
+
+    parse_config(config)
+
+
 def prepare_bundle(plan: ContainerPlan, disks: DiskStore, mounts: MountTable, *, bundles: str = "/run/zone/bundles",
                    scratch: str = "/run/zone/scratch", hostname: str | None = None,
-                   name_files: dict[str, str] | None = None, netns: str | None = None) -> str:
-    """Mount the overlay rootfs and write config.json; returns the bundle directory."""
+                   name_files: dict[str, str] | None = None, netns: str | None = None, pod: Pod | None = None,
+                   warn: Any = None) -> str:
+    """Mount the overlay rootfs, make the pod things the container uses (volumes, shared namespaces, pod
+    sysctls) and write config.json; returns the bundle directory."""
     bundle = os.path.join(bundles, plan.id)
     rootfs = os.path.join(bundle, "rootfs")
     os.makedirs(rootfs, mode=0o755, exist_ok=True)
     if plan.image:
         lower = disks.rootfs_of(plan.image)
         mount_overlay(mounts, [lower], os.path.join(scratch, plan.id), rootfs)
-    config = build_config(plan, hostname=hostname, name_files=name_files, netns=netns,
-                          owner_shift=disks.owner_shift_of(plan.image) if plan.image else 0)
+    owner_shift = disks.owner_shift_of(plan.image) if plan.image else 0
+    config, merged = container_config(plan, hostname=hostname, name_files=name_files, netns=netns,
+                                      owner_shift=owner_shift, pod=pod)
+    if merged is not None and pod is not None:
+        pod.prepare_volumes(plan.id, plan.volumes, owner_shift)
+        pod.ensure_namespaces(merged.shared)
+        pod.apply_sysctls(merged.pod_sysctls)
+        for warning in merged.warnings:
+            if warn is not None:
+                warn(f"container {plan.id}: {warning}")
     tmp = os.path.join(bundle, "config.json.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(config, f, indent=1)
@@ -122,7 +164,7 @@ def prepare_bundle(plan: ContainerPlan, disks: DiskStore, mounts: MountTable, *,
 
 
 def remove_bundle(container_id: str, mounts: MountTable, *, bundles: str = "/run/zone/bundles",
-                  scratch: str = "/run/zone/scratch") -> None:
+                  scratch: str = "/run/zone/scratch", pod: Pod | None = None) -> None:
     """Unmount the container's overlay and forget its bundle and scratch space. ZoneInitError names what
     could not be undone (the rest is done all the same)."""
     import shutil
@@ -138,5 +180,10 @@ def remove_bundle(container_id: str, mounts: MountTable, *, bundles: str = "/run
         for directory in (bundle, os.path.join(scratch, container_id)):
             if os.path.lexists(directory):
                 shutil.rmtree(directory, onerror=failed)
+        if pod is not None:
+            try:
+                pod.remove_container(container_id)
+            except OSError as e:
+                problems.append(f"remove its file volumes: {e}")
     if problems:
         raise ZoneInitError(f"clean up container {container_id}: " + "; ".join(problems))

@@ -46,3 +46,12 @@ def translated(type_: str, handler: Handler, log: Callable[[str], None]) -> Hand
             raise wire_error(e) from e
 
     return run
+
+
+def fail(req: Request, error: BaseException, log: Callable[[str], None]) -> None:
+    """Answer ``req`` (a request answered later, from a callback) with ``error`` as ``translated`` would."""
+    if not isinstance(error, (IdmError, StyroliteError, *_NOT_FOUND, *_INVALID)):
+        log(f"idm: {req.type} failed unexpectedly:\n"
+            + "".join(traceback.format_exception(type(error), error, error.__traceback__)))
+    wired = wire_error(error) if isinstance(error, Exception) else IdmError(str(error), HANDLER_FAILED)
+    req.fail(wired.code, wired.message)

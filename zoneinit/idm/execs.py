@@ -56,24 +56,34 @@ EXIT_LINGER = 0.5              # after an exec'd process exits, how long its out
 class ExecRequest:
     """An ``exec`` request's payload, checked (docs/idm.md section 7)."""
 
-    __slots__ = ("command", "container", "cwd", "env", "size", "tty", "user")
+    __slots__ = ("additional_gids", "command", "container", "cwd", "env", "process", "size", "tty", "user")
 
     def __init__(self, command: list[str], env: list[str] | None = None, cwd: str | None = None,
                  user: tuple[int, int] | None = None, tty: bool = False, size: tuple[int, int] | None = None,
-                 container: str | None = None) -> None:
+                 container: str | None = None, process: dict[str, Any] | None = None,
+                 additional_gids: list[int] | None = None) -> None:
         self.command = command
         self.env = env or []              # "K=V", added to (or replacing in) the container's
         self.cwd = cwd
         self.user = user                  # (uid, gid)
+        self.additional_gids = additional_gids or []
         self.tty = tty
         self.size = size                  # (rows, cols) of the pty
         self.container = container        # None: the zone's main container
+        self.process = process            # containerd's OCI process (CRI exec): the base of the exec'd one
 
     @classmethod
     def from_request(cls, req: Request) -> ExecRequest:
-        command = req.arg("args") or req.arg("command")
+        process = req.arg("process")
+        if process is not None:
+            from zoneinit.containers.podspec import take_process
+
+            warnings: list[str] = []
+            process = take_process(process, "$.process", warnings)
+        oci = process or {}
+        command = req.arg("args") or req.arg("command") or oci.get("args")
         if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
-            raise ValueError("exec: 'command' must be a non-empty list of strings")
+            raise ValueError("exec: 'command' (or process.args) must be a non-empty list of strings")
         env = req.arg("env") or []
         if isinstance(env, dict):
             env = [f"{k}={v}" for k, v in env.items()]
@@ -87,22 +97,30 @@ class ExecRequest:
             raise ValueError("exec: 'container' must be a container id")
         rows, cols = req.arg("rows"), req.arg("cols")
         size = (rows, cols) if isinstance(rows, int) and isinstance(cols, int) else None
-        return cls(list(command), list(env), cwd, _user(req.arg("user")), req.arg("tty", False) is True, size,
-                   container)
+        box = oci.get("consoleSize")
+        if size is None and isinstance(box, dict) and isinstance(box.get("height"), int):
+            size = (box["height"], box.get("width", 0))
+        tty = req.arg("tty") if req.arg("tty") is not None else oci.get("terminal", False)
+        user, gids = _user(req.arg("user"))
+        return cls(list(command), list(env), cwd, user, tty is True, size, container, process, gids)
 
 
-def _user(value: Any) -> tuple[int, int] | None:
-    """``"UID[:GID]"`` (as the CLIs take it), ``{uid, gid}`` or a uid."""
+def _user(value: Any) -> tuple[tuple[int, int] | None, list[int]]:
+    """``"UID[:GID]"`` (as the CLIs take it), ``{uid, gid, additional_gids}`` or a uid; and the extra gids."""
     if value is None or value == "":
-        return None
+        return None, []
     if isinstance(value, str):
         uid, _, gid = value.partition(":")
-        return int(uid), int(gid or uid)
+        return (int(uid), int(gid or uid)), []
     if isinstance(value, dict):
-        return int(value.get("uid", 0)), int(value.get("gid", 0))
+        gids = value.get("additional_gids", value.get("additionalGids", []))
+        if not isinstance(gids, list) or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0
+                                                 for g in gids):
+            raise ValueError("exec: 'user.additional_gids' must be a list of gids")
+        return (int(value.get("uid", 0)), int(value.get("gid", 0))), list(gids)
     if isinstance(value, int) and not isinstance(value, bool):
-        return value, value
-    raise ValueError(f"exec: 'user' must be UID[:GID], a uid or {{uid, gid}}, not {value!r}")
+        return (value, value), []
+    raise ValueError(f"exec: 'user' must be UID[:GID], a uid or {{uid, gid, additional_gids}}, not {value!r}")
 
 
 class ExecProcess:

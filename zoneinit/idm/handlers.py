@@ -6,6 +6,8 @@
     container.list / create / start / signal / wait / delete / logs
     exec             -> a stream: stdin/stdout/stderr, tty with exec.resize, the exit code on close
     exec.resize / exec.signal
+    disk.attach / disk.detach, container.attach / resize / close_stdin / pause / resume / update / stats /
+    read_file        -> a pod's containers (zoneinit.idm.pods)
 
 Handlers raise what they raise (NotFoundError, StateError, ValueError, ZoneConfigError...);
 ``zoneinit.idm.errors`` turns that into the error reply's code. Nothing here may take PID 1 down.
@@ -16,15 +18,23 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from idm.server import IdmServer, Request
 from styrolite.errors import StateError
 from zoneinit.containers.manager import ContainerManager, ManagedContainer
 from zoneinit.idm.args import require, signal_number
-from zoneinit.idm.errors import translated
+from zoneinit.idm.errors import fail, translated
 from zoneinit.idm.execs import ExecProcess, ExecRequest, ExecService, LogFollower
 from zoneinit.supervisor.loop import Supervisor
+
+if TYPE_CHECKING:
+    from zoneinit.config.plan import ContainerPlan
+    from zoneinit.containers.pod import Pod
+    from zoneinit.mounts.disks import DiskStore
+
+# container.create with an OCI config: these come from it, never from the definition as well
+OCI_OWNED = ("args", "env", "cwd", "user", "terminal", "hostname", "limits", "annotations", "readonly_root")
 
 
 def creation_definition(payload: Any) -> dict[str, Any]:
@@ -33,22 +43,57 @@ def creation_definition(payload: Any) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise ValueError("container.create: the payload must be a map describing the container")
     definition = payload["container"] if "container" in payload else {k: v for k, v in payload.items()
-                                                                       if k != "start"}
+                                                                       if k not in POD_FIELDS}
     if isinstance(definition, dict) and "id" in definition and "name" not in definition:
         definition = {("name" if k == "id" else k): v for k, v in definition.items()}
     return definition
+
+
+POD_FIELDS = ("start", "oci", "volumes", "attach")
+
+
+def pod_plan(payload: dict[str, Any], definition: dict[str, Any], log: Callable[[str], None]) -> ContainerPlan:
+    """The plan of a ``container.create``: its definition (the zone config's parser) and, for a pod's container,
+    the host's OCI config, volumes and attach (``podspec``); with an OCI config its process is the container's."""
+    from zoneinit.config.parser import parse_container  # the parser (re, its schema) only when asked
+    from zoneinit.config.plan import container_plan
+
+    if not any(key in payload for key in POD_FIELDS[1:]):
+        return container_plan(parse_container(definition, "$.container"))
+    from zoneinit.containers.podspec import parse_pod_spec
+    from zoneinit.errors import ZoneConfigError
+
+    pod = parse_pod_spec(payload)
+    if pod.oci is not None and isinstance(definition, dict):
+        for key in OCI_OWNED:
+            if key in definition:
+                raise ZoneConfigError(f"$.container.{key}", "given by $.oci as well: say it once, in $.oci")
+        process = pod.oci.get("process", {})
+        args = process.get("args")
+        definition = {**definition, "args": args if isinstance(args, list) and args else ["?"],
+                      "terminal": process.get("terminal", False) is True}
+        if not (isinstance(args, list) and args):
+            raise ZoneConfigError("$.oci.process.args", "the container needs a program to run")
+    plan = container_plan(parse_container(definition, "$.container"))
+    plan.oci, plan.volumes, plan.attach = pod.oci, pod.volumes, pod.attach
+    for warning in pod.warnings:
+        log(f"container {plan.id}: {warning}")
+    return plan
 
 
 class ZoneHandlers:
     """PID 1's request handlers, registered on its IDM server."""
 
     def __init__(self, server: IdmServer, supervisor: Supervisor, containers: ContainerManager, *,
-                 info: Callable[[], dict[str, Any]], request_shutdown: Callable[[str, str], None]) -> None:
+                 info: Callable[[], dict[str, Any]], request_shutdown: Callable[[str, str], None],
+                 disks: Callable[[], DiskStore] | None = None, pod: Callable[[], Pod] | None = None) -> None:
         self.server = server
         self.supervisor = supervisor
         self.containers = containers
         self.info = info
         self.request_shutdown = request_shutdown
+        self.disks = disks   # the zone's disk store (None: a test without disks)
+        self.pod = pod
         self.execs = ExecService(supervisor, self.spawn_exec, containers.exec_exits.__setitem__,
                                  on_exit=lambda pid, code: containers.emit("exec.exit",
                                                                            {"pid": pid, "exit_code": code}))
@@ -68,6 +113,9 @@ class ZoneHandlers:
             "container.logs": self.container_logs,
             **self.execs.handlers(),
         }
+        from zoneinit.idm.pods import PodHandlers
+
+        handlers.update(PodHandlers(self.supervisor, self.containers, disks=self.disks, pod=self.pod).handlers())
         for name, handler in handlers.items():
             self.server.register(name, translated(name, handler, self.supervisor.log.info))
 
@@ -98,15 +146,30 @@ class ZoneHandlers:
     def container_list(self, _req: Request) -> dict[str, Any]:
         return {"containers": self.containers.list()}
 
-    def container_create(self, req: Request) -> dict[str, Any]:
-        from zoneinit.config.parser import parse_container  # the parser (re, its schema) only when asked
-        from zoneinit.config.plan import container_plan
+    def container_create(self, req: Request) -> dict[str, Any] | None:
+        plan = pod_plan(req.payload, creation_definition(req.payload), self.supervisor.log.warn)
+        if plan.id in self.containers.containers:
+            raise StateError(f"container {plan.id!r} already exists in this zone")
+        start = req.arg("start", False) is True
 
-        plan = container_plan(parse_container(creation_definition(req.payload), "$.container"))
-        container = self.containers.create(plan)
-        if req.arg("start", False) is True:
-            self.containers.start(plan.id)
-        return container.summary()
+        def create(error: BaseException | None = None) -> None:
+            try:
+                if error is not None:
+                    raise error
+                container = self.containers.create(plan)
+                if start:
+                    self.containers.start(plan.id)
+            except Exception as e:
+                fail(req, e, self.supervisor.log.info)
+                return
+            req.reply(container.summary())
+
+        disks = self.disks() if self.disks is not None else None
+        if disks is None or not plan.image or plan.image not in disks.disks:
+            create()   # nothing to verify first (an unknown image is refused by the create itself)
+        else:   # a disk's hash runs in a helper process; PID 1's loop goes on meanwhile
+            disks.verify_async(plan.image, self.supervisor, create)
+        return None
 
     def container_start(self, req: Request) -> dict[str, Any]:
         return self.containers.start(require(req, "id")).summary()
@@ -183,14 +246,15 @@ class ZoneHandlers:
 
     @staticmethod
     def _process_document(container: ManagedContainer, request: ExecRequest) -> dict[str, Any]:
-        """The exec'd process: the container's own process settings (capabilities, rlimits...) with the
-        request's command, env, cwd, user and tty."""
+        """The exec'd process: containerd's OCI process if the request has one, else the container's own
+        process settings (capabilities, rlimits...); then the request's command, env, cwd, user and tty."""
         try:
             with open(os.path.join(container.bundle, "config.json"), encoding="utf-8") as f:
                 process: dict[str, Any] = dict(json.load(f).get("process", {}))
         except (OSError, ValueError):
             process = {"cwd": "/", "env": []}
-        process["args"] = list(request.command)
+        if request.process is not None:
+            process = dict(request.process, cwd=request.process.get("cwd") or process.get("cwd") or "/")
         env = {e.split("=", 1)[0]: e for e in process.get("env", [])}
         for entry in request.env:
             env[entry.split("=", 1)[0]] = entry
@@ -198,7 +262,11 @@ class ZoneHandlers:
         if request.cwd is not None:
             process["cwd"] = request.cwd
         if request.user is not None:
-            process["user"] = {"uid": request.user[0], "gid": request.user[1]}
+            user: dict[str, Any] = {"uid": request.user[0], "gid": request.user[1]}
+            if request.additional_gids:
+                user["additionalGids"] = list(request.additional_gids)
+            process["user"] = user
+        process["args"] = list(request.command)
         process["terminal"] = request.tty
         process.pop("consoleSize", None)
         if request.tty and request.size:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from idm.server import IdmServer
 from zoneinit.boot.devices import wait_for_path
@@ -19,6 +19,10 @@ from zoneinit.console import ConsoleLog
 from zoneinit.containers.manager import ContainerManager
 from zoneinit.idm.handlers import ZoneHandlers
 from zoneinit.supervisor.loop import Supervisor
+
+if TYPE_CHECKING:
+    from zoneinit.containers.pod import Pod
+    from zoneinit.mounts.disks import DiskStore
 
 IDM_PORT_NAME = "zone.idm"
 XEN_IDM_DRIVERS = ["xen_evtchn", "xen_gntalloc"]
@@ -28,7 +32,8 @@ FLUSH_WAIT = 2.0   # seconds to let the last frames out before the power goes
 class IdmService:
     def __init__(self, supervisor: Supervisor, log: ConsoleLog, containers: ContainerManager, *,
                  info: Callable[[], dict[str, Any]], request_shutdown: Callable[[str, str], None],
-                 socket_path: str) -> None:
+                 socket_path: str, disks: Callable[[], DiskStore] | None = None,
+                 pod: Callable[[], Pod] | None = None) -> None:
         self.supervisor = supervisor
         self.log = log
         self.server = server = IdmServer(info=info, log=log.info)
@@ -41,7 +46,8 @@ class IdmService:
             server.listen_unix(socket_path)
         except OSError as e:
             log.warn(f"IDM: no local socket at {socket_path} for /bin/zone: {e}")
-        ZoneHandlers(server, supervisor, containers, info=info, request_shutdown=request_shutdown).register()
+        ZoneHandlers(server, supervisor, containers, info=info, request_shutdown=request_shutdown, disks=disks,
+                     pod=pod).register()
 
     def attach_host(self, channel: str | None, *, wait: bool, load_modules: Callable[[list[str]], None]) -> None:
         """Serve the host channel, if it is there (``wait``: give a device that a module creates time to

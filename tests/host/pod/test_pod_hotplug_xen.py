@@ -1,4 +1,4 @@
-"""host.pod.hotplug's Xen side: the xl disk spec, the choice of the next free xvd name, and that a failing
+"""host.backends.hotplug's Xen side: the xl disk spec, the choice of the next free xvd name, and that a failing
 ``xl`` (this machine is no dom0) leaves no loop device behind. The real block-attach runs on Xen in
 qemu-tests/pv/test_pod_xen_hotplug.py."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from host.pod.errors import HotplugError
-from host.pod.hotplug import block_attach_spec, next_free_vdev, parse_block_list, xen_attach_disk, xvd_name
+from host.errors import HotplugError
+from host.backends.hotplug import block_attach_spec, next_free_vdev, parse_block_list, xen_attach_disk, xvd_name
 
 BLOCK_LIST = """Vdev  BE  handle state evt-ch ring-ref BE-path
 51712 0   3      4     14     8        /local/domain/0/backend/vbd/3/51712

@@ -8,24 +8,27 @@ QEMU (QMP, on the zone's ``qmp.sock``):
   a read-only device (the guest sees ``/sys/block/vdX/ro`` = 1). The ``pc`` machine's ACPI PCI hotplug
   announces it; the guest kernel's built-in acpiphp picks it up.
 * detach: ``device_del``, then wait for ``DEVICE_DELETED`` (the guest has ejected the device; it must have
-  unmounted it first), then ``blockdev-del``. One QMP connection carries all of it (host.pod.qmp_session).
+  unmounted it first), then ``blockdev-del``. One QMP connection carries all of it (host.backends.qmp.QmpSession).
 
 Xen (``xl``, in dom0): ``xl block-attach`` of a read-only ``phy`` disk backed by a read-only loop device
 (host.backends.xen loop helpers), at the next free ``xvd`` name; ``xl block-detach`` and the loop device released.
 The zone finds a Xen disk by its ``xvd`` name (xen-blkfront has no serial).
+
+Each disk says how the zone finds it (``zone_locator()``: the ``serial`` or ``device`` of IDM ``disk.attach``).
+The backends offer these as ``Backend.attach_disk``/``detach_disk``.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from host.backends.xen import attach_loop, detach_loop
-from host.pod.errors import HotplugError
-from host.pod.qmp_session import QmpError, QmpSession
+from host.backends.qmp import QmpError, QmpSession
+from host.backends.xl import attach_loop, detach_loop, xl
+from host.errors import BackendError, HotplugError
 
 VIRTIO_BLK_SERIAL_MAX = 20          # VIRTIO_BLK_ID_BYTES
 QMP_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,30}$")   # QEMU's id_wellformed, and a node-name limit of 31
@@ -43,6 +46,21 @@ class QemuDisk:
     node_name: str      # the block node under it
     serial: str
     path: Path
+
+    def zone_locator(self) -> dict[str, str]:
+        return {"serial": self.serial}
+
+
+@contextmanager
+def _qmp(qmp_socket: Path, timeout: float) -> Iterator[QmpSession]:
+    """A QMP session whose connection failures are hot-plug failures (the zone's QEMU is gone or not ours)."""
+    try:
+        with _qmp(qmp_socket, timeout) as qmp:
+            yield qmp
+    except HotplugError:
+        raise
+    except BackendError as e:   # a QMP error nobody here handled, or the connection
+        raise HotplugError(str(e)) from e
 
 
 def _check_serial(serial: str) -> str:
@@ -62,7 +80,7 @@ def qemu_attach_disk(qmp_socket: Path, image: Path, *, name: str, serial: str | 
     if not path.is_file():
         raise HotplugError(f"disk image {image}: no such file")
     disk = QemuDisk(device_id=name, node_name=f"node-{name}", serial=serial, path=path)
-    with QmpSession(qmp_socket, timeout) as qmp:
+    with _qmp(qmp_socket, timeout) as qmp:
         try:
             qmp.execute("blockdev-add", {"driver": "raw", "node-name": disk.node_name, "read-only": True,
                                          "file": {"driver": "file", "filename": str(path), "read-only": True}})
@@ -71,10 +89,10 @@ def qemu_attach_disk(qmp_socket: Path, image: Path, *, name: str, serial: str | 
         try:
             qmp.execute("device_add", {"driver": "virtio-blk-pci", "id": disk.device_id, "drive": disk.node_name,
                                        "serial": serial})
-        except HotplugError as e:
+        except BackendError as e:
             try:
                 qmp.execute("blockdev-del", {"node-name": disk.node_name})
-            except HotplugError as undo:
+            except BackendError as undo:
                 raise HotplugError(f"attach {path} as {name}: device_add refused, and blockdev-del of "
                                    f"{disk.node_name} failed too ({undo})") from e
             raise HotplugError(f"attach {path} as {name}: device_add refused") from e
@@ -86,7 +104,7 @@ def qemu_detach_disk(qmp_socket: Path, disk: QemuDisk | str, *, timeout: float =
     The guest must have unmounted it. Idempotent: a device or node that is already gone is fine."""
     device_id = disk.device_id if isinstance(disk, QemuDisk) else disk
     node_name = disk.node_name if isinstance(disk, QemuDisk) else f"node-{disk}"
-    with QmpSession(qmp_socket, min(timeout, 10.0)) as qmp:
+    with _qmp(qmp_socket, min(timeout, 10.0)) as qmp:
         gone = False
         try:
             qmp.execute("device_del", {"id": device_id})
@@ -97,7 +115,7 @@ def qemu_detach_disk(qmp_socket: Path, disk: QemuDisk | str, *, timeout: float =
         if not gone:
             try:
                 qmp.wait_event("DEVICE_DELETED", lambda data: data.get("device") == device_id, timeout)
-            except HotplugError as e:
+            except BackendError as e:
                 raise HotplugError(f"detach {device_id}: the zone did not release the device within "
                                    f"{timeout:.0f} s (still mounted in the zone?)") from e
         nodes = {node["node-name"] for node in qmp.execute("query-named-block-nodes", {"flat": True})}
@@ -110,7 +128,7 @@ def qemu_detach_disk(qmp_socket: Path, disk: QemuDisk | str, *, timeout: float =
 
 def qemu_block_nodes(qmp_socket: Path) -> list[str]:
     """The node names of the zone's named block nodes (``query-named-block-nodes``)."""
-    with QmpSession(qmp_socket) as qmp:
+    with _qmp(qmp_socket, 10.0) as qmp:
         return [node["node-name"] for node in qmp.execute("query-named-block-nodes", {"flat": True})]
 
 
@@ -122,6 +140,12 @@ class XenDisk:
     vdev: str           # "xvdd": what the zone sees as /dev/xvdd
     loop: str           # the dom0 loop device backing it
     path: Path
+
+    def zone_locator(self) -> dict[str, str]:
+        return {"device": f"/dev/{self.vdev}"}
+
+
+PluggedDisk = QemuDisk | XenDisk
 
 
 def xvd_name(index: int) -> str:
@@ -159,16 +183,7 @@ def next_free_vdev(used: list[int]) -> str:
 
 
 def _xl(*args: str, timeout: float = 60.0) -> str:
-    if shutil.which("xl") is None:
-        raise HotplugError("xl not found (install xen-utils-4.17, and run on a Xen dom0)")
-    try:
-        result = subprocess.run(["xl", *args], capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as e:
-        raise HotplugError(f"xl {' '.join(args)}: no answer within {timeout:.0f} s") from e
-    if result.returncode != 0:
-        lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-        raise HotplugError(f"xl {' '.join(args)}: {lines[-1] if lines else f'exit {result.returncode}'}")
-    return result.stdout
+    return xl(*args, timeout=timeout, error=HotplugError).stdout
 
 
 def xen_attach_disk(domain: str, image: Path, *, vdev: str | None = None) -> XenDisk:

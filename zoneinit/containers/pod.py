@@ -1,0 +1,201 @@
+"""What the zone keeps for its pod beyond each container: the namespaces the pod's containers share, the
+pod-level sysctls written into them, emptyDir volumes, and each container's file volumes.
+
+A zone is one pod. Its containers share the workload network namespace (made at boot, ``zoneinit.network``)
+and, when their OCI config says so, one ipc and one uts namespace, made here on first use and pinned by a
+bind mount of their nsfs file like the network one (a forked helper unshares, so PID 1 never moves).
+emptyDir volumes are directories of the zone named by the pod's volume name, so every container naming it
+sees the same files, for the pod's life; ``medium: memory`` gives one its own tmpfs (with its size limit).
+File volumes (configMaps, secrets, /etc/hosts, a termination log) are written per container and removed
+with it. Everything a user-namespaced container must write to is owned by its root (the image's shift).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+from typing import TYPE_CHECKING
+
+from styrolite.syscalls import LINUX, Syscalls
+from styrolite.syscalls import constants as k
+from zoneinit.containers.ocimerge import PodPaths
+from zoneinit.containers.podspec import Volume
+from zoneinit.errors import ZoneInitError
+
+if TYPE_CHECKING:
+    from zoneinit.mounts.table import MountTable
+
+NAMESPACE_FLAGS = {"ipc": k.CLONE_NEWIPC, "uts": k.CLONE_NEWUTS, "network": k.CLONE_NEWNET}
+FILE_OPTIONS = ["rbind", "nosuid", "nodev"]   # /run's own flags, which a user namespace cannot drop
+
+
+def make_pinned_namespace(kind: str, pin: str, hostname: str | None, sys: Syscalls = LINUX) -> str:
+    """A new ``kind`` namespace pinned at ``pin`` (run in a forked helper: unshare moves the caller)."""
+    step = f"create the pod's {kind} namespace"
+    try:
+        os.makedirs(os.path.dirname(pin), mode=0o711, exist_ok=True)
+        if not os.path.ismount(pin):
+            os.close(os.open(pin, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o400))
+            sys.unshare(NAMESPACE_FLAGS[kind])
+            if kind == "uts" and hostname:
+                step = f"set the pod's host name {hostname!r}"
+                sys.sethostname(hostname)
+            step = f"pin the pod's {kind} namespace at {pin}"
+            sys.mount(f"/proc/thread-self/ns/{kind if kind != 'network' else 'net'}", pin, None, k.MS_BIND)
+    except OSError as e:
+        raise ZoneInitError(step) from e
+    return pin
+
+
+def write_sysctls(kind: str, pin: str, values: dict[str, str], sys: Syscalls = LINUX) -> None:
+    """Set ``values`` inside the namespace pinned at ``pin`` (run in a forked helper: setns moves the caller)."""
+    fd = os.open(pin, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        sys.setns(fd, NAMESPACE_FLAGS[kind])
+    finally:
+        os.close(fd)
+    for key, value in values.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            with open(path, "w", encoding="ascii") as f:
+                f.write(value)
+        except OSError as e:
+            raise ZoneInitError(f"sysctl {key}={value} in the pod's {kind} namespace") from e
+
+
+class Pod:
+    """The zone's pod: shared namespaces, emptyDir volumes, per-container file volumes (under ``base``)."""
+
+    def __init__(self, base: str, network: str | None, hostname: str | None, mounts: MountTable,
+                 sys: Syscalls = LINUX) -> None:
+        self.base = base
+        self.paths = PodPaths(network, os.path.join(base, "ns", "ipc"), os.path.join(base, "ns", "uts"))
+        self.hostname = hostname
+        self.mounts = mounts
+        self.sys = sys
+        self.emptydirs: dict[str, Volume] = {}      # name -> the volume that made it
+
+    # --- namespaces ---------------------------------------------------------------------------------------
+    def ensure_namespaces(self, kinds: set[str]) -> None:
+        from zoneinit.isolate import in_child
+
+        for kind in sorted(kinds & {"ipc", "uts"}):
+            pin = getattr(self.paths, kind)
+            if not os.path.ismount(pin):
+                in_child(make_pinned_namespace, kind, pin, self.hostname, self.sys)
+
+    def apply_sysctls(self, sysctls: dict[str, dict[str, str]]) -> None:
+        from zoneinit.isolate import in_child
+
+        for kind, values in sysctls.items():
+            pin = getattr(self.paths, kind)
+            if pin is None:
+                raise ZoneInitError(f"sysctls {', '.join(values)}: the zone has no pod network namespace")
+            in_child(write_sysctls, kind, pin, values, self.sys)
+
+    # --- volumes ------------------------------------------------------------------------------------------
+    def volume_source(self, container_id: str, index: int, volume: Volume) -> str:
+        """Where a volume lives in the zone (the bind mount's source)."""
+        if volume.kind == "emptydir":
+            return os.path.join(self.base, "emptydir", volume.name)
+        return os.path.join(self.base, "files", container_id, str(index))
+
+    def volume_mounts(self, container_id: str, volumes: list[Volume]) -> list[dict[str, object]]:
+        """The bind mounts of ``volumes`` for config.json, parents before children."""
+        ordered = sorted(enumerate(volumes), key=lambda item: item[1].destination.count("/"))
+        return [{"destination": v.destination, "type": "bind", "source": self.volume_source(container_id, i, v),
+                 "options": [*FILE_OPTIONS, "ro" if v.readonly else "rw"]} for i, v in ordered]
+
+    def prepare_volumes(self, container_id: str, volumes: list[Volume], owner: int) -> None:
+        """Write file volumes and make (or reuse) emptyDirs; ``owner`` is the container root's zone uid."""
+        for index, volume in enumerate(volumes):
+            source = self.volume_source(container_id, index, volume)
+            try:
+                if volume.kind == "emptydir":
+                    self._emptydir(volume, source, owner)
+                else:
+                    self._write_files(volume, source, owner)
+            except OSError as e:
+                raise ZoneInitError(f"volume {volume.destination} of container {container_id}") from e
+
+    def _emptydir(self, volume: Volume, source: str, owner: int) -> None:
+        known = self.emptydirs.get(volume.name)
+        if known is not None:
+            if (known.medium, known.size) != (volume.medium, volume.size):
+                raise ZoneInitError(f"emptyDir {volume.name!r} exists with medium {known.medium or 'default'!r} "
+                                    f"and size {known.size}; asked again with {volume.medium or 'default'!r} "
+                                    f"and {volume.size}")
+            return
+        os.makedirs(source, mode=0o777, exist_ok=True)
+        if volume.medium == "memory":
+            data = "mode=0777" + (f",size={volume.size}" if volume.size else "")
+            self.mounts.mount("tmpfs", source, "tmpfs", k.MS_NOSUID | k.MS_NODEV, data)
+        os.chown(source, owner, owner)
+        os.chmod(source, 0o777)   # emptyDir is world-writable, as kubelet makes it
+        self.emptydirs[volume.name] = volume
+
+    @staticmethod
+    def _write_files(volume: Volume, source: str, owner: int) -> None:
+        single = len(volume.files) == 1 and volume.files[0].path == ""
+        os.makedirs(os.path.dirname(source) if single else source, mode=0o755, exist_ok=True)
+        if not single:
+            os.chown(source, owner, owner)
+        for entry in volume.files:
+            path = source if single else os.path.join(source, entry.path)
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                _write_all(fd, entry.data)
+                os.fchown(fd, owner, owner)
+                os.fchmod(fd, entry.mode)
+            finally:
+                os.close(fd)
+
+    def read_file(self, container_id: str, volumes: list[Volume], path: str, limit: int) -> bytes:
+        """The content of ``path`` (a container path inside one of its file or emptyDir volumes)."""
+        path = "/" + "/".join(part for part in path.split("/") if part)
+        if ".." in path.split("/"):
+            raise ValueError(f"read_file: {path!r} must not contain '..'")
+        for index, volume in sorted(enumerate(volumes), key=lambda item: -len(item[1].destination)):
+            if path != volume.destination and not path.startswith(volume.destination.rstrip("/") + "/"):
+                continue
+            source = self.volume_source(container_id, index, volume)
+            relative = path[len(volume.destination):].lstrip("/")
+            target = os.path.join(source, relative) if relative else source
+            return _read_inside(source, target, limit)
+        raise FileNotFoundError(f"{path} is not in a file or emptyDir volume of container {container_id!r}")
+
+    def remove_container(self, container_id: str) -> None:
+        """The container's file volumes (emptyDirs are the pod's and stay)."""
+        directory = os.path.join(self.base, "files", container_id)
+        if os.path.lexists(directory):
+            shutil.rmtree(directory)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_inside(root: str, target: str, limit: int) -> bytes:
+    """Read ``target`` without following a symlink out of ``root`` (a container may have written links)."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(target)
+    if real != real_root and not real.startswith(real_root + os.sep):
+        raise ValueError(f"read_file: {target} leads outside its volume")
+    fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"read_file: {target} is not a regular file")
+        chunks = []
+        remaining = limit
+        while remaining > 0 and (chunk := os.read(fd, min(remaining, 1 << 16))):
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
