@@ -9,8 +9,8 @@ plugin, CNI, a local registry and crictl, all started here with their own state 
 * **images** are built here from Debian's busybox (zonebuild's busybox image layer) and pushed with skopeo
   to a ``docker-registry`` on 127.0.0.1:<a free port>; containerd's registry config (``certs.d``) sends
   ``registry.k8s.io``, ``docker.io`` and ``gcr.io`` there, so image names stay as a user writes them.
-* **CNI**: Debian's ``bridge`` + ``host-local`` (and ``loopback``, which containerd adds itself), conf and
-  IPAM state under the lab directory, a bridge name unique to the lab.
+* **CNI**: Debian's ``bridge`` + ``host-local`` (and ``loopback``, which containerd adds itself; ``portmap``
+  for host ports on request), conf and IPAM state under the lab directory, a bridge name unique to the lab.
 * **containerd**: root, state, sockets under the lab directory; runtime handlers ``runc`` and ``edera``
   (``runtime_type = "io.containerd.zone.v2"``, ``options.ConfigPath`` = the shim's config file, the shim found
   on containerd's PATH).
@@ -44,7 +44,8 @@ SANDBOX_IMAGE = "registry.k8s.io/pause:3.6"
 BUSYBOX_IMAGE = "docker.io/library/busybox:1.36"
 MIRRORED = ("registry.k8s.io", "docker.io", "gcr.io", "k8s.gcr.io", "quay.io")
 SHIM = "containerd-shim-zone-v2"
-SUBNET = "10.77.0.0/24"   # inside the lab's own network namespace: no clash with the machine's networks
+SUBNET = "10.77.0.0/24"
+PID_CONTAINER = 1   # CRI NamespaceMode CONTAINER   # inside the lab's own network namespace: no clash with the machine's networks
 
 
 def crictl_binary() -> str:
@@ -61,10 +62,10 @@ def crictl_binary() -> str:
 
 def missing_tools() -> list[str]:
     """What this lab needs and this machine lacks (Debian package names)."""
-    missing = [pkg for tool, pkg in (("containerd", "containerd"), ("docker-registry", "docker-registry"),
-                                     ("skopeo", "skopeo"), ("nsenter", "util-linux"), ("ip", "iproute2"),
-                                     ("qemu-system-x86_64", "qemu-system-x86"), ("mkfs.erofs", "erofs-utils"))
-               if shutil.which(tool) is None]
+    tools = (("containerd", "containerd"), ("docker-registry", "docker-registry"), ("skopeo", "skopeo"),
+             ("nsenter", "util-linux"), ("ip", "iproute2"), ("qemu-system-x86_64", "qemu-system-x86"),
+             ("mkfs.erofs", "erofs-utils"), ("busybox", "busybox-static"))
+    missing = [pkg for tool, pkg in tools if shutil.which(tool) is None]
     if not Path("/usr/lib/cni/bridge").exists():
         missing.append("containernetworking-plugins")
     try:
@@ -191,13 +192,15 @@ class Lab:
     """One node: start with ``Lab(root, shim_options)``, stop with ``stop()`` (also after a failed start)."""
 
     def __init__(self, root: Path, shim: ShimOptions, *, images: list[Image] | None = None,
-                 runtime_timeout: str = "300s", debug: bool = False) -> None:
+                 handlers: dict[str, ShimOptions] | None = None, runtime_timeout: str = "300s",
+                 portmap: bool = False, debug: bool = False) -> None:
         self.root = root
         self.tag = secrets.token_hex(3)
         self.netns = f"zlab-{self.tag}"
         self.bridge = f"zlab{self.tag}"
         self.address = str(root / "containerd.sock")
         self.timeout = runtime_timeout
+        self.portmap = portmap
         self.registry: subprocess.Popen[bytes] | None = None
         self.containerd: subprocess.Popen[bytes] | None = None
         self._netns_before = set(self._pod_netns())
@@ -210,7 +213,7 @@ class Lab:
             self._start_registry()
             for image in images if images is not None else build_images(root / "images"):
                 self.push(image)
-            self._write_configs(shim)
+            self._write_configs({"edera": shim, **(handlers or {})})
             self._start_containerd(debug)
         except BaseException:
             self.stop()
@@ -272,13 +275,15 @@ http:
         if result.returncode != 0:
             raise RuntimeError(f"skopeo copy {image.name}: {result.stderr.decode(errors='replace')}")
 
-    def _write_configs(self, shim: ShimOptions) -> None:
+    def _write_configs(self, handlers: dict[str, ShimOptions]) -> None:
         (self.root / "cni" / "net.d" / "10-zlab.conflist").write_text(json.dumps({
             "cniVersion": "1.0.0", "name": "zlab",
             "plugins": [{"type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": False,
                          "hairpinMode": True,
                          "ipam": {"type": "host-local", "dataDir": str(self.root / "cni" / "ipam"),
-                                  "ranges": [[{"subnet": SUBNET}]], "routes": [{"dst": "0.0.0.0/0"}]}}]},
+                                  "ranges": [[{"subnet": SUBNET}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+                        *([{"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}]
+                          if self.portmap else [])]},
             indent=1))
         certs = self.root / "etc" / "certs.d"
         for host in (*MIRRORED, self.registry_address):
@@ -286,15 +291,23 @@ http:
             (certs / host / "hosts.toml").write_text(
                 f'server = "http://{self.registry_address}"\n[host."http://{self.registry_address}"]\n'
                 '  capabilities = ["pull", "resolve"]\n')
-        self.shim_config = self.root / "etc" / "zone-shim.toml"
-        self.shim_config.write_text(shim.toml(self.root / "zones"))
+        runtime = 'plugins."io.containerd.grpc.v1.cri".containerd.runtimes'
+        zone_runtimes = ""
+        for handler, options in handlers.items():
+            config = self.root / "etc" / f"zone-shim-{handler}.toml"
+            config.write_text(options.toml(self.root / "zones"))
+            zone_runtimes += f"""    [{runtime}.{handler}]
+      runtime_type = "io.containerd.zone.v2"
+      [{runtime}.{handler}.options]
+        ConfigPath = "{config}"
+"""
+        self.shim_config = self.root / "etc" / "zone-shim-edera.toml"
         shim_binary = Path(sys.executable).parent / SHIM
         if not shim_binary.exists():
             raise FileNotFoundError(f"{shim_binary}: the console script of this checkout (pip install -e .)")
         link = self.root / "bin" / SHIM
         link.unlink(missing_ok=True)
         link.symlink_to(shim_binary)
-        runtime = 'plugins."io.containerd.grpc.v1.cri".containerd.runtimes'
         (self.root / "etc" / "containerd.toml").write_text(f"""version = 2
 root = "{self.root}/containerd/root"
 state = "{self.root}/containerd/state"
@@ -323,11 +336,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       [{runtime}.runc.options]
         BinaryName = "{shutil.which('runc') or '/usr/sbin/runc'}"
         Root = "{self.root}/containerd/runc"
-    [{runtime}.edera]
-      runtime_type = "io.containerd.zone.v2"
-      [{runtime}.edera.options]
-        ConfigPath = "{self.shim_config}"
-  [plugins."io.containerd.grpc.v1.cri".cni]
+{zone_runtimes}  [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{self.root}/cni/net.d"
     max_conf_num = 1
@@ -379,14 +388,17 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         return str(path)
 
     def pod_config(self, name: str, **extra: Any) -> str:
+        """A pod as kubelet describes one: each container gets its own pid namespace (kubelet's default; crictl's
+        zero value would share one, shareProcessNamespace)."""
         document = {"metadata": {"name": name, "namespace": "zlab", "uid": f"{name}-{self.tag}", "attempt": 1},
                     "hostname": name, "log_directory": str(self.root / "pods" / f"{name}-logs"),
-                    "linux": {}, **extra}
+                    "linux": {"security_context": {"namespace_options": {"pid": PID_CONTAINER}}}, **extra}
         return self.write_json(f"{name}.pod.json", document)
 
     def container_config(self, name: str, command: list[str], image: str = BUSYBOX_IMAGE, **extra: Any) -> str:
         document = {"metadata": {"name": name}, "image": {"image": image}, "command": command,
-                    "log_path": f"{name}.log", "linux": {}, **extra}
+                    "log_path": f"{name}.log",
+                    "linux": {"security_context": {"namespace_options": {"pid": PID_CONTAINER}}}, **extra}
         return self.write_json(f"{name}.ctr.json", document)
 
     def pull(self, image: str) -> None:

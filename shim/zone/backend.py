@@ -33,13 +33,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from idm.errors import UNKNOWN_TYPE, IdmError, RemoteError
+from host.link import ContainerAttach
+from idm.errors import IdmError
 from shim.ttrpc.status import FailedPrecondition, NotFound, Unavailable
 from shim.zone import stats as zone_stats_module
 from shim.zone.boot import PodZone, ZoneRecord, cleanup_zone
 from shim.zone.config import ConfigError, ShimConfig, load
 from shim.zone.disks import PodDisks
-from shim.zone.requests import guarded, raw_call, raw_stream
+from shim.zone.requests import guarded
 from shim.zone.sandbox import pod_sandbox
 from shim.zone.streams import PendingStream
 from shim.zone.translate import container_request, exec_request
@@ -55,7 +56,7 @@ CREATE_TIMEOUT = 120.0
 class ZoneContainer:
     id: str
     disk: str
-    stream: PendingStream
+    attach: ContainerAttach
     copy_back: list[tuple[str, str]] = field(default_factory=list)
     exited: bool = False
 
@@ -84,7 +85,6 @@ class PodZoneBackend:
         self._seen_events: set[int] = set()
         self._stopping = False
         self._gone: str | None = None
-        self.timings: dict[str, dict[str, float]] = {}
 
     # --- the zone -----------------------------------------------------------------------------------------
     def _zone(self) -> PodZone:
@@ -103,12 +103,11 @@ class PodZoneBackend:
         pod = pod_sandbox(sandbox)
         log.info("booting zone %s for pod %s/%s (%s; %d MiB, %d vcpu)", pod.zone_name, pod.namespace, pod.name,
                  config.source, config.memory_mib, config.vcpus)
-        started = time.monotonic()
         zone = PodZone.boot(config, pod)
         self._config, self.zone, self.events, self.sandbox_id = config, zone, events, sandbox.sandbox_id
-        self.timings[sandbox.sandbox_id] = {"zone_boot": time.monotonic() - started}
+        _timing("sandbox", sandbox.sandbox_id, zone.timings)
         cache = Path(config.rootfs_cache) if config.rootfs_cache else None
-        self.disks = PodDisks(zone.link, zone.zone.qmp_socket, owner_shift=None if config.user_namespace else 0,
+        self.disks = PodDisks(zone.link, zone.backend, owner_shift=None if config.user_namespace else 0,
                               cache_dir=cache)
         zone.record.write(sandbox.bundle)
         threading.Thread(target=self._event_loop, name="zone-events", daemon=True).start()
@@ -168,9 +167,8 @@ class PodZoneBackend:
         log.warning("%s", reason)
         if self.disks is not None:
             self.disks.forget()
-        for pending in [c.stream for c in self.containers.values()] + [e.stream for e in self.execs.values()]:
-            if pending.stream is None:
-                pending.fail(reason)
+        for record in list(self.execs.values()):
+            record.stream.fail(reason)
         if self.events is not None:
             self.events.zone_stopped(reason)
 
@@ -195,11 +193,9 @@ class PodZoneBackend:
         zone = self.zone
         for path, host_path in container.copy_back:
             try:
-                reply = raw_call(zone.link, "container.read_file", {"id": container.id, "path": path}) if zone else {}
-                data = reply.get("data")
-                if isinstance(data, bytes):
-                    with open(host_path, "wb") as f:
-                        f.write(data[: 1 << 20])
+                data = zone.link.read_file(container.id, path) if zone is not None else b""
+                with open(host_path, "wb") as f:
+                    f.write(data)
             except (IdmError, OSError) as e:
                 log.warning("container %s: copying %s back to %s: %s", container.id, path, host_path, e)
 
@@ -209,52 +205,39 @@ class PodZoneBackend:
         assert self.disks is not None
         delivery = classify(spec.container_id, spec.spec)
         started = time.monotonic()
-        disk, attach = self.disks.acquire(spec.rootfs)
+        disk, attach_timing = self.disks.acquire(spec.rootfs)
         try:
             request = container_request(spec, disk, delivery)
             created = time.monotonic()
-            summary = guarded(f"create container {spec.container_id}",
-                              lambda: raw_call(zone.link, "container.create", request, CREATE_TIMEOUT))
-            pending = self._attach(zone, spec)
+            summary = guarded(f"create container {spec.container_id}", lambda: zone.link.create(
+                request["container"], oci=request["oci"], volumes=request.get("volumes"), attach=True,
+                timeout=CREATE_TIMEOUT))
+            # the container's own stdio, kept by PID 1 from its first byte, bridged before it starts
+            attach = guarded(f"attach to {spec.container_id}", lambda: zone.link.attach(spec.container_id))
         except BaseException:
             with contextlib.suppress(Exception):
-                raw_call(zone.link, "container.delete", {"id": spec.container_id, "force": True})
+                zone.link.delete(spec.container_id, force=True)
             with contextlib.suppress(Exception):
                 self.disks.release(disk)
             raise
-        self.timings[spec.container_id] = {"rootfs_image": attach.image_seconds, "hotplug": attach.hotplug_seconds,
-                                           "idm_create": time.monotonic() - created,
-                                           "total": time.monotonic() - started}
-        log.info("container %s on disk %s (image %.2f s%s, hot-plug %.2f s, create %.2f s)", spec.container_id,
-                 disk, attach.image_seconds, " cached" if attach.cached else "", attach.hotplug_seconds,
-                 self.timings[spec.container_id]["idm_create"])
+        _timing("container", spec.container_id, {
+            "rootfs_image": attach_timing.image_seconds, "rootfs_cached": float(attach_timing.cached),
+            "hotplug": attach_timing.hotplug_seconds, "idm_create": time.monotonic() - created,
+            "create_total": time.monotonic() - started}, disk=disk)
         with self._lock:
-            self.containers[spec.container_id] = ZoneContainer(spec.container_id, disk, pending,
+            self.containers[spec.container_id] = ZoneContainer(spec.container_id, disk, attach,
                                                                list(delivery.copy_back))
-        if self.zone is not None:
-            self.zone.record.write(spec.bundle)
-        streams = ProcessStreams(stdin=pending.sink() if spec.stdin else None, stdout=pending.source("stdout"),
-                                 stderr=None if spec.terminal else pending.source("stderr"))
+        zone.record.write(spec.bundle)
+        streams = ProcessStreams(stdin=attach.stdin if spec.stdin else None, stdout=attach.stdout,
+                                 stderr=attach.stderr)
         pid = summary.get("pid")
         return pid if isinstance(pid, int) else 0, streams
 
-    def _attach(self, zone: PodZone, spec: ContainerSpec) -> PendingStream:
-        """The container's own stdio, from its first byte: ``container.attach`` (before it starts)."""
-        try:
-            stream, _info = raw_stream(zone.link, "container.attach", {"id": spec.container_id})
-            return PendingStream(stream)
-        except RemoteError as e:
-            if e.code != UNKNOWN_TYPE:
-                raise
-        if spec.stdin or spec.terminal:
-            raise FailedPrecondition(f"container {spec.container_id}: this zone's PID 1 has no container.attach, "
-                                     "so it cannot give the container a stdin or a terminal")
-        log.warning("zone has no container.attach: %s's output comes from its log buffer", spec.container_id)
-        return PendingStream(zone.link.follow_logs(spec.container_id).stream)
-
     def start_container(self, container_id: str) -> int:
         zone = self._zone()
+        started = time.monotonic()
         summary = guarded(f"start {container_id}", lambda: zone.link.start(container_id))
+        _timing("container", container_id, {"idm_start": time.monotonic() - started})
         pid = summary.get("pid")
         return pid if isinstance(pid, int) else 0
 
@@ -284,20 +267,20 @@ class PodZoneBackend:
     def start_exec(self, container_id: str, exec_id: str) -> int:
         zone = self._zone()
         record = self._exec(container_id, exec_id)
+        request = exec_request(record.spec)
         try:
-            stream, info = guarded(f"exec {container_id}/{exec_id}",
-                                   lambda: raw_stream(zone.link, "exec", exec_request(record.spec)))
+            session = guarded(f"exec {container_id}/{exec_id}", lambda: zone.link.exec(
+                container=container_id, process=request["process"], tty=request["tty"], rows=request.get("rows"),
+                cols=request.get("cols")))
         except BaseException as e:
             record.stream.fail(str(e))
             raise
-        from idm.client import ExecSession
-
-        record.session = ExecSession(stream, info)
+        record.session = session
         if not record.spec.stdin:
             record.stream.close_input("stdin")
-        record.stream.set(stream)
+        record.stream.set(session.stream)
         threading.Thread(target=self._wait_exec, args=(record,), name=f"exec-{exec_id}", daemon=True).start()
-        pid = info.get("pid")
+        pid = session.info.get("pid")
         return pid if isinstance(pid, int) else 0
 
     def _wait_exec(self, record: ZoneExec) -> None:
@@ -341,41 +324,31 @@ class PodZoneBackend:
             if record.session is not None:
                 guarded(f"resize {container_id}/{exec_id}", lambda: record.session.resize(height, width))
             return
-        guarded(f"resize {container_id}", lambda: raw_call(zone.link, "container.resize",
-                                                           {"id": container_id, "rows": height, "cols": width}))
+        guarded(f"resize {container_id}", lambda: zone.link.resize(container_id, height, width))
 
     # --- statistics and resources -------------------------------------------------------------------------------
     def stats(self, container_id: str) -> ContainerStats:
         zone = self._zone()
         if container_id == self.sandbox_id or container_id not in self.containers:
             return zone_stats_module.zone_stats(guarded("zone metrics", lambda: zone.link.metrics()))
-        try:
-            reply = raw_call(zone.link, "container.stats", {"id": container_id})
-        except RemoteError as e:
-            if e.code != UNKNOWN_TYPE:
-                raise guarded_error(f"stats of {container_id}", e) from e
-            metrics = guarded("zone metrics", lambda: zone.link.metrics())
-            reply = (metrics.get("containers") or {}).get(container_id) or {}
-            if "error" in reply:
-                raise Unavailable(f"stats of {container_id}: {reply['error']}") from e
-        except IdmError as e:
-            raise guarded_error(f"stats of {container_id}", e) from e
-        return zone_stats_module.container_stats(reply)
+        if self.containers[container_id].exited:
+            raise NotFound(f"container {container_id} has stopped: it has no cgroup to measure")
+        return zone_stats_module.container_stats(guarded(f"stats of {container_id}",
+                                                         lambda: zone.link.stats(container_id)))
 
     def pause(self, container_id: str) -> None:
         zone = self._zone()
-        guarded(f"pause {container_id}", lambda: raw_call(zone.link, "container.pause", {"id": container_id}))
+        guarded(f"pause {container_id}", lambda: zone.link.pause(container_id))
 
     def resume(self, container_id: str) -> None:
         zone = self._zone()
-        guarded(f"resume {container_id}", lambda: raw_call(zone.link, "container.resume", {"id": container_id}))
+        guarded(f"resume {container_id}", lambda: zone.link.resume(container_id))
 
     def update(self, container_id: str, resources: dict[str, Any], annotations: dict[str, str]) -> None:
         zone = self._zone()
         if container_id == self.sandbox_id:
             return   # the pod's own resources: the zone's size is fixed at boot
-        guarded(f"update {container_id}", lambda: raw_call(zone.link, "container.update",
-                                                           {"id": container_id, "resources": resources}))
+        guarded(f"update {container_id}", lambda: zone.link.update(container_id, resources))
 
     # --- after a crash ---------------------------------------------------------------------------------------
     def cleanup_after_crash(self, bundle: str, container_id: str) -> None:
@@ -387,10 +360,10 @@ class PodZoneBackend:
             os.unlink(os.path.join(bundle, "zone-state.json"))
 
 
-def guarded_error(what: str, error: Exception) -> Exception:
-    from shim.zone.requests import translate
-
-    return translate(what, error)
+def _timing(kind: str, ident: str, values: dict[str, float], **extra: str) -> None:
+    """One machine-readable log line per step (bench/pod_start.py reads them from containerd's log)."""
+    fields = " ".join([*(f"{k}={v:.3f}" for k, v in values.items()), *(f"{k}={v}" for k, v in extra.items())])
+    log.info("timing %s=%s %s", kind, ident, fields)
 
 
 def create() -> PodZoneBackend:

@@ -37,14 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from host import images
-from host.backends.accel import choose_accel
-from host.backends.qemu import QEMU_BINARY, qemu_binary, qemu_command
-from host.bootplan import BootFiles, block_device
+from host.backends import Backend
 from host.errors import HostError
 from host.lifecycle import last_console_line, wait_ready
 from host.link import ZoneInfo, ZoneLink
 from host.state import ZoneDir, pid_alive
-from host.zonebuild_import import ensure_zonebuild
 from host.zonedef import ZoneDef
 from idm.errors import IdmError
 from shim.ttrpc.status import Unavailable
@@ -91,16 +88,14 @@ def _kernel_and_initrd(config: ShimConfig) -> tuple[str, str]:
     return kernel, initrd
 
 
-def zone_document(pod: PodSandbox, addons: Path, network: dict[str, Any] | None, grace: float) -> dict[str, Any]:
-    """The pod zone's config: its identity, network and the addons disk; no containers; it outlives them."""
-    ensure_zonebuild()
-    from zonebuild.configdisk import disk_entry
-
+def zone_document(pod: PodSandbox, network: dict[str, Any] | None, grace: float) -> dict[str, Any]:
+    """The pod zone's config: its identity and network; no containers; it outlives them. (``host.launch``
+    adds the kernel's addons disk, pinned, and validates it with the zone's own parser.)"""
     document: dict[str, Any] = {
         "version": 1,
         "name": pod.zone_name,
         "hostname": pod.hostname,
-        "disks": [disk_entry("addons", "addons", block_device(0), addons)],
+        "disks": [],
         "containers": [],
         "options": {"poweroff_on_exit": False, "shutdown_grace": grace},
     }
@@ -110,15 +105,17 @@ def zone_document(pod: PodSandbox, addons: Path, network: dict[str, Any] | None,
 
 
 class PodZone:
-    """One running pod zone: its QEMU, its IDM link, its pod NIC."""
+    """One running pod zone: its QEMU (``backend``), its IDM link, its pod NIC."""
 
-    def __init__(self, zone: ZoneDir, process: subprocess.Popen[bytes], netns: str | None, link: ZoneLink,
-                 ready: ZoneInfo) -> None:
+    def __init__(self, zone: ZoneDir, backend: Backend, process: subprocess.Popen[bytes], netns: str | None,
+                 link: ZoneLink, ready: ZoneInfo) -> None:
         self.zone = zone
+        self.backend = backend
         self.process = process
         self.netns = netns
         self.link = link
         self.ready = ready
+        self.timings: dict[str, float] = {}
 
     @property
     def pid(self) -> int:
@@ -131,55 +128,53 @@ class PodZone:
     # --- boot --------------------------------------------------------------------------------------------
     @classmethod
     def boot(cls, config: ShimConfig, pod: PodSandbox) -> PodZone:
+        from host.launch import create_and_boot
         from host.pod.network import PodDns, connect_zone_nic, disconnect_zone_nic
-        from zonebuild.configdisk import build_config, write_config_disk
 
         started = time.monotonic()
         kernel_layout, initrd_file = _kernel_and_initrd(config)
         definition = ZoneDef(name=pod.zone_name, kernel_image=kernel_layout, initrd=initrd_file,
-                             memory_mib=config.memory_mib, vcpus=config.vcpus, backend="qemu",
+                             memory_mib=config.memory_mib, vcpus=config.vcpus, backend=config.hypervisor,
                              cmdline_extra=list(config.kernel_args))
-        zone = ZoneDir(Path(config.state_dir), pod.zone_name)
-        if zone.path.exists():
-            if zone.is_running():
-                raise ZoneBootError(f"pod {pod.id}: zone {pod.zone_name} already runs (QEMU pid {zone.pid()})")
-            zone.remove()   # left by a shim that died; its QEMU is gone
-        zone.create(definition)
+        root = Path(config.state_dir)
+        stale = ZoneDir(root, pod.zone_name)
+        if stale.path.exists():
+            if stale.is_running():
+                raise ZoneBootError(f"pod {pod.id}: zone {pod.zone_name} already runs (QEMU pid {stale.pid()})")
+            stale.remove()   # left by a shim that died; its QEMU is gone
+        if config.accel:
+            os.environ["ZONE_ACCEL"] = config.accel   # host.backends.accel reads it
         nic = None
+        zone: ZoneDir | None = None
         process: subprocess.Popen[bytes] | None = None
         link: ZoneLink | None = None
         try:
-            kernel = images.prepare_kernel(kernel_layout)
-            initrd = images.boot_initrd(Path(initrd_file), kernel)
             if pod.netns is not None:
                 dns = PodDns.from_file(pod.resolv_conf) if pod.resolv_conf else None
                 nic = connect_zone_nic(pod.netns, dns=dns)
-            network = nic.network.zone_config() if nic is not None else None
-            document = zone_document(pod, kernel.addons, network, config.stop_timeout)
-            config_disk = write_config_disk(build_config(document), zone.disks / "config.img",
-                                            readable=zone.disks / "config.json")
-            boot = BootFiles(kernel=kernel.image, initrd=initrd, addons=kernel.addons, config_disk=config_disk)
-            binary = qemu_binary()
-            if binary is None:
-                raise ZoneBootError(f"{QEMU_BINARY} not found (install the Debian package qemu-system-x86)")
-            accel = config.accel or choose_accel()
-            argv = qemu_command(definition, zone, boot, accel=accel, binary=binary)
-            if nic is not None:
-                argv += nic.qemu_args()
+            document = zone_document(pod, nic.network.zone_config() if nic is not None else None,
+                                     config.stop_timeout)
             prepared = time.monotonic()
-            with open(zone.path / "qemu.log", "wb") as qemu_log:
-                process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=qemu_log,
-                                           pass_fds=(nic.fd,) if nic is not None and nic.fd is not None else (),
-                                           start_new_session=True)
+            try:
+                zone, backend = create_and_boot(definition, daemonize=False, root=root, document=document,
+                                                nics=[nic] if nic is not None else [])
+            except HostError as e:
+                raise ZoneBootError(f"zone {pod.zone_name} did not start: {e}") from e
             if nic is not None:
                 nic.close()   # QEMU holds the tap now; it goes when QEMU does
-            zone.save_runtime(backend="qemu", pid=process.pid, accel=accel, argv=argv, netns=pod.netns)
+            process = getattr(backend, "process", None)
+            if process is None:
+                raise ZoneBootError(f"zone {pod.zone_name}: the {config.hypervisor} backend gave no VMM process")
+            zone.update_runtime(netns=pod.netns)
             link = cls._connect(zone, process, started + config.boot_timeout)
             ready = cls._ready(zone, process, link, started + config.boot_timeout)
-            log.info("zone %s ready: inputs %.2f s, QEMU to ready %.2f s (pid %d)", pod.zone_name,
-                     prepared - started, time.monotonic() - prepared, process.pid)
-            zone.update_runtime(timings={"prepare": prepared - started, "boot": time.monotonic() - prepared})
-            return cls(zone, process, pod.netns, link, ready)
+            timings = {"zone_prepare": prepared - started, "zone_boot": time.monotonic() - prepared}
+            log.info("zone %s ready: network and config %.2f s, QEMU start to zone.ready %.2f s (pid %d)",
+                     pod.zone_name, timings["zone_prepare"], timings["zone_boot"], process.pid)
+            zone.update_runtime(timings=timings)
+            booted = cls(zone, backend, process, pod.netns, link, ready)
+            booted.timings = timings
+            return booted
         except BaseException:
             if link is not None:
                 with contextlib.suppress(Exception):
@@ -191,19 +186,13 @@ class PodZone:
                     disconnect_zone_nic(pod.netns, nic=nic)
             elif nic is not None:
                 nic.close()
-            _log_console(zone)
-            zone.remove()
+            if zone is not None:
+                _log_console(zone)
+                zone.remove()
             raise
 
     @staticmethod
     def _connect(zone: ZoneDir, process: subprocess.Popen[bytes], deadline: float) -> ZoneLink:
-        while not zone.idm_socket.exists():
-            if process.poll() is not None:
-                raise ZoneBootError(f"zone {zone.name}: QEMU exited with {process.returncode} at start: "
-                                    f"{_last_line(zone.path / 'qemu.log')}")
-            if time.monotonic() > deadline:
-                raise ZoneBootError(f"zone {zone.name}: QEMU did not open {zone.idm_socket}")
-            time.sleep(0.02)
         try:
             return ZoneLink.open(zone, timeout=max(deadline - time.monotonic(), 1.0))
         except (HostError, IdmError) as e:

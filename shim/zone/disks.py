@@ -3,15 +3,15 @@
 For a container's Create, containerd's snapshot mounts become a read-only erofs image
 (``host.pod.rootfs.rootfs_image``: the layers merged, owners shifted by 65536 for the container's user
 namespace, digest-pinned, cached by snapshot identity so a second pod of the same image pays one ``stat``
-per layer). The image is hot-plugged into the zone (``host.pod.hotplug.qemu_attach_disk``: QMP
-``blockdev-add`` + ``device_add`` of a read-only virtio-blk whose serial is the disk's name), then announced
-to PID 1 with ``disk.attach`` (name, serial, sha256, size, fstype, owner shift): PID 1 finds the device by
-its serial and verifies the whole image against the digest before it mounts it (fail closed). The
+per layer). The backend hot-plugs the image into the zone (``Backend.attach_disk``: under QEMU a QMP
+``blockdev-add`` + ``device_add`` of a read-only virtio-blk whose serial is the disk's name), then PID 1
+hears of it with ``disk.attach`` (name, where to find it, sha256, size, fstype, owner shift): it finds the
+device and verifies the whole image against the digest before the container uses it (fail closed). The
 container's writable layer is the zone's (an overlay over the image on the zone's scratch space).
 
 Containers of one pod that use the same image share the attached disk (counted); the last one's Delete
-detaches it (``disk.detach``, then ``device_del`` + ``blockdev-del``). QEMU's QMP socket takes one client at
-a time: every hot-plug of the pod goes through one lock.
+detaches it (``disk.detach``, then ``Backend.detach_disk``). QEMU's QMP socket takes one client at a time:
+every hot-plug of the pod goes through one lock.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from host.backends import Backend
+from host.backends.hotplug import PluggedDisk
 from host.link import ZoneLink
-from host.pod.hotplug import qemu_attach_disk, qemu_detach_disk
 from host.pod.rootfs import RootfsImage, rootfs_image
-from shim.zone.requests import guarded, raw_call
+from shim.zone.requests import guarded
 
 log = logging.getLogger("shim.zone.disks")
 
@@ -38,6 +39,7 @@ ATTACH_TIMEOUT = 60.0
 class AttachedDisk:
     name: str
     image: RootfsImage
+    plugged: PluggedDisk
     users: int = 1
 
 
@@ -50,9 +52,9 @@ class AttachTiming:
 
 
 class PodDisks:
-    def __init__(self, link: ZoneLink, qmp_socket: Path, *, owner_shift: int | None, cache_dir: Path | None) -> None:
+    def __init__(self, link: ZoneLink, backend: Backend, *, owner_shift: int | None, cache_dir: Path | None) -> None:
         self.link = link
-        self.qmp_socket = qmp_socket
+        self.backend = backend
         self.owner_shift = owner_shift
         self.cache_dir = cache_dir
         self._lock = threading.Lock()   # one hot-plug at a time (QMP takes one client)
@@ -70,21 +72,18 @@ class PodDisks:
             if attached is not None:
                 attached.users += 1
                 return name, AttachTiming(built - started, image.cached, 0.0, True)
-            guarded(f"hot-plug {image.path}", lambda: qemu_attach_disk(self.qmp_socket, image.path, name=name,
-                                                                       serial=name))
+            plugged = guarded(f"hot-plug {image.path}", lambda: self.backend.attach_disk(image.path, name=name))
             try:
-                entry: dict[str, Any] = {"name": name, "serial": name, "sha256": image.sha256, "size": image.size,
-                                         "fstype": image.fstype, "role": "root"}
-                if image.owner_shift:
-                    entry["owner_shift"] = image.owner_shift
-                guarded(f"disk.attach {name}", lambda: raw_call(self.link, "disk.attach", entry, ATTACH_TIMEOUT))
+                guarded(f"disk.attach {name}", lambda: self.link.attach_disk(
+                    name, sha256=image.sha256, size=image.size, fstype=image.fstype, owner_shift=image.owner_shift,
+                    timeout=ATTACH_TIMEOUT, **plugged.zone_locator()))
             except BaseException:
                 try:
-                    qemu_detach_disk(self.qmp_socket, name)
+                    self.backend.detach_disk(plugged)
                 except Exception as e:
                     log.warning("undoing the hot-plug of %s: %s", name, e)
                 raise
-            self._disks[name] = AttachedDisk(name, image)
+            self._disks[name] = AttachedDisk(name, image, plugged)
         return name, AttachTiming(built - started, image.cached, time.monotonic() - built, False)
 
     def release(self, name: str, *, zone_alive: bool = True) -> None:
@@ -99,8 +98,8 @@ class PodDisks:
             del self._disks[name]
             if not zone_alive:
                 return
-            guarded(f"disk.detach {name}", lambda: raw_call(self.link, "disk.detach", {"name": name}))
-            guarded(f"unplug {name}", lambda: qemu_detach_disk(self.qmp_socket, name))
+            guarded(f"disk.detach {name}", lambda: self.link.detach_disk(name))
+            guarded(f"unplug {name}", lambda: self.backend.detach_disk(attached.plugged))
 
     def forget(self) -> None:
         """The zone is gone: nothing is attached any more."""

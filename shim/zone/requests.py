@@ -1,9 +1,5 @@
-"""The zone's IDM requests as the shim makes them, with the zone's errors turned into containerd's kinds.
-
-Every call goes through the pod's one ``host.link.ZoneLink``. Its typed methods are used where they exist;
-the pod requests of docs/pods-contract.md that the link does not type (yet) go through ``raw_call`` /
-``raw_stream`` -- the same link, the same IDM client -- so this module is the one place that knows which is
-which.
+"""The zone's errors, as containerd's kinds: every backend call to the zone (through the pod's one
+``host.link.ZoneLink``) is ``guarded``.
 
 Error mapping (the zone's code -> what containerd and its CRI act on): ``not-found`` -> NotFound,
 ``invalid-argument`` -> InvalidArgument (a container the zone refuses, with the zone's message naming the
@@ -14,11 +10,9 @@ timeout -> Unavailable; anything else -> Internal with the zone's message.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from host.errors import HostError
-from host.link import ZoneLink
-from idm.client import ClientStream
 from idm.errors import (
     INVALID_ARGUMENT,
     NOT_FOUND,
@@ -60,14 +54,3 @@ def guarded(what: str, call: Callable[[], T]) -> T:
         raise
     except Exception as e:
         raise translate(what, e) from e
-
-
-def raw_call(link: ZoneLink, type_: str, payload: dict[str, Any], timeout: float | None = 30.0) -> dict[str, Any]:
-    """A request the link has no typed method for: sent on the link's own IDM client."""
-    reply = link._streaming().call(type_, payload, timeout=timeout)
-    return reply if isinstance(reply, dict) else {}
-
-
-def raw_stream(link: ZoneLink, type_: str, payload: dict[str, Any],
-               timeout: float | None = 30.0) -> tuple[ClientStream, dict[str, Any]]:
-    return link._streaming().open_stream(type_, payload, timeout=timeout)

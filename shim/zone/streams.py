@@ -1,53 +1,33 @@
-"""IDM streams as the byte streams the Task service bridges to containerd's FIFOs (``shim.zone_backend``).
+"""An exec's IDM stream before it exists, as the byte streams the Task service bridges to containerd's FIFOs.
 
-One IDM stream (an ``exec``, a container's ``container.attach``) carries several channels: ``stdin`` host →
-zone, ``stdout``/``stderr`` zone → host, each with its own credit (docs/idm.md §5). Each channel becomes
-one ``ByteSource``/``ByteSink`` here, read or written by a pump thread of ``shim.stdio``: reading a
-channel is what grants the zone more credit, so a client that stops reading slows the process down instead
-of making anyone buffer without bound.
-
-A stream may not exist yet when containerd wants the streams: an exec's stdio is named at ``Exec`` but the
-process only starts at ``Start``. ``PendingStream`` stands for it until it is ``set`` (or ``fail``ed: the
-sources then end, the sink refuses).
+containerd names an exec's stdio at ``Exec`` but the process only starts (and its IDM ``exec`` stream only
+opens) at ``Start``; the shim's pumps want their sources and sink at once. ``PendingStream`` stands for the
+stream until it is ``set`` -- then each channel is the link's own thread-safe ``idm.client.StreamReader``/
+``StreamWriter`` (reading a channel is what grants the zone more credit, so a client that stops reading slows
+the process down instead of making anyone buffer without bound) -- or ``fail``ed: the sources then end and
+the sink refuses. A container's ``container.attach`` exists from its Create and needs no stand-in.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Protocol
 
+from idm.client import ClientStream, StreamReader, StreamWriter
 from idm.errors import IdmError
-
-
-class Channels(Protocol):
-    """What the adapters need of ``idm.client.ClientStream``."""
-
-    done: bool
-
-    def read(self, channel: str | None = None, timeout: float | None = None) -> tuple[str, bytes] | None: ...
-
-    def write(self, channel: str, data: bytes, timeout: float | None = None) -> None: ...
-
-    def close_channel(self, channel: str) -> None: ...
-
-    def cancel(self) -> None: ...
 
 
 class PendingStream:
     """An IDM stream that will exist once the process starts; the adapters wait for it."""
 
-    def __init__(self, stream: Channels | None = None) -> None:
+    def __init__(self) -> None:
         self._ready = threading.Event()
-        self.stream: Channels | None = None
-        self.error: str | None = None
-        self._open_sources = 0
-        self._close_on_set: list[str] = []   # input channels closed before the stream existed
         self._lock = threading.Lock()
-        if stream is not None:
-            self.set(stream)
+        self.stream: ClientStream | None = None
+        self.error: str | None = None
+        self._close_on_set: list[str] = []   # input channels closed before the stream existed
 
-    def set(self, stream: Channels) -> None:
+    def set(self, stream: ClientStream) -> None:
         with self._lock:
             self.stream = stream
             self._ready.set()
@@ -55,6 +35,17 @@ class PendingStream:
         for channel in early:
             with contextlib.suppress(IdmError):
                 stream.close_channel(channel)
+
+    def fail(self, reason: str) -> None:
+        """The stream will never come (the process did not start)."""
+        with self._lock:
+            if self.stream is None:
+                self.error = reason
+                self._ready.set()
+
+    def get(self) -> ClientStream | None:
+        self._ready.wait()
+        return self.stream
 
     def close_input(self, channel: str) -> None:
         """EOF on an input channel, now or as soon as the stream exists."""
@@ -64,91 +55,57 @@ class PendingStream:
                 if self.error is None:
                     self._close_on_set.append(channel)
                 return
-        if not stream.done:
-            with contextlib.suppress(IdmError):
-                stream.close_channel(channel)
+        with contextlib.suppress(IdmError):
+            stream.close_channel(channel)
 
-    def fail(self, reason: str) -> None:
-        """The stream will never come (the process did not start): sources end, the sink refuses."""
-        self.error = reason
-        self._ready.set()
+    def source(self, channel: str) -> PendingSource:
+        return PendingSource(self, channel)
 
-    def get(self) -> Channels | None:
-        self._ready.wait()
-        return self.stream
-
-    def source(self, channel: str) -> StreamSource:
-        with self._lock:
-            self._open_sources += 1
-        return StreamSource(self, channel)
-
-    def sink(self, channel: str = "stdin") -> StreamSink:
-        return StreamSink(self, channel)
-
-    def _source_closed(self) -> None:
-        """Once no source wants output any more, a stream still running is cancelled (the zone stops
-        sending; for an exec whose output nobody reads, this happens only after its exit was reported)."""
-        with self._lock:
-            self._open_sources -= 1
-            last = self._open_sources == 0
-        stream = self.stream
-        if last and stream is not None and not stream.done:
-            with contextlib.suppress(IdmError):
-                stream.cancel()
+    def sink(self, channel: str = "stdin") -> PendingSink:
+        return PendingSink(self, channel)
 
 
-class StreamSource:
-    """One output channel (stdout, stderr) of an IDM stream."""
+class PendingSource:
+    """One output channel (stdout, stderr): waits for the stream, then reads it."""
 
     def __init__(self, pending: PendingStream, channel: str) -> None:
         self.pending = pending
         self.channel = channel
-        self._rest = b""
+        self._reader: StreamReader | None = None
         self._closed = False
 
     def read(self, max_bytes: int) -> bytes:
-        if self._rest:
-            data, self._rest = self._rest[:max_bytes], self._rest[max_bytes:]
-            return data
-        stream = self.pending.get()
-        if stream is None or self._closed:
-            return b""
+        if self._reader is None:
+            stream = self.pending.get()
+            if stream is None or self._closed:
+                return b""
+            self._reader = StreamReader(stream, self.channel)
         try:
-            item = stream.read(self.channel)
+            return self._reader.read(max_bytes)
         except IdmError:
-            return b""   # the stream failed (link lost): end of this output
-        if item is None:
-            return b""
-        data = item[1]
-        if len(data) > max_bytes:
-            data, self._rest = data[:max_bytes], data[max_bytes:]
-        return data
+            return b""   # the stream failed (the link is gone): the end of this output
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.pending._source_closed()
+        self._closed = True
+        if self._reader is not None:
+            self._reader.close()
 
 
-class StreamSink:
-    """The stdin channel of an IDM stream; ``write`` waits for the zone's credit."""
+class PendingSink:
+    """The stdin channel: waits for the stream, then writes within the zone's credit."""
 
     def __init__(self, pending: PendingStream, channel: str = "stdin") -> None:
         self.pending = pending
         self.channel = channel
-        self._closed = False
+        self._writer: StreamWriter | None = None
 
     def write(self, data: bytes) -> None:
-        stream = self.pending.get()
-        if stream is None or self._closed:
-            raise BrokenPipeError(f"{self.channel}: the process is not running ({self.pending.error or 'closed'})")
-        try:
-            stream.write(self.channel, data)
-        except IdmError as e:
-            raise BrokenPipeError(f"{self.channel}: {e}") from e
+        if self._writer is None:
+            stream = self.pending.get()
+            if stream is None:
+                raise BrokenPipeError(f"{self.channel}: the process is not running ({self.pending.error})")
+            self._writer = StreamWriter(stream, self.channel)
+        self._writer.write(data)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
         self.pending.close_input(self.channel)
