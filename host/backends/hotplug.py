@@ -55,7 +55,7 @@ class QemuDisk:
 def _qmp(qmp_socket: Path, timeout: float) -> Iterator[QmpSession]:
     """A QMP session whose connection failures are hot-plug failures (the zone's QEMU is gone or not ours)."""
     try:
-        with _qmp(qmp_socket, timeout) as qmp:
+        with QmpSession(qmp_socket, timeout) as qmp:
             yield qmp
     except HotplugError:
         raise

@@ -203,9 +203,12 @@ class Zone:
         if role != "root":
             raise ValueError(f"container.create: {plan.image!r} is not an attached root disk "
                              f"(have: {', '.join(n for n in disks.disks if disks.role_of(n) == 'root') or 'none'})")
+        shift = disks.owner_shift_of(plan.image)
+        pod = self.pod_state()
+        if plan.oci is not None:
+            pod.check_shift(shift)
         config, merged = container_config(plan, hostname=self._hostname(), name_files=self.name_files,
-                                          netns=self.workload_netns, owner_shift=disks.owner_shift_of(plan.image),
-                                          pod=self.pod_state())
+                                          netns=self.workload_netns, owner_shift=shift, pod=pod)
         check_config(config)
         if merged is not None:
             from zoneinit.containers.ocimerge import check_pod_sysctls

@@ -150,8 +150,9 @@ def prepare_bundle(plan: ContainerPlan, disks: DiskStore, mounts: MountTable, *,
     config, merged = container_config(plan, hostname=hostname, name_files=name_files, netns=netns,
                                       owner_shift=owner_shift, pod=pod)
     if merged is not None and pod is not None:
+        if plan.oci is not None:
+            pod.ensure_namespaces(owner_shift)
         pod.prepare_volumes(plan.id, plan.volumes, owner_shift)
-        pod.ensure_namespaces(merged.shared)
         pod.apply_sysctls(merged.pod_sysctls)
         for warning in merged.warnings:
             if warn is not None:

@@ -9,7 +9,7 @@ what the pod asked), masked and read-only paths (absent: the zone's defaults), d
 zone, rootfsPropagation, personality. The zone decides the rest itself: the root (its overlay of the
 attached image), the namespaces (``podspec.namespace_modes``: the pod's ipc, uts and network are the ones
 PID 1 keeps; pid, mount and cgroup are the container's own; a user namespace when the image is
-owner-shifted), the cgroup path.
+owner-shifted: the pod's, ``pod.Pod``), the cgroup path.
 
 Sysctls of a namespace the pod shares (net.* always, ipc ones when the pod's ipc namespace is shared) are
 not the container's to set from inside its user namespace: they are returned as pod sysctls, which PID 1
@@ -34,6 +34,7 @@ class PodPaths(NamedTuple):
     network: str | None      # the workload network namespace (None: a fresh empty one per container)
     ipc: str
     uts: str
+    user: str                # the pod's user namespace, which containers on owner-shifted images join
 
 
 class Merged(NamedTuple):
@@ -106,8 +107,11 @@ def merge(config: dict[str, Any], oci: dict[str, Any], pod: PodPaths, *, owner_s
 def _namespaces(linux: dict[str, Any], modes: dict[str, str], pod: PodPaths, owner_shift: int) -> set[str]:
     entries: list[dict[str, str]] = []
     shared: set[str] = set()
-    if owner_shift:
-        entries.append({"type": "user"})
+    if owner_shift:   # the pod's user namespace, mapped once for all its containers
+        entries.append({"type": "user", "path": pod.user})
+        linux.pop("uidMappings", None)
+        linux.pop("gidMappings", None)
+        shared.add("user")
     for kind in ("pid", "ipc", "uts", "mount", "cgroup"):
         if modes.get(kind, OWN) == OWN:
             entries.append({"type": kind})

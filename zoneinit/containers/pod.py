@@ -2,8 +2,12 @@
 pod-level sysctls written into them, emptyDir volumes, and each container's file volumes.
 
 A zone is one pod. Its containers share the workload network namespace (made at boot, ``zoneinit.network``)
-and, when their OCI config says so, one ipc and one uts namespace, made here on first use and pinned by a
-bind mount of their nsfs file like the network one (a forked helper unshares, so PID 1 never moves).
+and, when their OCI config says so, one ipc and one uts namespace. Those are made here on first use, owned by
+the pod's **user namespace** (ids 0..65535 -> the images' owner shift), which every container on a shifted
+image joins instead of making its own, as Kubernetes' user-namespaced pods do: container root then holds its
+capabilities over the pod's ipc and uts namespaces (it mounts its mqueue, sets the pod's ipc sysctls) and
+over nothing of the zone's. All three are pinned by bind mounts of their nsfs files like the network one.
+A forked helper makes them (``make_pod_namespaces``), so PID 1 never moves.
 emptyDir volumes are directories of the zone named by the pod's volume name, so every container naming it
 sees the same files, for the pod's life; ``medium: memory`` gives one its own tmpfs (with its size limit).
 File volumes (configMaps, secrets, /etc/hosts, a termination log) are written per container and removed
@@ -31,22 +35,59 @@ NAMESPACE_FLAGS = {"ipc": k.CLONE_NEWIPC, "uts": k.CLONE_NEWUTS, "network": k.CL
 FILE_OPTIONS = ["rbind", "nosuid", "nodev"]   # /run's own flags, which a user namespace cannot drop
 
 
-def make_pinned_namespace(kind: str, pin: str, hostname: str | None, sys: Syscalls = LINUX) -> str:
-    """A new ``kind`` namespace pinned at ``pin`` (run in a forked helper: unshare moves the caller)."""
-    step = f"create the pod's {kind} namespace"
-    try:
+def make_pod_namespaces(paths: PodPaths, shift: int, hostname: str | None, sys: Syscalls = LINUX) -> None:
+    """The pod's user (when ``shift``), ipc and uts namespaces, pinned at ``paths``. Run in a forked helper of
+    PID 1: a child of ours unshares the user namespace, we write its id maps (only a process outside it may
+    map a whole range), it unshares ipc and uts inside it and names the host, and we pin its namespaces."""
+    from zoneinit.config.idrange import ID_RANGE
+
+    pins = [(kind, getattr(paths, kind)) for kind in (("user", "ipc", "uts") if shift else ("ipc", "uts"))]
+    for _kind, pin in pins:
         os.makedirs(os.path.dirname(pin), mode=0o711, exist_ok=True)
-        if not os.path.ismount(pin):
-            os.close(os.open(pin, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o400))
-            sys.unshare(NAMESPACE_FLAGS[kind])
-            if kind == "uts" and hostname:
-                step = f"set the pod's host name {hostname!r}"
+        os.close(os.open(pin, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o400))
+    to_child_r, to_child_w = os.pipe2(os.O_CLOEXEC)
+    from_child_r, from_child_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the namespace holder
+        try:
+            os.close(to_child_w)
+            os.close(from_child_r)
+            if shift:
+                sys.unshare(k.CLONE_NEWUSER)
+            os.write(from_child_w, b"u")
+            if os.read(to_child_r, 1) != b"g":
+                os._exit(1)
+            sys.unshare(k.CLONE_NEWIPC | k.CLONE_NEWUTS)
+            if hostname:
                 sys.sethostname(hostname)
+            os.write(from_child_w, b"n")
+            os.read(to_child_r, 1)
+        finally:
+            os._exit(0)
+    os.close(to_child_r)
+    os.close(from_child_w)
+    step = "make the pod's namespaces"
+    try:
+        if os.read(from_child_r, 1) != b"u":
+            raise ZoneInitError("the pod's namespace holder died before its user namespace existed")
+        if shift:
+            step = f"map the pod's user namespace to {shift}..{shift + ID_RANGE - 1}"
+            for name in ("uid_map", "gid_map"):
+                with open(f"/proc/{pid}/{name}", "w", encoding="ascii") as f:
+                    f.write(f"0 {shift} {ID_RANGE}\n")
+        os.write(to_child_w, b"g")
+        if os.read(from_child_r, 1) != b"n":
+            raise ZoneInitError("the pod's namespace holder could not make its ipc and uts namespaces"
+                                + (f" or name the host {hostname!r}" if hostname else ""))
+        for kind, pin in pins:
             step = f"pin the pod's {kind} namespace at {pin}"
-            sys.mount(f"/proc/thread-self/ns/{kind if kind != 'network' else 'net'}", pin, None, k.MS_BIND)
+            sys.mount(f"/proc/{pid}/ns/{kind}", pin, None, k.MS_BIND)
     except OSError as e:
         raise ZoneInitError(step) from e
-    return pin
+    finally:
+        os.close(to_child_w)   # the holder exits: the pins keep its namespaces
+        os.close(from_child_r)
+        os.waitpid(pid, 0)
 
 
 def write_sysctls(kind: str, pin: str, values: dict[str, str], sys: Syscalls = LINUX) -> None:
@@ -71,20 +112,32 @@ class Pod:
     def __init__(self, base: str, network: str | None, hostname: str | None, mounts: MountTable,
                  sys: Syscalls = LINUX) -> None:
         self.base = base
-        self.paths = PodPaths(network, os.path.join(base, "ns", "ipc"), os.path.join(base, "ns", "uts"))
+        self.paths = PodPaths(network, os.path.join(base, "ns", "ipc"), os.path.join(base, "ns", "uts"),
+                              os.path.join(base, "ns", "user"))
         self.hostname = hostname
         self.mounts = mounts
         self.sys = sys
         self.emptydirs: dict[str, Volume] = {}      # name -> the volume that made it
+        self.shift: int | None = None                # the pod's user namespace (0: none), once it is made
 
     # --- namespaces ---------------------------------------------------------------------------------------
-    def ensure_namespaces(self, kinds: set[str]) -> None:
+    def check_shift(self, shift: int) -> None:
+        """The pod's namespaces belong to one user namespace: its containers' images share one owner shift
+        (an unshifted image runs without a user namespace, which may use them all the same)."""
+        if self.shift is not None and shift and shift != self.shift:
+            raise ValueError(f"the image is shifted by {shift}, the pod's user namespace "
+                             + (f"maps {self.shift}" if self.shift else "does not exist (its namespaces were made "
+                                "for containers without one)"))
+
+    def ensure_namespaces(self, shift: int) -> None:
+        """Make the pod's user, ipc and uts namespaces on first use (one forked helper)."""
+        self.check_shift(shift)
+        if self.shift is not None:
+            return
         from zoneinit.isolate import in_child
 
-        for kind in sorted(kinds & {"ipc", "uts"}):
-            pin = getattr(self.paths, kind)
-            if not os.path.ismount(pin):
-                in_child(make_pinned_namespace, kind, pin, self.hostname, self.sys)
+        in_child(make_pod_namespaces, self.paths, shift, self.hostname, self.sys)
+        self.shift = shift
 
     def apply_sysctls(self, sysctls: dict[str, dict[str, str]]) -> None:
         from zoneinit.isolate import in_child

@@ -18,13 +18,15 @@ if TYPE_CHECKING:
     from zoneinit.supervisor.loop import Supervisor
 
 SYS_BLOCK = "/sys/block"
+DEV = "/dev"
 DEVICE_RE = re.compile(r"^/dev/[a-z][a-z0-9]{0,31}$")
 POLL_INTERVAL = 0.02
 DEFAULT_WAIT = 10.0
 
 
-def device_by_serial(serial: str, sys_block: str = SYS_BLOCK, dev: str = "/dev") -> str | None:
+def device_by_serial(serial: str, sys_block: str | None = None, dev: str | None = None) -> str | None:
     """``/dev/vdX`` of the disk whose serial is ``serial``, once both its sysfs entry and its node exist."""
+    sys_block, dev = sys_block or SYS_BLOCK, dev or DEV
     try:
         names = sorted(os.listdir(sys_block))
     except OSError:
@@ -41,10 +43,10 @@ def device_by_serial(serial: str, sys_block: str = SYS_BLOCK, dev: str = "/dev")
     return None
 
 
-def device_size(device: str, sys_block: str = SYS_BLOCK) -> int | None:
+def device_size(device: str, sys_block: str | None = None) -> int | None:
     """Bytes of a block device (sysfs counts 512-byte sectors whatever the block size); None if unknown."""
     try:
-        with open(os.path.join(sys_block, os.path.basename(device), "size"), encoding="ascii") as f:
+        with open(os.path.join(sys_block or SYS_BLOCK, os.path.basename(device), "size"), encoding="ascii") as f:
             return int(f.read().strip()) * 512
     except (OSError, ValueError):
         return None

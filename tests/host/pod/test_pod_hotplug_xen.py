@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from host.errors import HotplugError
 from host.backends.hotplug import block_attach_spec, next_free_vdev, parse_block_list, xen_attach_disk, xvd_name
+from host.errors import HotplugError
 
 BLOCK_LIST = """Vdev  BE  handle state evt-ch ring-ref BE-path
 51712 0   3      4     14     8        /local/domain/0/backend/vbd/3/51712

@@ -20,8 +20,8 @@ from podtest_frames import ping
 from podtest_guest import Guest, available, build_initrd, extract_modules, zone_kernel
 from podtest_netns import CniPod, cni_network, netns_pool
 
-from host.errors import HotplugError
 from host.backends.hotplug import qemu_attach_disk, qemu_block_nodes, qemu_detach_disk
+from host.errors import HotplugError
 from host.pod.netns import run_in_netns
 from host.pod.network import ZoneNic, connect_zone_nic, disconnect_zone_nic, interface_names
 from host.pod.rootfs import rootfs_image
