@@ -18,6 +18,7 @@ After every test: no QEMU, shim, mount, pod netns (its tap), loop device or zone
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
@@ -25,8 +26,10 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,11 +99,14 @@ def logs(lab: Lab, container: str) -> str:
     return lab.crictl("logs", container)
 
 
-def exec_in_pty(lab: Lab, container: str, keys: bytes, expect: bytes, timeout: float = 120) -> bytes:
-    """``crictl exec -it`` on a pseudo-terminal: type ``keys``, read until ``expect`` shows, then ^D."""
+def on_a_pty(lab: Lab, args: list[str], keys: bytes, expect: bytes, timeout: float = 120,
+             size: tuple[int, int] = (31, 97), end: bytes = b"exit\r") -> bytes:
+    """crictl on a pseudo-terminal of ``size`` (rows, cols): type ``keys``, read until ``expect`` shows, then
+    ``end``."""
     master, slave = pty.openpty()
-    process = subprocess.Popen(lab.crictl_argv("exec", "-it", container, "sh"), stdin=slave, stdout=slave,
-                               stderr=slave, start_new_session=True)
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
+    process = subprocess.Popen(lab.crictl_argv(*args), stdin=slave, stdout=slave, stderr=slave,
+                               start_new_session=True)
     os.close(slave)
     seen = b""
     try:
@@ -113,7 +119,7 @@ def exec_in_pty(lab: Lab, container: str, keys: bytes, expect: bytes, timeout: f
                     seen += os.read(master, 4096)
                 except OSError:
                     break
-        os.write(master, b"exit\r")
+        os.write(master, end)
         process.wait(60)
     finally:
         if process.poll() is None:
@@ -148,8 +154,9 @@ def test_a_pod_in_a_zone(node: Lab, zone_inputs: Any) -> None:
     failed = lab.crictl_result("exec", "-s", c1, "sh", "-c", "exit 3")
     assert failed.returncode != 0 and b"exited with 3" in failed.stderr
     assert lab.crictl("exec", "-i", c1, "cat", input=b"through stdin\n") == "through stdin\n"
-    seen = exec_in_pty(lab, c1, b"stty size; echo $((6*7))-answer\r", b"42-answer")
-    assert b"42-answer" in seen, seen
+    # exec -it: the terminal's size reaches the process (ResizePty), what is typed reaches the shell
+    seen = on_a_pty(lab, ["exec", "-it", c1, "sh"], b"stty size; echo $((6*7))-answer\r", b"42-answer")
+    assert b"42-answer" in seen and b"31 97" in seen, seen
 
     stats = json.loads(lab.crictl("stats", "-o", "json", "--id", c1))["stats"][0]
     assert int(stats["memory"]["workingSetBytes"]["value"]) > 0 and "cpu" in stats
@@ -162,6 +169,14 @@ def test_a_pod_in_a_zone(node: Lab, zone_inputs: Any) -> None:
     exited = inspect(lab, c1)["status"]
     assert exited["state"] == "CONTAINER_EXITED" and exited["exitCode"] == 0   # it trapped SIGTERM
     lab.crictl("rm", c1)
+
+    # attach: a container with a terminal and stdin, its own process's stdio through the zone
+    tty = start_container(lab, pod, "solo", "tty", ["sh"], stdin=True, tty=True)
+    seen = on_a_pty(lab, ["attach", "-i", "-t", tty], b"\recho $((7*6))-attached\r", b"42-attached",
+                    end=b"exit\r")
+    assert b"42-attached" in seen, seen
+    wait_for(lambda: inspect(lab, tty)["status"]["state"] == "CONTAINER_EXITED", 60, "the attached shell's exit")
+    lab.crictl("rm", tty)
 
     # the zone dies under a running container: containerd sees the exit, and the pod stops
     c2 = start_container(lab, pod, "solo", "c2", SLEEPER)
@@ -223,16 +238,39 @@ def check_hostile_ttrpc(address: str) -> None:
 
 def test_two_containers_in_one_zone(node: Lab) -> None:
     lab = node
-    pod = run_pod(lab, "duo")
+    pod = lab.crictl("runp", "--runtime", "edera", lab.pod_config("duo", dns_config={
+        "servers": ["10.77.0.53"], "searches": ["zlab.svc.cluster.local"], "options": ["ndots:5"]})).strip()
     ip = json.loads(lab.crictl("inspectp", pod))["status"]["network"]["ip"]
+    # volumes as kubelet lays them out: an emptyDir both containers mount, a read-only host file
+    shared = lab.root / "kubelet" / "pods" / "duo-uid" / "volumes" / "kubernetes.io~empty-dir" / "shared"
+    shared.mkdir(parents=True)
+    note = lab.root / "note.txt"
+    note.write_text("a read-only host file, copied in\n")
+    mounts = [{"container_path": "/shared", "host_path": str(shared)},
+              {"container_path": "/etc/note.txt", "host_path": str(note), "readonly": True}]
     server = start_container(lab, pod, "duo", "server", [
-        "sh", "-c", "mkdir -p /www && echo served-by-the-zone > /www/index.html && echo serving && "
-                    "exec httpd -f -p 8080 -h /www"])
+        "sh", "-c", "mkdir -p /www && echo served-by-the-zone > /www/index.html && echo hi > /shared/from-server "
+                    "&& echo serving && exec httpd -f -p 8080 -h /www"], mounts=mounts)
     client = start_container(lab, pod, "duo", "client", [
         "sh", "-c", "until wget -q -O - http://localhost:8080/index.html; do sleep 1; done; "
-                    "while true; do sleep 1; done"])
+                    "while true; do sleep 1; done"], mounts=mounts[:1])
     wait_for(lambda: "served-by-the-zone" in logs(lab, client), 120, "the client's fetch over localhost")
     assert "serving" in logs(lab, server)
+    assert lab.crictl("exec", "-s", client, "cat", "/shared/from-server").strip() == "hi"   # one emptyDir
+    assert lab.crictl("exec", "-s", server, "cat", "/etc/note.txt").strip() == note.read_text().strip()
+    resolv = lab.crictl("exec", "-s", client, "cat", "/etc/resolv.conf")
+    assert "nameserver 10.77.0.53" in resolv and "search zlab.svc.cluster.local" in resolv, resolv
+    assert lab.crictl("exec", "-s", client, "hostname").strip() == "duo"
+    # a host directory read-write: refused when its task is created (containerd 1.6's CRI creates the task at
+    # StartContainer), naming the mount; the pod runs on
+    rw = lab.crictl("create", pod, lab.container_config("rw", ["true"], mounts=[
+        {"container_path": "/data", "host_path": str(lab.root / "pods")}]), str(lab.root / "pods" / "duo.pod.json"))
+    refused = lab.crictl_result("start", rw.strip())
+    assert refused.returncode != 0
+    assert b"cannot share host directory" in refused.stderr and b"mount /data" in refused.stderr, refused.stderr
+    lab.crictl("rm", rw.strip())
+    assert "served-by-the-zone" in lab.crictl("exec", "-s", client, "wget", "-q", "-O", "-",
+                                              "http://localhost:8080/index.html")
     shims = {pid for pid, _ in lab.shim_processes() if "start" not in _ and "delete" not in _}
     assert len(shims) == 1, f"one shim serves the pod: {lab.shim_processes()}"
     qemus = lab.qemu_processes()
