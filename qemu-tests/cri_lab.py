@@ -382,6 +382,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             raise CrictlError(list(args), result)
         return result.stdout.decode(errors="replace")
 
+    def ctr(self, *args: str) -> str:
+        """containerd's own client on the lab's containerd (namespace k8s.io, where CRI keeps its tasks)."""
+        result = subprocess.run(["ctr", "--address", self.address, "--namespace", "k8s.io", *args],
+                                capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise AssertionError(f"ctr {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}")
+        return result.stdout
+
     def write_json(self, name: str, document: dict[str, Any]) -> str:
         path = self.root / "pods" / name
         path.write_text(json.dumps(document))

@@ -161,6 +161,15 @@ def test_a_pod_in_a_zone(node: Lab, zone_inputs: Any) -> None:
     stats = json.loads(lab.crictl("stats", "-o", "json", "--id", c1))["stats"][0]
     assert int(stats["memory"]["workingSetBytes"]["value"]) > 0 and "cpu" in stats
 
+    # new resources for the running container (UpdateContainerResources), seen from inside it
+    lab.crictl("update", "--memory", str(96 << 20), c1)
+    assert lab.crictl("exec", "-s", c1, "cat", "/sys/fs/cgroup/memory.max").strip() == str(96 << 20)
+    # pause and resume (containerd's task API; CRI has no verb for it): the zone's cgroup freezer
+    lab.ctr("task", "pause", c1)
+    assert "PAUSED" in lab.ctr("task", "ls")
+    lab.ctr("task", "resume", c1)
+    assert lab.crictl("exec", "-s", c1, "echo", "resumed").strip() == "resumed"
+
     # a malformed or hostile ttrpc request to the pod's shim: a clear error, and the shim goes on
     check_hostile_ttrpc(shim_address(lab, pod))
     assert lab.crictl("exec", "-s", c1, "echo", "still-answering").strip() == "still-answering"
@@ -177,6 +186,14 @@ def test_a_pod_in_a_zone(node: Lab, zone_inputs: Any) -> None:
     assert b"42-attached" in seen, seen
     wait_for(lambda: inspect(lab, tty)["status"]["state"] == "CONTAINER_EXITED", 60, "the attached shell's exit")
     lab.crictl("rm", tty)
+
+    # an OOM kill in the zone reaches containerd as TaskOOM: CRI reports the container OOMKilled
+    hog = start_container(lab, pod, "solo", "hog", ["sh", "-c", "x=a; while true; do x=$x$x; done"],
+                          linux={"resources": {"memory_limit_in_bytes": 32 << 20},
+                                 "security_context": {"namespace_options": {"pid": 1}}})
+    wait_for(lambda: inspect(lab, hog)["status"]["state"] == "CONTAINER_EXITED", 120, "the hog's OOM kill")
+    assert inspect(lab, hog)["status"]["reason"] == "OOMKilled", inspect(lab, hog)["status"]
+    lab.crictl("rm", hog)
 
     # the zone dies under a running container: containerd sees the exit, and the pod stops
     c2 = start_container(lab, pod, "solo", "c2", SLEEPER)
