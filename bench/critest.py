@@ -1,8 +1,11 @@
 """CRI conformance, side by side: critest v1.26.1 against one containerd 1.6, with runc and with handler ``edera``.
 
 One node (qemu-tests/cri_lab.py: containerd + CRI, CNI bridge/host-local/portmap, a local registry filled by
-skopeo, all in a network namespace of its own) serves both runs, one after the other; critest gets
-``--registry-prefix 127.0.0.1:<port>`` (the lab's registry) and, for the second run, ``--runtime-handler edera``.
+skopeo, all in a network namespace of its own) serves both runs, one after the other (the second with
+``--runtime-handler edera``). critest's image names stay as it writes them: containerd's registry config
+sends registry.k8s.io, gcr.io and docker.io to the lab's registry. (critest v1.26.1's ``--registry-prefix``
+cannot be used: it pulls ``<prefix>/<path>`` without the tag, then creates containers from the unprefixed
+name, which is then not in the store -- every container spec fails, on runc as on edera.)
 The test images are critest-lab's (/work/shared/tools/critest-lab/build-images.sh: busybox-based, a static
 pause and an nginx/httpd stand-in).
 
@@ -19,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -60,6 +64,7 @@ KNOWN_GAPS = [
 def build_images(scratch: Path) -> list[Image]:
     """critest's images, built offline by critest-lab (gcc -static helpers + Debian's busybox)."""
     script = CRITEST_LAB / "build-images.sh"
+    scratch.mkdir(parents=True, exist_ok=True)
     if not script.exists():
         raise SystemExit(f"{script} not found (set CRITEST_LAB_TOOLS to the critest-lab directory)")
     subprocess.run(["bash", str(script)], env=dict(os.environ, CRITEST_LAB=str(scratch)), check=True,
@@ -68,8 +73,8 @@ def build_images(scratch: Path) -> list[Image]:
     for line in (scratch / "images" / "push.list").read_text().splitlines():
         if line.strip():
             layout, ref, dest = line.split()
-            images.append(Image(Path(layout) if Path(layout).is_absolute() else scratch / layout, ref,
-                                f"registry.k8s.io/{dest}"))
+            path = Path(layout) if Path(layout).is_absolute() else scratch / layout
+            images.append(Image(path, ref, f"registry.k8s.io/{dest}"))
     return images
 
 
@@ -86,7 +91,7 @@ def critest_binary() -> str:
 def run_critest(lab: Lab, handler: str, out: Path, focus: str, skip: str) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     argv = [*lab.nsenter(), critest_binary(), "--runtime-endpoint", f"unix://{lab.address}",
-            "--image-endpoint", f"unix://{lab.address}", "--registry-prefix", lab.registry_address,
+            "--image-endpoint", f"unix://{lab.address}",
             "--ginkgo.no-color", "--ginkgo.timeout", "5h", "--ginkgo.json-report", str(out / "report.json"),
             "--report-dir", str(out), "--ginkgo.skip", skip]
     if handler != "runc":
@@ -134,6 +139,7 @@ def main() -> int:
     parser.add_argument("--memory", type=int, default=384, help="each pod zone's memory (MiB)")
     parser.add_argument("--handlers", default="runc,edera")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # a stopped run still stops its lab
     from host import images
 
     work = Path(tempfile.mkdtemp(prefix="zct", dir="/tmp"))

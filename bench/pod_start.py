@@ -23,6 +23,7 @@ import contextlib
 import json
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -91,6 +92,7 @@ def main() -> int:
     parser.add_argument("--memory", type=int, default=256, help="the pod zone's memory (MiB)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # a stopped run still stops its lab
     from host import images
 
     work = Path(tempfile.mkdtemp(prefix="zps", dir="/tmp"))
