@@ -65,6 +65,12 @@ class _NonBlockingHandler(logging.Handler):
             os.write(self.fd, (self.format(record) + "\n").encode(errors="replace"))
 
 
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    """Libraries' chatter stays out of the shim's log unless it is a warning (pyroute2's debug output is
+    every netlink message, whatever level its loggers are given)."""
+    return record.levelno >= logging.WARNING or not record.name.startswith(("pyroute2", "asyncio"))
+
+
 def serve(args: ShimArgs, listener: socket.socket) -> int:
     from shim.backends import load_backend
     from shim.events import PublishBinary, Publisher, TtrpcForwarder
@@ -120,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if options.debug else logging.INFO,
                         format="time=%(asctime)s level=%(levelname)s msg=%(message)s runtime=io.containerd.zone.v2",
                         handlers=[_NonBlockingHandler(2)])
+    logging.getLogger().handlers[0].addFilter(_quiet_libraries)
     try:
         args = _args(options)
         if action == "start":

@@ -8,7 +8,7 @@ and they share one zone. How each call maps onto the backend (`shim.zone_backend
 | Create | `start_zone`; pid: the VMM's; no process in the zone | zone booted if none (1); `create_container` | — |
 | Start | nothing more to do: the zone runs | `start_container` | `start_exec` |
 | Exec | refused (FailedPrecondition): no process to exec in | `exec_process` | — |
-| Kill | SIGTERM/INT/HUP/QUIT: clean zone stop; SIGKILL: immediate; others: no-op | `signal` | `signal` |
+| Kill | SIGTERM/INT/HUP/QUIT: clean zone stop; SIGKILL: the same within 2 s; others: no-op | `signal` | `signal` |
 | Wait | until the zone stopped | until the exit the backend reported | same |
 | Delete | forget the task (the zone goes at Shutdown) | `delete_container` | `delete_exec` |
 | Pause/Resume | refused (FailedPrecondition) | `pause`/`resume` | — |
@@ -47,6 +47,7 @@ from shim.events import EventSink, timestamp
 from shim.metrics import metrics_any
 from shim.process import Container, Process, Status
 from shim.protos import events_pb2, shim_pb2, task_pb2
+from shim.runtime_options import config_path
 from shim.stdio import ProcessIO, StdioPaths
 from shim.ttrpc.server import CallContext
 from shim.ttrpc.status import (
@@ -69,6 +70,9 @@ PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 RESOURCES_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
 IGNORED_BY_DEFAULT = {signals.SIGCHLD, signals.SIGCONT, signals.SIGURG, signals.SIGWINCH}
 ZONE_STOP_SIGNALS = {signals.SIGTERM, signals.SIGINT, signals.SIGHUP, signals.SIGQUIT, signals.SIGKILL}
+# SIGKILL to the sandbox (what CRI's StopPodSandbox sends, after it stopped the pod's containers): the zone
+# gets this long to power off cleanly before its VMM is killed
+KILL_GRACE = 2.0
 EMPTY = empty_pb2.Empty
 
 
@@ -144,13 +148,14 @@ class TaskService:
         except Exception:
             log.exception("publishing %s failed", type(event).__name__)
 
-    def _boot_zone(self, sandbox_id: str, bundle_dir: str, spec: dict[str, Any]) -> int:
+    def _boot_zone(self, sandbox_id: str, bundle_dir: str, spec: dict[str, Any], config_path: str) -> int:
         with self._zone_lock:
             if self.zone_stopped_reason is not None:
                 raise Unavailable(f"the pod's zone has stopped ({self.zone_stopped_reason}); "
                                   "no new containers in it")
             if not self.vmm_pid:
-                sandbox = SandboxSpec(sandbox_id=sandbox_id, bundle=bundle_dir, spec=spec, namespace=self.namespace)
+                sandbox = SandboxSpec(sandbox_id=sandbox_id, bundle=bundle_dir, spec=spec, namespace=self.namespace,
+                                      config_path=config_path)
                 pid = self._backend_call(f"boot the zone for pod {sandbox_id}", self.backend.start_zone,
                                          sandbox, self)
                 self.vmm_pid = int(pid)
@@ -171,7 +176,8 @@ class TaskService:
                 raise AlreadyExists(f"container {request.id!r} already exists")
             self._reserved.add(request.id)
         try:
-            vmm_pid = self._boot_zone(bundle.pod_of(spec, request.id), request.bundle, spec)
+            vmm_pid = self._boot_zone(bundle.pod_of(spec, request.id), request.bundle, spec,
+                                      config_path(request.options if request.HasField("options") else None))
             process = Process(request.id, "", stdio, pid=vmm_pid)
             if not is_sandbox:
                 rootfs = tuple(Mount(m.type, m.source, m.target, tuple(m.options)) for m in request.rootfs)
@@ -434,7 +440,7 @@ class TaskService:
             if self._zone_kill_signal and (signal != signals.SIGKILL or self._zone_kill_signal == signals.SIGKILL):
                 return
             self._zone_kill_signal = signal
-        timeout = 0.0 if signal == signals.SIGKILL else self.stop_timeout
+        timeout = min(KILL_GRACE, self.stop_timeout) if signal == signals.SIGKILL else self.stop_timeout
 
         def stop() -> None:
             try:

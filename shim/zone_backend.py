@@ -1,10 +1,10 @@
 """The backend seam: everything the Task service needs from the pod's zone, as one Protocol.
 
 The shim speaks containerd on one side (ttrpc, FIFOs, events) and this interface on the other. The real
-implementation drives a zone over IDM (boot with kernel + initrd + config disk, `container.create`/`start`/
-`signal`/`wait`/`delete`, `exec` streams with credit, `zone.metrics`); it lands with the IDM host link of
-issue 11. Tests use a recording double. The Task service holds one backend per shim, i.e. per pod, and
-calls it from many threads: an implementation is thread-safe.
+implementation, `shim.zone.backend`, boots the pod's zone and drives it over IDM (`container.create`/
+`attach`/`start`/`signal`/`delete`, `exec` streams with credit, `container.stats`...); the containerd-side
+tests use a recording double. The Task service holds one backend per shim, i.e. per pod, and calls it from
+many threads: an implementation is thread-safe.
 
 Errors: raise the `shim.ttrpc.status` errors that say what went wrong — NotFound (no such container or
 process), AlreadyExists, InvalidArgument (a spec the zone cannot honour), FailedPrecondition (wrong state),
@@ -75,6 +75,7 @@ class SandboxSpec:
     bundle: str
     spec: dict[str, Any]
     namespace: str
+    config_path: str = ""  # the runtime handler's options.ConfigPath (runtimeoptions.v1.Options), if any
 
 
 @dataclass(frozen=True)

@@ -155,13 +155,18 @@ def test_publish_binary_delivers_events(containerd: Containerd) -> None:
     assert publisher.sent == 1 and publisher.dropped == 0
 
 
-def test_without_a_zone_backend_runs_fail_with_the_reason() -> None:
+def test_with_a_bad_zone_config_runs_fail_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default backend (zones) with a config it refuses: `ctr run` fails with the shim's reason, and
+    nothing is left."""
     root = Path(tempfile.mkdtemp(prefix="zsc", dir="/tmp"))
+    config = root / "shim.toml"
+    config.write_text("vcpus = 0\n")
+    monkeypatch.setenv("ZONE_SHIM_CONFIG", str(config))
     daemon = Containerd(root, None)
     try:
         result = daemon.run("n1", "true")
         assert result.returncode != 0
-        assert b"no zone backend: the IDM host link" in result.stderr, result.stderr
+        assert b"vcpus = 0: 1 to 64" in result.stderr, result.stderr
         assert daemon.wait_no_shims() == []
         assert b"n1" not in daemon.ctr("task", "ls").stdout
     finally:

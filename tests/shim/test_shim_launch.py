@@ -169,7 +169,13 @@ def test_start_replaces_a_stale_socket(tmp_path: Path, sockets: Path, monkeypatc
     assert wait_gone(daemon)
 
 
-def test_daemon_answers_unavailable_without_a_backend(tmp_path: Path, sockets: Path) -> None:
+def test_daemon_answers_a_bad_config_with_the_reason(tmp_path: Path, sockets: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The zone backend (the default) reads its config before it boots anything: a typo in it fails the
+    Create naming the key, and the daemon still shuts down cleanly."""
+    config = tmp_path / "shim.toml"
+    config.write_text("memroy_mib = 512\n")
+    monkeypatch.setenv("ZONE_SHIM_CONFIG", str(config))
     solo = bundle(tmp_path, "nob")
     address = shim("start", solo, "nob", sockets).stdout.decode()
     daemon = int((solo / "shim.pid").read_text())
@@ -180,7 +186,8 @@ def test_daemon_answers_unavailable_without_a_backend(tmp_path: Path, sockets: P
             with pytest.raises(RpcError) as info:
                 client.call(TASK, "Create", shim_pb2.CreateTaskRequest(id="nob", bundle=str(solo)),
                             shim_pb2.CreateTaskResponse, timeout=10)
-            assert info.value.code == Code.UNAVAILABLE and "no zone backend" in info.value.message
+            assert info.value.code == Code.FAILED_PRECONDITION
+            assert f"{config}: unknown setting 'memroy_mib'" in info.value.message
             client.call(TASK, "Shutdown", shim_pb2.ShutdownRequest(id="nob"), empty_pb2.Empty, timeout=10)
         assert wait_gone(daemon)
     finally:
