@@ -69,6 +69,8 @@ class ZoneInfo(TypedDict, total=False):
     init_rss: int | None
     pid1: bool
     main: str | None
+    extensions: list[dict[str, Any]]    # the system extensions mounted (name, path, modules, tools)
+    components: list[dict[str, Any]]    # what the zone was composed from: kind, ref, digest (zone config)
 
 
 class ContainerDefinition(TypedDict, total=False):
@@ -232,11 +234,12 @@ class ZoneLink:
 
     def exec(self, command: list[str], *, container: str | None = None, env: dict[str, str] | None = None,
              cwd: str | None = None, user: dict[str, int] | None = None, tty: bool = False,
-             rows: int | None = None, cols: int | None = None) -> ExecSession:
+             rows: int | None = None, cols: int | None = None, zone: bool = False) -> ExecSession:
         """Run ``command`` in the container (default: the zone's main one) with its settings; stdin, output,
-        resize, signal and the exit code go through the returned session (idm.attach wires a terminal)."""
-        return self._streaming().exec(command, container=container, env=env, cwd=cwd, user=user, tty=tty,
-                                      rows=rows, cols=cols)
+        resize, signal and the exit code go through the returned session (idm.attach wires a terminal).
+        ``zone``: a zone-level exec instead, in PID 1's namespaces with the system extensions' tools."""
+        return self._streaming().exec(command, container=None if zone else container, env=env, cwd=cwd,
+                                      user=user, tty=tty, rows=rows, cols=cols, zone=zone)
 
     # --- events ---------------------------------------------------------------------------------------------
     def next_event(self, timeout: float | None = None) -> ZoneEvent | None:

@@ -289,8 +289,11 @@ class IdmClient:
         cols: int | None = None,
         window: int = DEFAULT_WINDOW,
         timeout: float | None = DEFAULT_TIMEOUT,
+        zone: bool = False,
     ) -> ExecSession:
         payload: dict[str, Any] = {"command": list(command), "tty": tty, "window": window}
+        if zone:   # a zone-level exec: PID 1's namespaces and the extensions' tools, no container
+            payload["zone"] = True
         for key, value in (("container", container), ("env", env), ("cwd", cwd), ("user", user),
                            ("rows", rows), ("cols", cols)):
             if value is not None:

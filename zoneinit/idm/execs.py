@@ -56,11 +56,11 @@ EXIT_LINGER = 0.5              # after an exec'd process exits, how long its out
 class ExecRequest:
     """An ``exec`` request's payload, checked (docs/idm.md section 7)."""
 
-    __slots__ = ("command", "container", "cwd", "env", "size", "tty", "user")
+    __slots__ = ("command", "container", "cwd", "env", "size", "tty", "user", "zone")
 
     def __init__(self, command: list[str], env: list[str] | None = None, cwd: str | None = None,
                  user: tuple[int, int] | None = None, tty: bool = False, size: tuple[int, int] | None = None,
-                 container: str | None = None) -> None:
+                 container: str | None = None, zone: bool = False) -> None:
         self.command = command
         self.env = env or []              # "K=V", added to (or replacing in) the container's
         self.cwd = cwd
@@ -68,6 +68,7 @@ class ExecRequest:
         self.tty = tty
         self.size = size                  # (rows, cols) of the pty
         self.container = container        # None: the zone's main container
+        self.zone = zone                  # a zone-level exec: in PID 1's namespaces, not in a container
 
     @classmethod
     def from_request(cls, req: Request) -> ExecRequest:
@@ -87,8 +88,11 @@ class ExecRequest:
             raise ValueError("exec: 'container' must be a container id")
         rows, cols = req.arg("rows"), req.arg("cols")
         size = (rows, cols) if isinstance(rows, int) and isinstance(cols, int) else None
+        zone = req.arg("zone", False) is True
+        if zone and container is not None:
+            raise ValueError("exec: a zone-level exec ('zone': true) names no container")
         return cls(list(command), list(env), cwd, _user(req.arg("user")), req.arg("tty", False) is True, size,
-                   container)
+                   container, zone)
 
 
 def _user(value: Any) -> tuple[int, int] | None:
