@@ -6,16 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ocisupport import (
-    LayoutBuilder,
-    PushedImages,
-    Registry,
-    busybox_layer,
-    make_pki,
-    random_layer,
-    start_registry,
-    tar_of,
-)
+from ocisupport import PushedImages, busybox_layer, random_layer
+from registrylab import LayoutBuilder, Registry, make_pki, start_registry, tar_of
 
 from zoneoci.client import RegistryClient
 from zoneoci.hosts import RegistryHosts
