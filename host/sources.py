@@ -118,7 +118,7 @@ class ImageResolver:
                                          progress=lambda line: output.note(f"pull {reference}: {line}"))
         except OCIError as e:
             raise HostError(f"{what} {given}: {e}") from None
-        pinned = record.name if "@" in record.name else f"{record.name}@{record.target.digest}"
+        pinned = str(reference) if reference.digest else f"{record.name}@{record.target.digest}"
         return ImageSource(given, Path(layout), record.target.digest, pinned, record.manifest)
 
 
