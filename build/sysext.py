@@ -1,7 +1,9 @@
 """The system extensions this project builds from Debian packages (format: zonebuild.extension, docs/images.md).
 
-``debug-tools``  strace, iproute2 (ip, ss, tc, bridge), tcpdump, and a static busybox (a shell and the usual
-                 applets: the zone's initramfs has none) for the zone-level exec (``zonehost exec --zone``)
+``debug-tools``  strace, iproute2 (ip, ss, tc, bridge), tcpdump, and busybox (a shell and the usual applets: the
+                 zone's initramfs has none) for the zone-level exec (``zonehost exec --zone``). Debian's dynamic
+                 busybox, not busybox-static: the static build's shell prefers its own applets to PATH, so ``ip``
+                 in a script would be busybox's instead of iproute2's
 ``fs-extra``     the kernel-modules extension: the file-system modules the kernel image's addons leave out
                  (zonebuild.kernel_image.FS_EXTRA_TREES: btrfs, xfs, exfat, NFS, CIFS...) for that kernel
                  release, with every module they need, plus their tools (mkfs.btrfs, btrfs, mkfs.exfat, fsck.exfat)
@@ -48,7 +50,7 @@ DEBUG_TOOLS = {
     "tc": ("iproute2", "sbin/tc"),
     "bridge": ("iproute2", "sbin/bridge"),
     "tcpdump": ("tcpdump", "usr/bin/tcpdump"),
-    "busybox": ("busybox-static", "bin/busybox"),
+    "busybox": ("busybox", "bin/busybox"),
 }
 FS_TOOLS = {
     "mkfs.btrfs": ("btrfs-progs", "sbin/mkfs.btrfs"),
@@ -133,9 +135,9 @@ def stage_tools(tree: Path, name: str, tools: dict[str, tuple[str, str]],
     return list(tools)
 
 
-def _busybox_applets(bin_dir: Path) -> None:
+def _busybox_applets(bin_dir: Path, applets: list[str]) -> None:
     """bin/<applet> -> busybox for each applet no real tool already provides."""
-    for applet in sorted({Path(p).name for p in applet_paths(bin_dir / "busybox")}):
+    for applet in applets:
         if not (bin_dir / applet).exists():
             (bin_dir / applet).symlink_to("busybox")
 
@@ -145,8 +147,11 @@ def _busybox_applets(bin_dir: Path) -> None:
 def build_debug_tools(out: Path, work: Path) -> Path:
     packages = package_trees(sorted({p for p, _ in DEBUG_TOOLS.values()}))
     tree = work / "tree"
+    package, path = DEBUG_TOOLS["busybox"]   # listed before relocation: afterwards it runs in a zone only
+    applets = sorted({Path(p).name for p in applet_paths(elfdeps._inside(packages[package][1],
+                                                                         packages[package][1] / path))})
     tools = stage_tools(tree, "debug-tools", DEBUG_TOOLS, packages)
-    _busybox_applets(tree / "bin")
+    _busybox_applets(tree / "bin", applets)
     roots = {p for p, _ in DEBUG_TOOLS.values()}
     sources = {name: _version(deb) for name, (deb, _) in sorted(packages.items()) if name in roots}
     version = "deb12-" + hashlib.sha256(repr(sorted(sources.items())).encode()).hexdigest()[:8]
