@@ -41,7 +41,7 @@ from .cachedir import cache_dir
 from .errors import BuildError
 from .fsimage import make_fs
 from .oci import ImageError, open_image, unpack_image
-from .ocilayout import MEDIA_LAYER_TAR, LayoutWriter, tar_diff_id, write_tree_tar
+from .ocilayout import write_tree_image
 
 SCHEMA_VERSION = 1
 ROOT = "extension"
@@ -207,18 +207,10 @@ def write_extension_image(tree: Path, manifest: ExtensionManifest, out: Path, wo
             path = os.path.join(directory, name)
             if not os.path.islink(path):
                 os.chmod(path, 0o755 if os.stat(path).st_mode & 0o100 else 0o644)
-    if out.exists():
-        shutil.rmtree(out)
-    writer = LayoutWriter(out)
-    layer_tar = write_tree_tar(root, work / "layer.tar")
-    diff_id = tar_diff_id(layer_tar)
-    layer = writer.add_file(layer_tar, MEDIA_LAYER_TAR)
     labels = {f"{LABEL_PREFIX}name": manifest.name, f"{LABEL_PREFIX}version": manifest.version}
     if manifest.kernel_releases:
         labels[f"{LABEL_PREFIX}kernel-releases"] = ",".join(manifest.kernel_releases)
-    config = {"architecture": "amd64", "os": "linux", "config": {"Labels": labels},
-              "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
-    writer.add_image(config, [layer], ref_name=f"{manifest.name}:{manifest.version}",
+    write_tree_image(root, out, work, {"Labels": labels}, ref_name=f"{manifest.name}:{manifest.version}",
                      annotations={"org.opencontainers.image.title": manifest.name,
                                   "org.opencontainers.image.version": manifest.version})
     return out

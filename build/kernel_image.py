@@ -30,13 +30,13 @@ from styrolite.errors import StyroliteError, describe
 
 from . import debs
 from .buildlog import logger
-from .cachedir import cache_dir
+from .cachedir import cache_dir, cached_layout
 from .cpio import CpioArchive
 from .digests import sha256_file, sha256_hex
 from .errors import BuildError
 from .fsimage import make_fs
 from .oci import ImageError, open_image, unpack_image
-from .ocilayout import MEDIA_LAYER_TAR, LayoutWriter, tar_diff_id, write_tree_tar
+from .ocilayout import write_tree_image
 
 log = logger("kernel-image")
 
@@ -227,19 +227,8 @@ def build_kernel_image(out: Path, tree: KernelTree, work: Path) -> Path:
         path.chmod(0o644)
     kdir.chmod(0o755)
     log("layer + layout")
-    if out.exists():
-        shutil.rmtree(out)
-    writer = LayoutWriter(out)
-    layer_tar = write_tree_tar(root, work / "layer.tar")
-    diff_id = tar_diff_id(layer_tar)
-    layer = writer.add_file(layer_tar, MEDIA_LAYER_TAR)
-    config = {
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Labels": {f"dev.zone.kernel.{k.lower()}": v for k, v in metadata.items()}},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-    }
-    writer.add_image(config, [layer], ref_name=f"kernel:{tree.version}")
+    write_tree_image(root, out, work, {"Labels": {f"dev.zone.kernel.{k.lower()}": v for k, v in metadata.items()}},
+                     ref_name=f"kernel:{tree.version}")
     return out
 
 
@@ -265,16 +254,8 @@ def cached_kernel_image(package: str = DEFAULT_PACKAGE) -> Path:
     """The kernel image layout for ``package`` under the cache, built once per .deb content."""
     deb = download_package(package)
     digest = sha256_hex(deb)[:16]
-    out = cache_dir() / "kernel" / f"{digest}-{ADDONS_KEY}"
-    if not (out / "index.json").exists():
-        partial = out.with_name(out.name + ".partial")
-        if partial.exists():
-            shutil.rmtree(partial)
-        build_from_sources(partial, deb=deb)
-        if out.exists():
-            shutil.rmtree(out)
-        partial.rename(out)
-    return out
+    return cached_layout(cache_dir() / "kernel" / f"{digest}-{ADDONS_KEY}",
+                         lambda partial: build_from_sources(partial, deb=deb))
 
 
 # --- reading it back (host side) --------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from styrolite.errors import StyroliteError, describe
 from . import debs, elfdeps, kernel_image
 from .buildlog import logger
 from .busybox_image import applet_paths
-from .cachedir import cache_dir
+from .cachedir import cache_dir, cached_layout
 from .digests import sha256_hex
 from .errors import BuildError
 from .extension import LOADER, MOUNT_BASE, ExtensionManifest, write_extension_image
@@ -227,16 +227,7 @@ def cached_extension(name: str) -> Path:
     """The extension's OCI layout under ``<cache>/images/``, built once per cache key."""
     if name not in BUILDERS:
         raise SysextError(f"no extension named {name!r} (have: {', '.join(BUILDERS)})")
-    out = cache_dir() / "images" / f"ext-{name}-{cache_key(name)}"
-    if not (out / "index.json").is_file():
-        partial = out.with_name(out.name + ".partial")
-        if partial.exists():
-            shutil.rmtree(partial)
-        build(name, partial)
-        if out.exists():
-            shutil.rmtree(out)
-        partial.rename(out)
-    return out
+    return cached_layout(cache_dir() / "images" / f"ext-{name}-{cache_key(name)}", lambda out: build(name, out))
 
 
 def main(argv: list[str] | None = None) -> int:

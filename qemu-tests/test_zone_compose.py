@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from registrylab import Registry, make_pki, start_registry  # noqa: E402
+from registrylab import Registry, running_registry  # noqa: E402
 
 NAME = "composed"
 LONG_RUNNING = ["sh", "-c", "trap 'exit 0' TERM; echo started; while true; do sleep 1; done"]
@@ -34,12 +34,8 @@ def describe(zonehost, result) -> str:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    base = tmp_path_factory.mktemp("registry")
-    reg = start_registry(base, make_pki(base / "pki"))
-    try:
+    with running_registry(tmp_path_factory.mktemp("registry")) as reg:
         yield reg
-    finally:
-        reg.stop()
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ import shutil
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,6 +186,16 @@ auth:
     conf = base / "registries.conf"
     conf.write_text("")
     return Registry(host, process, base, certs_d, authfile, conf)
+
+
+@contextmanager
+def running_registry(base: Path) -> Iterator[Registry]:
+    """A registry with a CA of its own under ``base``, stopped on leaving (the tests' fixtures)."""
+    registry = start_registry(base, make_pki(base / "pki"))
+    try:
+        yield registry
+    finally:
+        registry.stop()
 
 
 # ---- images --------------------------------------------------------------------------------------------------

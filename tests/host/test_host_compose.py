@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
-from registrylab import LayoutBuilder, Registry, make_pki, start_registry, tar_of  # noqa: E402
+from registrylab import LayoutBuilder, Registry, running_registry, tar_of  # noqa: E402
 
 pytestmark = pytest.mark.slow
 OLD_RELEASE = "5.10.0-bogus"
@@ -25,12 +25,8 @@ OLD_RELEASE = "5.10.0-bogus"
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    base = tmp_path_factory.mktemp("registry")
-    reg = start_registry(base, make_pki(base / "pki"))
-    try:
+    with running_registry(tmp_path_factory.mktemp("registry")) as reg:
         yield reg
-    finally:
-        reg.stop()
 
 
 @pytest.fixture(scope="module")
