@@ -89,6 +89,8 @@ def test_debug_tools_run_in_the_zone_level_exec(zonehost, composed) -> None:
                      timeout=120)
     assert links.returncode == 0, describe(zonehost, links)
     assert links.stdout.count("lo ") == 2 and "tcpdump version 4.99" in links.stdout
+    terminal = zonehost("exec", "-t", "--zone", NAME, "sh", "-c", "tty && id -u", timeout=120)
+    assert terminal.returncode == 0 and "/dev/pts/" in terminal.stdout, describe(zonehost, terminal)
     where = zonehost("exec", "--zone", NAME, "sh", "-c", "command -v strace; command -v mkfs.btrfs", timeout=120)
     assert where.stdout.split() == ["/run/zone/extensions/debug-tools/bin/strace",
                                     "/run/zone/extensions/fs-extra/bin/mkfs.btrfs"]

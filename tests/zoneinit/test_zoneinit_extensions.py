@@ -209,7 +209,11 @@ def test_zone_exec_puts_the_extension_tools_first(tmp_path: Path) -> None:
 def test_zone_exec_reports_a_missing_program_as_127(tmp_path: Path) -> None:
     out, code = _collect(spawn_zone_exec(ExecRequest(["no-such-tool-here"], zone=True), []))
     assert code == 127
-    assert out["stderr"] == b"zone exec: no-such-tool-here: No such file or directory\n"
+    assert out["stderr"] == (b"zone exec: no-such-tool-here: No such file or directory (the zone's initramfs has "
+                             b"no tools: attach a system extension that offers some, e.g. debug-tools)\n")
+    tools = [{"name": "t", "tools": True, "bin": str(tmp_path), "lib": None}]
+    out, code = _collect(spawn_zone_exec(ExecRequest(["no-such-tool-here"], zone=True), tools))
+    assert code == 127 and out["stderr"] == b"zone exec: no-such-tool-here: No such file or directory\n"
 
 
 def test_zone_exec_with_a_terminal(tmp_path: Path) -> None:

@@ -63,9 +63,11 @@ def spawn_zone_exec(request: ExecRequest, extensions: list[dict[str, Any]]) -> E
             parent_fds += [in_w, out_r, err_r]
             child_fds += [in_r, out_w, err_w]
             child_stdio = (in_r, out_w, err_w)
+        hint = "" if any(e.get("tools") for e in extensions) else \
+            " (the zone's initramfs has no tools: attach a system extension that offers some, e.g. debug-tools)"
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child, until exec
-            _child(request, env, child_stdio)
+            _child(request, env, child_stdio, hint)
     except BaseException:
         for fd in parent_fds:
             os.close(fd)
@@ -79,7 +81,7 @@ def spawn_zone_exec(request: ExecRequest, extensions: list[dict[str, Any]]) -> E
     return ExecProcess(pid, {out_r: "stdout", err_r: "stderr"}, in_w)
 
 
-def _child(request: ExecRequest, env: dict[str, str], stdio: tuple[int, int, int]) -> None:
+def _child(request: ExecRequest, env: dict[str, str], stdio: tuple[int, int, int], hint: str) -> None:
     """In the forked child: a session of its own, the stdio, the signal dispositions exec would keep, the
     user and directory asked for, then exec. Never returns."""
     code = 126
@@ -105,10 +107,12 @@ def _child(request: ExecRequest, env: dict[str, str], stdio: tuple[int, int, int
         code = 127
         os.execvpe(request.command[0], request.command, env)
     except BaseException as e:
-        if isinstance(e, OSError) and e.errno not in (errno.ENOENT, errno.ENOTDIR):
+        missing = isinstance(e, OSError) and e.errno in (errno.ENOENT, errno.ENOTDIR)
+        if isinstance(e, OSError) and not missing:
             code = 126
         with contextlib.suppress(OSError):
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            os.write(2, f"zone exec: {request.command[0]}: {reason}\n".encode(errors="replace"))
+            os.write(2, f"zone exec: {request.command[0]}: {reason}{hint if missing else ''}\n"
+                     .encode(errors="replace"))
     finally:
         os._exit(code)
