@@ -171,3 +171,23 @@ def test_the_config_disk_records_every_component(registry: Registry, kernel_ref:
                                    app_image=f"{app.split(':oci')[0]}@{by_kind['app'].digest}",
                                    extensions=[pinned_tools]), offline)
     assert [c["digest"] for c in again.components] == [c.digest for c in config.components]
+
+
+def test_extension_disks_follow_the_root_images(tmp_path: Path) -> None:
+    from host.backends.qemu import qemu_command
+    from host.bootplan import BootFiles, extension_device
+    from host.state import zone_dir
+    from host.zonedef import ZoneDef
+
+    files = {name: tmp_path / name for name in ("k", "i", "a", "c", "r", "e0", "e1")}
+    boot = BootFiles(kernel=files["k"], initrd=files["i"], addons=files["a"], config_disk=files["c"],
+                     root_images=[files["r"]], extensions=[files["e0"], files["e1"]])
+    assert [(d.role, d.serial) for d in boot.disks()] == [
+        ("addons", "zone-addons"), ("config", "zone-config"), ("root0", "zone-root0"), ("ext0", "zone-ext0"),
+        ("ext1", "zone-ext1")]
+    assert (extension_device(0), extension_device(1, prefix="xvd"), extension_device(0, root_images=2)) == \
+        ("/dev/vdd", "/dev/xvde", "/dev/vde")
+    argv = qemu_command(ZoneDef(name="z", kernel_image="k", initrd="i"), zone_dir("z", tmp_path), boot)
+    drives = [a for a in argv if a.startswith("file=")]
+    assert [d.split(",")[0] for d in drives][-2:] == [f"file={files['e0']}", f"file={files['e1']}"]
+    assert all("readonly=on" in d for d in drives)
