@@ -31,8 +31,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "oci"))
+sys.path.insert(0, str(REPO / "tests"))
 
-from ocisupport import PASSWORD, USER, LayoutBuilder, busybox_layer, make_pki, random_layer, start_registry  # noqa: E402
+from ocisupport import busybox_layer, random_layer  # noqa: E402
+from registrylab import PASSWORD, USER, LayoutBuilder, make_pki, start_registry  # noqa: E402
 
 from zoneoci.client import RegistryClient  # noqa: E402
 from zoneoci.hosts import RegistryHosts  # noqa: E402

@@ -22,11 +22,11 @@ from pathlib import Path
 from styrolite.errors import StyroliteError, describe
 
 from . import debs
-from .cachedir import cache_dir
+from .cachedir import cache_dir, cached_layout
 from .digests import sha256_hex
 from .elfdeps import ldd
 from .errors import BuildError
-from .ocilayout import MEDIA_LAYER_TAR, LayoutWriter, tar_diff_id, write_tree_tar
+from .ocilayout import write_tree_image
 
 REF_NAME = "busybox:latest"
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n"
@@ -89,34 +89,15 @@ def build_busybox_image(out: str | Path) -> Path:
         busybox = fetch_busybox()
         root = work / "rootfs"
         stage_rootfs(busybox, root)
-        layer_tar = write_tree_tar(root, work / "layer.tar")
-        if out.exists():
-            shutil.rmtree(out)
-        writer = LayoutWriter(out)
-        diff_id = tar_diff_id(layer_tar)
-        layer = writer.add_file(layer_tar, MEDIA_LAYER_TAR)
-        config = {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {"Cmd": ["sh"], "Env": [DEFAULT_PATH], "WorkingDir": "/"},
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        }
-        writer.add_image(config, [layer], ref_name=REF_NAME)
+        write_tree_image(root, out, work, {"Cmd": ["sh"], "Env": [DEFAULT_PATH], "WorkingDir": "/"},
+                         ref_name=REF_NAME)
     return out
 
 
 def cached_busybox_image() -> Path:
     """The default image layout under the cache, rebuilt only when the busybox binary changes."""
     key = sha256_hex(fetch_busybox())[:16]
-    out = cache_dir() / "images" / f"busybox-{key}"
-    if not (out / "index.json").is_file():
-        partial = out.with_name(out.name + ".partial")
-        build_busybox_image(partial)
-        if out.exists():
-            shutil.rmtree(out)
-        partial.rename(out)
-    return out
-
+    return cached_layout(cache_dir() / "images" / f"busybox-{key}", build_busybox_image)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zonebuild.busybox_image", description=__doc__.split("\n")[0])

@@ -12,6 +12,8 @@ Layout: docs/images.md.
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 SYSTEM_CACHE = Path("/var/cache/zone")
@@ -24,3 +26,17 @@ def cache_dir() -> Path:
     if os.geteuid() == 0:
         return SYSTEM_CACHE
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "zone"
+
+
+def cached_layout(out: Path, build: Callable[[Path], object]) -> Path:
+    """``out``, an OCI layout in the cache: built the first time into ``<out>.partial`` and renamed into place
+    once complete, so a crashed or concurrent build never leaves a half-written layout under the real name."""
+    if not (out / "index.json").is_file():
+        partial = out.with_name(out.name + ".partial")
+        if partial.exists():
+            shutil.rmtree(partial)
+        build(partial)
+        if out.exists():
+            shutil.rmtree(out)
+        partial.rename(out)
+    return out

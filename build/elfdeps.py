@@ -7,6 +7,7 @@ ldd and are resolved through ``ldconfig -p``.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -84,3 +85,87 @@ def strip(paths: Iterable[Path]) -> None:
     files = [str(p) for p in paths if is_elf(p)]
     if files:
         subprocess.run(["strip", "--strip-unneeded", *files], check=True)
+
+
+# --- libraries from unpacked Debian packages (system extensions) ------------------------------------------------
+# An extension's tools must not borrow the build host's libraries: their closure is resolved in the unpacked
+# package trees only (DT_NEEDED, read with readelf), and a library none of the packages ships is an error.
+
+LIBRARY_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "lib", "usr/lib")
+_NEEDED = re.compile(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]")
+
+
+def needed(path: Path) -> list[str]:
+    """The sonames ``path`` names in DT_NEEDED ([] for a static program)."""
+    result = subprocess.run(["readelf", "-d", "--wide", str(path)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise FileNotFoundError(f"{path}: readelf failed: {result.stderr.strip()[-200:]}")
+    return _NEEDED.findall(result.stdout)
+
+
+def has_runpath(path: Path) -> bool:
+    result = subprocess.run(["readelf", "-d", "--wide", str(path)], capture_output=True, text=True)
+    return "(RUNPATH)" in result.stdout
+
+
+def _inside(root: Path, path: Path) -> Path:
+    """``path`` (under ``root``) with its symbolic links followed inside ``root``: an absolute link target
+    means root/target, never the build host's file."""
+    for _ in range(40):
+        if not path.is_symlink():
+            return path
+        target = Path(os.readlink(path))
+        path = root / str(target).lstrip("/") if target.is_absolute() else path.parent / target
+    raise FileNotFoundError(f"{path}: too many levels of symbolic links")
+
+
+def find_in_trees(soname: str, trees: Iterable[Path]) -> Path | None:
+    """The real file of library ``soname`` in the first package tree that ships it."""
+    for root in trees:
+        for directory in LIBRARY_DIRS:
+            candidate = root / directory / soname
+            if candidate.exists() or candidate.is_symlink():
+                real = _inside(root, candidate)
+                if real.is_file():
+                    return real
+    return None
+
+
+def closure_in_trees(programs: Iterable[Path], trees: list[Path]) -> dict[str, Path]:
+    """soname -> file for every library the programs need, transitively, found in ``trees`` only."""
+    found: dict[str, Path] = {}
+    todo = [p for p in programs if is_elf(p)]
+    seen: set[Path] = set()
+    missing: dict[str, str] = {}
+    while todo:
+        item = todo.pop()
+        if item in seen:
+            continue
+        seen.add(item)
+        for soname in needed(item):
+            if soname in found or soname in missing:
+                continue
+            path = find_in_trees(soname, trees)
+            if path is None:
+                missing[soname] = item.name
+                continue
+            found[soname] = path
+            todo.append(path)
+    if missing:
+        listed = ", ".join(f"{soname} (needed by {by})" for soname, by in sorted(missing.items()))
+        raise FileNotFoundError(f"libraries in none of the packages: {listed}")
+    return dict(sorted(found.items()))
+
+
+def relocate(program: Path, *, interpreter: str | None, rpath: str) -> None:
+    """Point ``program`` at another loader and library directory (patchelf): ``DT_RPATH`` (not RUNPATH), so
+    the directory is searched for the libraries' own dependencies too and wins over LD_LIBRARY_PATH."""
+    command = ["patchelf"]
+    if interpreter is not None:
+        command += ["--set-interpreter", interpreter]
+    command += ["--force-rpath", "--set-rpath", rpath, str(program)]
+    if shutil.which("patchelf") is None:
+        raise FileNotFoundError("patchelf not found (install the Debian package patchelf)")
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise OSError(f"patchelf {program.name}: {result.stderr.strip()[-300:]}")

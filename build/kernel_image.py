@@ -5,7 +5,7 @@ Image filesystem (one layer)::
     /kernel/image               the bzImage the host boots (direct kernel boot)
     /kernel/metadata            KEY=VALUE lines: KERNEL_ARCH, KERNEL_VERSION, KERNEL_FLAVOR, KERNEL_CONFIG
     /kernel/config.gz           the kernel .config, gzip; KERNEL_CONFIG is the sha256 of this file
-    /kernel/addons.squashfs     /modules/<version>/... every module, with modules.dep/alias from depmod
+    /kernel/addons.squashfs     /modules/<version>/... the modules (all but FS_EXTRA_TREES), with modules.dep/alias
     /kernel/boot-modules.cpio   the few modules needed to reach addons.squashfs (uncompressed newc); the host
                                 appends it to the initrd, so the initrd does not depend on the kernel version
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import os
 import re
 import shutil
@@ -29,13 +30,13 @@ from styrolite.errors import StyroliteError, describe
 
 from . import debs
 from .buildlog import logger
-from .cachedir import cache_dir
+from .cachedir import cache_dir, cached_layout
 from .cpio import CpioArchive
 from .digests import sha256_file, sha256_hex
 from .errors import BuildError
 from .fsimage import make_fs
 from .oci import ImageError, open_image, unpack_image
-from .ocilayout import MEDIA_LAYER_TAR, LayoutWriter, tar_diff_id, write_tree_tar
+from .ocilayout import write_tree_image
 
 log = logger("kernel-image")
 
@@ -47,6 +48,14 @@ BOOT_MODULES = (
     "loop", "squashfs", "overlay", "erofs",
 )
 METADATA_KEYS = ("KERNEL_ARCH", "KERNEL_VERSION", "KERNEL_FLAVOR", "KERNEL_CONFIG")
+# Modules left out of addons.squashfs: file systems for data volumes, which a zone needs neither to boot nor to
+# run OCI images (those are squashfs, erofs, overlay, ext4, fat, isofs, fuse: they stay). They ship as the
+# kernel-modules system extension "fs-extra" for the same release (zonebuild.sysext): a zone that needs btrfs or
+# NFS attaches it (zonehost run --extension), every other zone verifies and carries a smaller addons image.
+FS_EXTRA_TREES = ("kernel/fs/btrfs/", "kernel/fs/xfs/", "kernel/fs/exfat/", "kernel/fs/nfs/", "kernel/fs/nfsd/",
+                  "kernel/fs/ceph/", "kernel/fs/smb/", "kernel/fs/orangefs/", "kernel/fs/udf/", "kernel/fs/sysv/",
+                  "kernel/fs/romfs/", "kernel/fs/zonefs/")
+ADDONS_KEY = hashlib.sha256("\n".join(FS_EXTRA_TREES).encode()).hexdigest()[:8]   # part of the cache key
 
 
 class KernelImageError(BuildError):
@@ -134,6 +143,18 @@ def boot_module_order(deps: dict[str, list[str]], wanted: tuple[str, ...] = BOOT
     return order
 
 
+def extension_only(deps: dict[str, list[str]], trees: tuple[str, ...] = FS_EXTRA_TREES) -> set[str]:
+    """The module paths under ``trees`` that no module elsewhere needs: what addons.squashfs leaves out."""
+    chosen = {path for path in deps if path.startswith(trees)}
+    needed_elsewhere = {dep for path, needs in deps.items() if path not in chosen for dep in needs}
+    return chosen - needed_elsewhere   # modules.dep lists every module's dependencies transitively
+
+
+def module_closure(deps: dict[str, list[str]], paths: set[str]) -> list[str]:
+    """``paths`` and every module they need, sorted."""
+    return sorted(paths | {dep for path in paths for dep in deps.get(path, [])})
+
+
 def boot_modules_cpio(modules_root: Path, version: str) -> bytes:
     """The uncompressed cpio of the boot-critical modules (+ modules.boot listing the load order)."""
     deps = parse_modules_dep(modules_root / "modules.dep")
@@ -178,10 +199,21 @@ def build_kernel_image(out: Path, tree: KernelTree, work: Path) -> Path:
     log(f"depmod {tree.version}")
     addons = work / "addons"
     modules_root = run_depmod(tree.modules, tree.version, work / "depmod")
+    left_out = extension_only(parse_modules_dep(modules_root / "modules.dep"))
+    addons_base = work / "depmod-addons"
+    addons_root = addons_base / "lib" / "modules" / tree.version
+    shutil.copytree(modules_root, addons_root, symlinks=True)
+    for path in left_out:
+        (addons_root / path).unlink()
+        parent = (addons_root / path).parent
+        while parent != addons_root and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+    subprocess.run(["depmod", "-b", str(addons_base), tree.version], check=True)
     (addons / "modules").mkdir(parents=True)
-    shutil.copytree(modules_root, addons / "modules" / tree.version, symlinks=True)
+    shutil.copytree(addons_root, addons / "modules" / tree.version, symlinks=True)
     normalize_tree(addons)
-    log("mksquashfs addons (all modules)")
+    log(f"mksquashfs addons ({len(left_out)} file-system modules left to the fs-extra extension)")
     make_fs(addons, kdir / "addons.squashfs", "squashfs", all_root=True, all_time=0)
     (kdir / "boot-modules.cpio").write_bytes(boot_modules_cpio(modules_root, tree.version))
     metadata = {
@@ -195,19 +227,8 @@ def build_kernel_image(out: Path, tree: KernelTree, work: Path) -> Path:
         path.chmod(0o644)
     kdir.chmod(0o755)
     log("layer + layout")
-    if out.exists():
-        shutil.rmtree(out)
-    writer = LayoutWriter(out)
-    layer_tar = write_tree_tar(root, work / "layer.tar")
-    diff_id = tar_diff_id(layer_tar)
-    layer = writer.add_file(layer_tar, MEDIA_LAYER_TAR)
-    config = {
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Labels": {f"dev.zone.kernel.{k.lower()}": v for k, v in metadata.items()}},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-    }
-    writer.add_image(config, [layer], ref_name=f"kernel:{tree.version}")
+    write_tree_image(root, out, work, {"Labels": {f"dev.zone.kernel.{k.lower()}": v for k, v in metadata.items()}},
+                     ref_name=f"kernel:{tree.version}")
     return out
 
 
@@ -233,16 +254,8 @@ def cached_kernel_image(package: str = DEFAULT_PACKAGE) -> Path:
     """The kernel image layout for ``package`` under the cache, built once per .deb content."""
     deb = download_package(package)
     digest = sha256_hex(deb)[:16]
-    out = cache_dir() / "kernel" / digest
-    if not (out / "index.json").exists():
-        partial = out.with_name(out.name + ".partial")
-        if partial.exists():
-            shutil.rmtree(partial)
-        build_from_sources(partial, deb=deb)
-        if out.exists():
-            shutil.rmtree(out)
-        partial.rename(out)
-    return out
+    return cached_layout(cache_dir() / "kernel" / f"{digest}-{ADDONS_KEY}",
+                         lambda partial: build_from_sources(partial, deb=deb))
 
 
 # --- reading it back (host side) --------------------------------------------------------------------------------

@@ -113,3 +113,21 @@ class LayoutWriter:
 
 def tar_diff_id(path: str | Path) -> str:
     return sha256_file(path)
+
+
+def write_tree_image(root: str | Path, out: str | Path, work: str | Path, runtime_config: dict[str, object], *,
+                     ref_name: str | None = None, annotations: dict[str, str] | None = None) -> Descriptor:
+    """An OCI layout at ``out`` (replaced if present) of one linux/amd64 image: ``root`` as one uncompressed,
+    reproducible layer, ``runtime_config`` as the config's ``config``. Returns the manifest's descriptor."""
+    import shutil
+
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    writer = LayoutWriter(out)
+    layer_tar = write_tree_tar(root, Path(work) / "layer.tar")
+    diff_id = tar_diff_id(layer_tar)
+    layer = writer.add_file(layer_tar, MEDIA_LAYER_TAR)
+    config = {"architecture": "amd64", "os": "linux", "config": runtime_config,
+              "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
+    return writer.add_image(config, [layer], ref_name=ref_name, annotations=annotations)

@@ -6,6 +6,7 @@ under QEMU they are /dev/vda, /dev/vdb, /dev/vdc... and under Xen PV /dev/xvda, 
     index 0  addons.squashfs   serial "zone-addons"   (kernel modules, from the kernel OCI image)
     index 1  config disk       serial "zone-config"   (the zone's launch config, host/configdisk)
     index 2+ root images       serial "zone-root0", "zone-root1", ...   (one per container image)
+    then     extension disks   serial "zone-ext0", "zone-ext1", ...     (one per system extension image)
 
 The devices are also named on the kernel command line (``zone.addons=/dev/vda zone.config=/dev/vdb``) and,
 under QEMU, carry the virtio-blk serial above (``/sys/block/vdX/serial``), so PID 1 never has to guess.
@@ -42,10 +43,12 @@ class BootFiles:
     addons: Path                   # the kernel OCI image's /kernel/addons.squashfs
     config_disk: Path              # per zone, in the zone's state dir
     root_images: list[Path] = field(default_factory=list)
+    extensions: list[Path] = field(default_factory=list)   # system extension disks, after the root images
 
     def disks(self) -> list[Disk]:
         disks = [Disk("addons", self.addons, "zone-addons"), Disk("config", self.config_disk, "zone-config")]
         disks += [Disk(f"root{i}", path, f"zone-root{i}") for i, path in enumerate(self.root_images)]
+        disks += [Disk(f"ext{i}", path, f"zone-ext{i}") for i, path in enumerate(self.extensions)]
         return disks
 
 
@@ -62,6 +65,11 @@ def block_device(index: int, prefix: str = "vd") -> str:
 def root_image_device(index: int, prefix: str = "vd") -> str:
     """The device of the ``index``-th root image, as the config disk names it for PID 1."""
     return block_device(2 + index, prefix)
+
+
+def extension_device(index: int, root_images: int = 1, prefix: str = "vd") -> str:
+    """The device of the ``index``-th system extension disk (after ``root_images`` root images)."""
+    return block_device(2 + root_images + index, prefix)
 
 
 def kernel_cmdline(definition: ZoneDef, *, console: str = QEMU_CONSOLE, disk_prefix: str = "vd",

@@ -1,7 +1,9 @@
 """``zonehost``: run and manage zones from the host, in the manner of docker/ctr/xl.
 
-    zonehost run [--backend qemu|xen] [--name N] [--memory MiB] [--rm] [-e K=V] IMAGE [-- CMD...]
-    zonehost ps | exec [-i] [-t] ZONE CMD... | logs ZONE | stop ZONE | kill [-s SIG] ZONE | rm ZONE   (--json)
+    zonehost run [--backend qemu|xen] [--name N] [--memory MiB] [--rm] [-e K=V] [--kernel REF]
+                 [--extension REF]... [--module NAME]... [--pull missing|always|never] IMAGE|REF [-- CMD...]
+    zonehost ps | inspect ZONE | exec [-i] [-t] [--zone] ZONE CMD... | logs ZONE | stop ZONE | kill ZONE | rm ZONE
+    zonehost pull REF | images | rmi IMAGE... | prune | push IMAGE|LAYOUT REF       (--json)
 
 Every error is one line on stderr (``zonehost: ...``) and a non-zero exit: 2 for bad usage, 1 otherwise.
 ``run`` exits with the container's exit code (128+signo for a signal death).
@@ -16,9 +18,10 @@ from typing import NoReturn
 
 from host import output
 from host.errors import HostError
-from host.zonedef import BACKENDS
+from host.zonedef import BACKENDS, PULL_POLICIES
 from idm.errors import IdmError
 from styrolite.errors import StyroliteError, describe
+from zoneoci import commands as image_commands
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -62,17 +65,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--userns", action=argparse.BooleanOptionalAction, default=True,
                      help="run the container in a user namespace, its root mapped to zone uid 65536 (default: on)")
     run.add_argument("--address", help="zone address CIDR (implies --net)")
-    run.add_argument("--kernel", help="kernel OCI image layout (default: built from linux-image-cloud-amd64)")
+    run.add_argument("--kernel", metavar="REF|LAYOUT",
+                     help="kernel OCI image: a reference or a layout directory (default: the host config's "
+                          "images.kernel, else $ZONE_KERNEL, else built here from linux-image-cloud-amd64)")
+    run.add_argument("--extension", action="append", default=[], metavar="REF|LAYOUT",
+                     help="a system extension image to attach (repeatable; after the host config's)")
+    run.add_argument("--module", action="append", default=[], metavar="NAME",
+                     help="a kernel module to load at boot, from the extensions or the addons (repeatable)")
+    run.add_argument("--pull", choices=PULL_POLICIES, default=None,
+                     help="when to pull references: missing (default), always, never")
+    image_commands.add_registry_options(run)
     run.add_argument("--initrd", help="zone initrd (default: built by zonebuild)")
     run.add_argument("--kernel-arg", action="append", default=[], metavar="ARG",
                      help="extra kernel command line word (e.g. zone.debug)")
     run.add_argument("--timing", action="store_true", help="print the zone's boot phase timings")
     run.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the zone to be ready")
     run.add_argument("image", metavar="IMAGE", nargs="?",
-                     help="OCI layout dir, docker-archive tar, or 'busybox' (built in)")
+                     help="an image reference (127.0.0.1:5000/app:1.0, ...@sha256:...), an OCI layout dir or "
+                          "image tar, or 'busybox' (built in)")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD", help="command override (after --)")
 
     verbs.add_parser("ps", help="list zones and their containers")
+
+    inspect = verbs.add_parser("inspect", help="a zone's definition, components (digests) and, if it runs, zone.info")
+    inspect.add_argument("zone", metavar="ZONE")
 
     exec_ = verbs.add_parser("exec", help="run a command in a zone's container")
     exec_.add_argument("-i", "--interactive", action="store_true", help="forward stdin")
@@ -81,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     exec_.add_argument("-w", "--workdir", help="working directory in the container")
     exec_.add_argument("-u", "--user", help="UID[:GID]")
     exec_.add_argument("--container", help="container id (default: the zone's main container)")
+    exec_.add_argument("--zone", dest="zone_level", action="store_true",
+                       help="a zone-level debug exec instead: in PID 1's namespaces, with the system extensions' "
+                            "tools (never in a container)")
     exec_.add_argument("zone", metavar="ZONE")
     exec_.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
 
@@ -101,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     rm = verbs.add_parser("rm", help="remove a stopped zone (-f: stop it first)")
     rm.add_argument("-f", "--force", action="store_true")
     rm.add_argument("zone", metavar="ZONE")
-    for sub in (run, exec_, logs, stop, kill, rm, verbs.choices["ps"]):   # `zonehost ps --json` works too
+    image_commands.register(verbs)   # pull, images, rmi, prune, push (zoneoci)
+    for sub in (run, exec_, logs, stop, kill, rm, inspect, verbs.choices["ps"],
+                *(verbs.choices[v] for v in image_commands.VERBS)):   # `zonehost ps --json` works too
         sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
         sub.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress lines")
     return parser
@@ -111,12 +132,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.verb == "run" and not args.image:
-        parser.error("run: missing IMAGE (an OCI layout dir, a docker-archive tar, or 'busybox')")
+        parser.error("run: missing IMAGE (a reference, an OCI layout dir, an image tar, or 'busybox')")
     if args.verb == "exec" and not args.command:
         parser.error("exec: missing the command to run (zonehost exec ZONE CMD...)")
     output.configure(quiet=args.quiet, json_output=args.json)
     if args.state_dir:
         os.environ["ZONE_STATE"] = args.state_dir
+    if args.verb in image_commands.VERBS:
+        try:
+            apply_registry_defaults(args)
+        except HostError as e:
+            print(f"zonehost: {describe(e)}", file=sys.stderr)
+            return EXIT_FAILURE
+        args.prog = "zonehost"
+        return image_commands.run(args)
     from host import commands  # after parsing: `--help` and usage errors stay fast
     try:
         return commands.dispatch(args)
@@ -131,6 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:   # e.g. no permission on the state directory: still one line
         print(f"zonehost: {e}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def apply_registry_defaults(args: argparse.Namespace) -> None:
+    """The host config's [registry] settings where the command line gave none."""
+    from host.hostconfig import load_host_config
+
+    config = load_host_config()
+    for name in ("store", "authfile", "cert_dir", "registries_conf"):
+        if getattr(args, name, None) is None:
+            setattr(args, name, getattr(config, name))
 
 
 if __name__ == "__main__":

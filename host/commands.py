@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from typing import Any
@@ -19,7 +20,7 @@ from idm.errors import IdmError
 def dispatch(args: argparse.Namespace) -> int:
     handler = {
         "run": cmd_run, "ps": cmd_ps, "exec": cmd_exec, "logs": cmd_logs, "stop": cmd_stop, "rm": cmd_rm,
-        "kill": cmd_kill,
+        "kill": cmd_kill, "inspect": cmd_inspect,
     }[args.verb]
     return handler(args)
 
@@ -36,8 +37,11 @@ def cmd_exec(args: argparse.Namespace) -> int:
     from host.lifecycle import exec_in_zone
 
     zone = existing_zone(args.zone)
+    if args.zone_level and args.container:
+        raise HostError("exec: --zone runs in the zone itself, not in a container (drop --container)")
     return exec_in_zone(zone, list(args.command), container=args.container, env=parse_env(args.env),
-                        cwd=args.workdir, user=args.user, interactive=args.interactive, tty=args.tty)
+                        cwd=args.workdir, user=args.user, interactive=args.interactive, tty=args.tty,
+                        zone_level=args.zone_level)
 
 
 # --- ps / logs / stop / kill / rm: state directory + backend + link ----------------------------------------------
@@ -56,6 +60,7 @@ def zone_summary(zone: ZoneDir, with_containers: bool = True) -> dict[str, Any]:
         "vcpus": definition.vcpus,
         "started_at": runtime.get("started_at"),
         "exit_code": runtime.get("exit_code"),
+        "components": zone_components(zone),
         "containers": [],
     }
     if running and with_containers:
@@ -66,6 +71,40 @@ def zone_summary(zone: ZoneDir, with_containers: bool = True) -> dict[str, Any]:
         except (HostError, IdmError, OSError) as e:  # a zone that does not answer is still listed
             summary["containers_error"] = str(e)
     return summary
+
+
+def zone_components(zone: ZoneDir) -> list[dict[str, Any]]:
+    """What the zone was composed from (kind, ref, digest), as its config disk records it."""
+    try:
+        document = json.loads((zone.disks / "config.json").read_text())
+    except (OSError, ValueError):
+        return []
+    components = document.get("components") if isinstance(document, dict) else None
+    return components if isinstance(components, list) else []
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """The zone's definition, runtime record, components and, while it runs, its zone.info."""
+    zone = existing_zone(args.zone)
+    summary = zone_summary(zone, with_containers=False)
+    document: dict[str, Any] = {**summary, "definition": zone.load().to_json(), "runtime": zone.runtime()}
+    if summary["status"] == "running":
+        from host.link import ZoneLink
+
+        try:
+            with ZoneLink.open(zone, timeout=10, events=False) as link:
+                document["info"] = link.info(timeout=10)
+        except (HostError, IdmError, OSError) as e:
+            document["info_error"] = str(e)
+    lines = [f"zone {zone.name} ({summary['backend']}, {summary['status']})"]
+    for component in document["components"]:
+        name = f" {component['name']}" if component.get("name") and component["kind"] == "extension" else ""
+        lines.append(f"  {component['kind']}{name}: {component.get('ref')} {component['digest']}")
+    for extension in (document.get("info") or {}).get("extensions") or []:
+        lines.append(f"  mounted extension {extension.get('name')} at {extension.get('path')}"
+                     + (" (tools for zone exec)" if extension.get("tools") else ""))
+    output.result(document, "\n".join(lines))
+    return 0
 
 
 def cmd_ps(args: argparse.Namespace) -> int:

@@ -18,10 +18,14 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from host import output
 from host.errors import HostError
 from host.zonebuild_import import ensure_zonebuild
+
+if TYPE_CHECKING:
+    from zonebuild.extension import ExtensionManifest
 
 
 def cache_root() -> Path:
@@ -187,16 +191,6 @@ def default_app_image() -> Path:
     return cached_busybox_image()
 
 
-def resolve_app_image(name: str | None) -> Path:
-    """'busybox' (or nothing) -> the built-in image; anything else must be an OCI layout dir or a tar."""
-    if name in (None, "", "busybox", "default"):
-        return default_app_image()
-    path = Path(name)
-    if not path.exists():
-        raise HostError(f"image {name!r}: no such OCI layout directory or archive (or use 'busybox')")
-    return path.resolve()
-
-
 def prepare_root_image(image: Path, *, user_namespace: bool = True) -> PreparedRoot:
     """OCI image -> read-only root image (squashfs), cached by the image's config digest (zonebuild). For a
     user namespace its owners are shifted by zonebuild.idshift.DEFAULT_SHIFT (container 0 = zone 65536)."""
@@ -211,3 +205,29 @@ def prepare_root_image(image: Path, *, user_namespace: bool = True) -> PreparedR
         except RootImageError as e:
             raise HostError(f"image {image}") from e
     return PreparedRoot(built.path, built.fstype, dict(built.config), built.owner_shift)
+
+
+@dataclass(frozen=True)
+class PreparedExtension:
+    name: str
+    path: Path                   # the read-only disk: a squashfs of the image's /extension
+    manifest: ExtensionManifest
+    digest: str                  # the image's manifest digest
+
+
+def prepare_extension(layout: Path, kernel_release: str, label: str) -> PreparedExtension:
+    """A system extension image -> its disk (cached by the image's digest), refused unless its modules are
+    built for ``kernel_release`` (before anything boots)."""
+    ensure_zonebuild()
+    from zonebuild.extension import ExtensionError, check_fits, extension_disk
+
+    with output.step(f"extension disk from {label}"):
+        try:
+            disk = extension_disk(layout, cache_root() / "extensions")
+        except ExtensionError as e:
+            raise HostError(f"extension {label}") from e
+    try:
+        check_fits(disk.manifest, kernel_release, label)
+    except ExtensionError as e:
+        raise HostError(f"{e}: refused before boot") from None
+    return PreparedExtension(disk.manifest.name, disk.path, disk.manifest, disk.digest)

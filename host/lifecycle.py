@@ -152,9 +152,10 @@ def acknowledge_exit(link: ZoneLink, container: str, timeout: float = 5.0) -> No
 
 def exec_in_zone(zone: ZoneDir, command: list[str], *, container: str | None = None,
                  env: dict[str, str] | None = None, cwd: str | None = None, user: str | None = None,
-                 interactive: bool = False, tty: bool = False) -> int:
+                 interactive: bool = False, tty: bool = False, zone_level: bool = False) -> int:
     """``zonehost exec``: our stdin (``interactive``), stdout, stderr and terminal (``tty``: raw mode, window
-    size changes) wired to a process in the container; its exit code."""
+    size changes) wired to a process in the container (``zone_level``: in the zone itself, PID 1's namespaces,
+    with the system extensions' tools); its exit code."""
     from idm.attach import attach
 
     if not backend_for(zone).alive():
@@ -164,8 +165,9 @@ def exec_in_zone(zone: ZoneDir, command: list[str], *, container: str | None = N
         size = shutil.get_terminal_size((80, 24))
         rows, cols = size.lines, size.columns
     with ZoneLink.open(zone, timeout=10, events=False) as link:
-        session = link.exec(command, container=container or MAIN_CONTAINER, env=env or None, cwd=cwd,
-                            user=_user(user), tty=tty, rows=rows, cols=cols)
+        session = link.exec(command, container=None if zone_level else container or MAIN_CONTAINER,
+                            env=env or None, cwd=cwd, user=_user(user), tty=tty, rows=rows, cols=cols,
+                            zone=zone_level)
         return attach(session, tty_mode=tty, stdin_fd=0 if interactive else None)
 
 

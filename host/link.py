@@ -204,19 +204,20 @@ class ZoneLink:
     def exec(self, command: list[str] | None = None, *, container: str | None = None,
              env: dict[str, str] | None = None, cwd: str | None = None,
              user: dict[str, int | list[int]] | None = None, tty: bool | None = None, rows: int | None = None,
-             cols: int | None = None, process: dict[str, Any] | None = None) -> ExecSession:
+             cols: int | None = None, process: dict[str, Any] | None = None, zone: bool = False) -> ExecSession:
         """Run ``command`` in the container (default: the zone's main one) with its settings, or containerd's
         OCI ``process`` (args, env, cwd, user with additionalGids, terminal, consoleSize); ``user`` may carry
         ``additional_gids``. stdin, output, resize, signal and the exit code go through the returned session
-        (``session.stream.reader``/``writer`` for threads; idm.attach wires a terminal)."""
+        (``session.stream.reader``/``writer`` for threads; idm.attach wires a terminal).
+        ``zone``: a zone-level exec instead, in PID 1's namespaces with the system extensions' tools."""
         if command is None:
             if process is None or not process.get("args"):
                 raise BackendError("exec: give a command, or a process with args")
             command = list(process["args"])
         if tty is None:
             tty = bool(process.get("terminal")) if process is not None else False
-        return self._streaming().exec(command, container=container, env=env, cwd=cwd, user=user, tty=tty,
-                                      rows=rows, cols=cols, process=process)
+        return self._streaming().exec(command, container=None if zone else container, env=env, cwd=cwd,
+                                      user=user, tty=tty, rows=rows, cols=cols, process=process, zone=zone)
 
     # --- a pod's containers (docs/pods-contract.md) -----------------------------------------------------------
     def attach_disk(self, name: str, *, sha256: str, size: int, fstype: str = "erofs", serial: str | None = None,

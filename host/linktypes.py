@@ -51,6 +51,8 @@ class ZoneInfo(TypedDict, total=False):
     init_rss: int | None
     pid1: bool
     main: str | None
+    extensions: list[dict[str, Any]]    # the system extensions mounted (name, path, modules, tools)
+    components: list[dict[str, Any]]    # what the zone was composed from: kind, ref, digest (zone config)
 
 
 class ContainerDefinition(TypedDict, total=False):

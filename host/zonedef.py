@@ -18,6 +18,8 @@ BACKENDS = ("qemu", "xen")
 MAIN_CONTAINER = "main"   # the name `zonehost run` gives the zone's one container (the image's command)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 ENV_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MODULE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PULL_POLICIES = ("missing", "always", "never")
 MIN_MEMORY_MIB = 64
 MAX_VCPUS = 64
 
@@ -63,9 +65,9 @@ class ZoneDef:
     """Everything needed to (re)create one zone."""
 
     name: str
-    kernel_image: str                        # OCI image layout directory holding /kernel/image etc.
+    kernel_image: str                        # kernel OCI image (/kernel/image etc.): a layout dir or a reference
     initrd: str                              # our initramfs (Nuitka /init), compressed cpio
-    app_image: str | None = None             # OCI layout dir or docker-archive tar; None = built-in busybox
+    app_image: str | None = None             # OCI layout dir, image tar or reference; None = built-in busybox
     command: list[str] | None = None         # overrides the image's Entrypoint+Cmd
     env: dict[str, str] = field(default_factory=dict)
     memory_mib: int = 256
@@ -75,6 +77,9 @@ class ZoneDef:
     cmdline_extra: list[str] = field(default_factory=list)  # appended to the kernel command line
     remove_on_exit: bool = False             # `run --rm`
     user_namespace: bool = True              # container root is not zone root (an ownership-shifted root image)
+    extensions: list[str] = field(default_factory=list)   # system extension images: references or layout dirs
+    modules: list[str] = field(default_factory=list)      # kernel modules to load at boot (extensions, addons)
+    pull: str = "missing"                    # pull policy for references: missing | always | never
 
     def validate(self) -> None:
         if not NAME_PATTERN.match(self.name):
@@ -98,6 +103,13 @@ class ZoneDef:
                 raise ZoneDefError(f"env: {key!r} is not a valid variable name")
         if self.network is not None:
             self.network.validate()
+        if self.pull not in PULL_POLICIES:
+            raise ZoneDefError(f"pull: {self.pull!r} is not one of {', '.join(PULL_POLICIES)}")
+        for module in self.modules:
+            if not MODULE_PATTERN.match(module):
+                raise ZoneDefError(f"modules: {module!r} is not a kernel module name")
+        if len(set(self.extensions)) != len(self.extensions):
+            raise ZoneDefError("extensions: the same image is named twice")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

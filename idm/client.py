@@ -348,8 +348,11 @@ class IdmClient:
         window: int = DEFAULT_WINDOW,
         timeout: float | None = DEFAULT_TIMEOUT,
         process: dict[str, Any] | None = None,
+        zone: bool = False,
     ) -> ExecSession:
         payload: dict[str, Any] = {"command": list(command), "tty": tty, "window": window}
+        if zone:   # a zone-level exec: PID 1's namespaces and the extensions' tools, no container
+            payload["zone"] = True
         for key, value in (("container", container), ("env", env), ("cwd", cwd), ("user", user),
                            ("rows", rows), ("cols", cols), ("process", process)):
             if value is not None:

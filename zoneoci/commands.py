@@ -13,22 +13,20 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from zoneoci.client import RegistryClient
-from zoneoci.digest import short
 from zoneoci.errors import OCIError
-from zoneoci.hosts import DEFAULT_CERTS_DIRS, RegistryHosts
-from zoneoci.manifest import Platform
-from zoneoci.pull import pull
-from zoneoci.push import push
-from zoneoci.reference import parse_reference
-from zoneoci.store import BlobBusy, ContentStore, ImageRecord
+
+if TYPE_CHECKING:   # the registry client (urllib3, ssl) is imported by the verbs that use it: `--help` stays fast
+    from zoneoci.client import RegistryClient
+    from zoneoci.store import ContentStore, ImageRecord
 
 VERBS = ("pull", "images", "rmi", "prune", "push")
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def add_registry_options(parser: argparse.ArgumentParser) -> None:
+    """``--store``, ``--authfile``, ``--cert-dir``, ``--registries-conf``: the options every command that pulls
+    or pushes takes (``zonehost run`` and zonebuild's publish too)."""
     parser.add_argument("--store", metavar="DIR", help="content store (default $ZONE_CONTENT_STORE or "
                         "/var/lib/zone/content)")
     parser.add_argument("--authfile", metavar="FILE", help="auth.json with registry credentials")
@@ -42,27 +40,34 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("reference", metavar="REF", help="e.g. 127.0.0.1:5000/app:1.0 or ...@sha256:...")
     p.add_argument("--platform", default=None, help="os/arch[/variant] (default: this host's)")
     p.add_argument("--parallel", type=int, default=6, help="blob downloads at once (default 6, as skopeo)")
-    _common(p)
+    add_registry_options(p)
     p = verbs.add_parser("images", help="list the images in the content store")
-    _common(p)
+    add_registry_options(p)
     p = verbs.add_parser("rmi", help="remove image names (and the content no other image uses)")
     p.add_argument("names", metavar="IMAGE", nargs="+", help="reference, familiar name or digest (prefix)")
-    _common(p)
+    add_registry_options(p)
     p = verbs.add_parser("prune", help="remove content no image name reaches")
-    _common(p)
+    add_registry_options(p)
     p = verbs.add_parser("push", help="push an image from the store, or an OCI layout directory, to a registry")
     p.add_argument("source", metavar="IMAGE|LAYOUT", help="an image in the store, or an OCI layout directory")
     p.add_argument("destination", metavar="REF", help="where to push, e.g. 127.0.0.1:5000/kernel:6.1")
     p.add_argument("--layout-name", help="which image of the layout (its ref.name annotation)")
     p.add_argument("--chunk-size", type=int, default=None, metavar="BYTES", help="upload in chunks of BYTES")
-    _common(p)
+    add_registry_options(p)
 
 
-def _store(args: argparse.Namespace) -> ContentStore:
+def store_from_args(args: argparse.Namespace) -> ContentStore:
+    from zoneoci.store import ContentStore
+
     return ContentStore(getattr(args, "store", None))
 
 
-def _client(args: argparse.Namespace) -> RegistryClient:
+def client_from_args(args: argparse.Namespace) -> RegistryClient:
+    """A registry client with the trust, credentials and insecure registries the options (or the containers
+    conventions' defaults) name."""
+    from zoneoci.client import RegistryClient
+    from zoneoci.hosts import DEFAULT_CERTS_DIRS, RegistryHosts
+
     conf = getattr(args, "registries_conf", None)
     cert_dir = getattr(args, "cert_dir", None)
     hosts = RegistryHosts.load(Path(conf) if conf else None,
@@ -88,10 +93,13 @@ def _split_name(record: ImageRecord) -> tuple[str, str]:
 
 
 def cmd_pull(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    store = _store(args)
+    from zoneoci.manifest import Platform
+    from zoneoci.pull import pull
+
+    store = store_from_args(args)
     platform = Platform.parse(args.platform) if args.platform else None
     quiet = getattr(args, "quiet", False)
-    with _client(args) as client:
+    with client_from_args(args) as client:
         image = pull(args.reference, store, client, platform=platform,
                      progress=None if quiet else lambda line: print(line, file=err, flush=True))
         stats = client.stats
@@ -103,7 +111,9 @@ def cmd_pull(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_images(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    store = _store(args)
+    from zoneoci.digest import short
+
+    store = store_from_args(args)
     records = store.records()
     rows = [(r, store.usage(r)) for r in records]
     if getattr(args, "json", False):
@@ -121,7 +131,9 @@ def cmd_images(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_rmi(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    store = _store(args)
+    from zoneoci.store import BlobBusy
+
+    store = store_from_args(args)
     status = 0
     names: set[str] = set()
     for name in args.names:
@@ -144,22 +156,25 @@ def cmd_rmi(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_prune(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    result = _store(args).gc()
+    result = store_from_args(args).gc()
     print(f"deleted {result.blobs_removed} blobs ({_size(result.bytes_freed)}); {result.kept} in use", file=out)
     return 0
 
 
 def cmd_push(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from zoneoci.push import push
+    from zoneoci.reference import parse_reference
+
     quiet = getattr(args, "quiet", False)
     progress = None if quiet else (lambda line: print(line, file=err, flush=True))
     source = Path(args.source)
     dest = parse_reference(args.destination)
-    with _client(args) as client:
+    with client_from_args(args) as client:
         if source.is_dir() and (source / "oci-layout").is_file():
             result = push(dest, client, layout=source, layout_name=args.layout_name, chunk_size=args.chunk_size,
                           progress=progress)
         else:
-            result = push(dest, client, store=_store(args), image=args.source, chunk_size=args.chunk_size,
+            result = push(dest, client, store=store_from_args(args), image=args.source, chunk_size=args.chunk_size,
                           progress=progress)
     if result.skipped_platforms and not quiet:
         print(f"not pushed (not in the store): {', '.join(result.skipped_platforms)}", file=err)

@@ -105,6 +105,15 @@ class ImageRecord:
                 "manifest": self.manifest, "platform": self.platform, "pulled": self.pulled}
 
 
+def _repository_of(name: str) -> str | None:
+    from zoneoci.reference import parse_reference
+
+    try:
+        return parse_reference(name).name
+    except OCIError:
+        return None
+
+
 @dataclass(frozen=True)
 class GCResult:
     blobs_removed: int
@@ -280,12 +289,16 @@ class ContentStore:
                 raise NotFoundError(f"digest prefix {name!r} is ambiguous ({len(found)} images)")
         from zoneoci.reference import parse_reference
         try:
-            canonical = str(parse_reference(name))
+            parsed = parse_reference(name)
         except OCIError:
-            canonical = ""
+            parsed = None
         for record in records:
-            if record.name == canonical:
+            if parsed is not None and record.name == str(parsed):
                 return record
+        if parsed is not None and parsed.digest:   # pinned: a tag beside the digest does not matter (as pull names it)
+            for record in records:
+                if record.target.digest == parsed.digest and _repository_of(record.name) == parsed.name:
+                    return record
         raise NotFoundError(f"no image {name!r} in the content store {self.root}")
 
     def set_ref(self, name: str, target: Descriptor, manifest: str, platform: str) -> ImageRecord:

@@ -86,7 +86,10 @@ def test_entry_point_process_has_no_traceback(tmp_path):
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
-    (["run", "/no/such/image"], "image '/no/such/image': no such OCI layout directory"),
+    (["run", "/no/such/image"], "image '/no/such/image': no such file or directory"),
+    (["run", "Not A Ref"], "image 'Not A Ref': no such file or directory, and not an image reference"),
+    (["run", "--extension", "/no/ext", "busybox"], "extension '/no/ext': no such file or directory"),
+    (["run", "--module", "bad/name", "busybox"], "modules: 'bad/name' is not a kernel module name"),
     (["run", "-e", "NOEQUALS", "busybox"], "env: 'NOEQUALS' is not KEY=VALUE"),
     (["run", "--name", "Bad Name", "busybox"], "name: 'Bad Name'"),
     (["run", "--address", "10.0.2.999/24", "busybox"], "network.address"),

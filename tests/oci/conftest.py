@@ -6,16 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ocisupport import (
-    LayoutBuilder,
-    PushedImages,
-    Registry,
-    busybox_layer,
-    make_pki,
-    random_layer,
-    start_registry,
-    tar_of,
-)
+from ocisupport import PushedImages, busybox_layer, random_layer
+from registrylab import LayoutBuilder, Registry, running_registry, tar_of
 
 from zoneoci.client import RegistryClient
 from zoneoci.hosts import RegistryHosts
@@ -24,13 +16,8 @@ from zoneoci.store import ContentStore
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    base = tmp_path_factory.mktemp("registry")
-    pki = make_pki(base / "pki")
-    reg = start_registry(base, pki)
-    try:
+    with running_registry(tmp_path_factory.mktemp("registry")) as reg:
         yield reg
-    finally:
-        reg.stop()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from hostile import OCI_INDEX, Content, Handler, HostileServer, sha
-from ocisupport import make_pki
+from registrylab import make_pki
 
 from zoneoci.client import RegistryClient
 from zoneoci.errors import OCIError

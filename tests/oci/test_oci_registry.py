@@ -9,7 +9,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from ocisupport import REPO, LayoutBuilder, PushedImages, Registry, random_layer
+from ocisupport import REPO, PushedImages, random_layer
+from registrylab import LayoutBuilder, Registry
 
 from zoneoci.client import RegistryClient
 from zoneoci.errors import AuthError, OCIError, RegistryError
@@ -125,8 +126,8 @@ def test_concurrent_pulls_download_each_blob_once(registry: Registry, images: Pu
     total = image.config.size + sum(layer.size for layer in image.layers)
     assert sorted(counts) == ["0", "1", "2"] and sum(counts.values()) == total
     # separate processes
-    code = ("import json, sys; sys.path.insert(0, 'tests/oci'); from test_oci_registry import _pull_counting;"
-            "from ocisupport import Registry; from pathlib import Path; out = {};"
+    code = ("import json, sys; sys.path[:0] = ['tests/oci', 'tests']; from test_oci_registry import _pull_counting;"
+            "from registrylab import Registry; from pathlib import Path; out = {};"
             "reg = Registry(sys.argv[2], None, Path(), Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5]));"
             "_pull_counting(sys.argv[1], Path(sys.argv[6]), reg, out, 'n'); print(out['n'])")
     args = [ref, registry.host, str(registry.certs_d), str(registry.authfile), str(registry.registries_conf),

@@ -11,7 +11,7 @@ import pytest
 from zoneoci import mediatypes
 from zoneoci.auth import find_credentials, parse_challenges
 from zoneoci.digest import Verifier, parse_digest
-from zoneoci.errors import ConfigFileError, DigestMismatchError, ManifestError, ReferenceFormatError
+from zoneoci.errors import ConfigFileError, DigestMismatchError, ManifestError, NotFoundError, ReferenceFormatError
 from zoneoci.hosts import RegistryHosts, load_registries_conf
 from zoneoci.manifest import ImageIndex, ImageManifest, Platform, parse_manifest
 from zoneoci.reference import parse_reference
@@ -182,3 +182,23 @@ def test_registries_conf(tmp_path: Path) -> None:
     with pytest.raises(ConfigFileError, match="not valid TOML"):
         load_registries_conf(conf)
     assert load_registries_conf(tmp_path / "missing.conf") == []
+
+
+def test_store_lookup_by_name_digest_and_pinned_reference(tmp_path: Path) -> None:
+    from zoneoci.manifest import Descriptor
+    from zoneoci.store import ContentStore
+
+    store = ContentStore(tmp_path / "store")
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                      "digest": "sha256:" + "0" * 64, "size": 2}, "layers": []}).encode()
+    digest = store.put_bytes(manifest)
+    target = Descriptor("application/vnd.oci.image.manifest.v1+json", digest, len(manifest))
+    store.set_ref(f"127.0.0.1:5000/zone/kernel@{digest}", target, digest, "linux/amd64")
+    store.set_ref("127.0.0.1:5000/app:1", target, digest, "linux/amd64")
+    # a pinned reference finds the image pulled by digest whatever tag it also carries
+    assert store.lookup(f"127.0.0.1:5000/zone/kernel:6.1@{digest}").name == f"127.0.0.1:5000/zone/kernel@{digest}"
+    assert store.lookup("127.0.0.1:5000/app:1").name == "127.0.0.1:5000/app:1"
+    assert store.lookup(digest[7:19]).target.digest == digest
+    with pytest.raises(NotFoundError):
+        store.lookup(f"127.0.0.1:5000/other:1@{digest}")

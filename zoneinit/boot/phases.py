@@ -134,6 +134,15 @@ def _use_firmware(zone: Zone, firmware: str) -> None:
             zone.log.warn(f"firmware from {firmware}: {e}")
 
 
+def extensions(zone: Zone) -> None:
+    """System extension images: each verified and mounted at /run/zone/extensions/<name>, its modules indexed
+    and the ones the config asks for loaded, its firmware searched, its tools kept for zone-level exec."""
+    from zoneinit.mounts.extensions import attach_all
+
+    zone.extensions = attach_all(zone.plan.extensions, zone.disk_store(), zone.modules, base=zone.paths.extensions,
+                                 firmware_path=zone.paths.firmware, addons_dir=zone.paths.addons, report=zone.report)
+
+
 def modules(zone: Zone) -> None:
     zone.modules.load_named([*zone.cmdline.modules, *zone.plan.modules])
 
@@ -233,6 +242,7 @@ PHASES: tuple[BootPhase, ...] = (
     BootPhase("idm", idm),
     BootPhase("config", config),
     BootPhase("addons", addons),
+    BootPhase("extensions", extensions, wanted=lambda zone: bool(zone.plan.extensions)),
     BootPhase("modules", modules),
     BootPhase("idm-retry", idm_retry, wanted=lambda zone: zone.idm is not None and zone.idm.channel is None
               and bool(zone.cmdline.idm)),

@@ -36,6 +36,8 @@ VERSION = "0.1.0"
 
 class ZonePaths(NamedTuple):   # a value type, and cheaper for PID 1 than a frozen dataclass
     addons: str = "/run/zone/addons"
+    extensions: str = "/run/zone/extensions"
+    firmware: str = "/run/zone/firmware"
     images: str = "/run/zone/images"
     bundles: str = "/run/zone/bundles"
     scratch: str = "/run/zone/scratch"
@@ -87,6 +89,7 @@ class Zone:
         self.shutdown: Shutdown | None = None
         self.name_files: dict[str, str] = {}      # resolv.conf, hosts... written by the network phase
         self.workload_netns: str | None = None    # the pinned network namespace the containers join
+        self.extensions: list[dict[str, Any]] = []  # mounted system extensions (zone.info, zone-level exec)
         self.ready = False
         self._stamp_stage0()
 
@@ -130,6 +133,8 @@ class Zone:
             "boot": self.timeline.as_dict(),
             "errors": list(self.errors),
             "containers": self.containers.list() if self.containers is not None else [],
+            "extensions": self.extensions,
+            "components": self.plan.components,
             "init_rss": process_rss(),
             "init_memory": process_memory(),
             "pid1": self.pid1,

@@ -32,7 +32,7 @@ class Network:
 @dataclass
 class Disk:
     name: str
-    role: str           # addons | root | data
+    role: str           # addons | root | data | extension
     device: str         # /dev/vdc
     sha256: str         # "sha256:<hex>" of the first ``size`` bytes: verified in full before mounting
     size: int           # bytes of image on the device (a block device may be longer)
@@ -72,6 +72,28 @@ class Container:
 
 
 @dataclass
+class Extension:
+    """A system extension image on a disk of role ``extension``, mounted at /run/zone/extensions/<name>."""
+
+    name: str
+    disk: str                   # the name of its disk (role "extension")
+    kernel_releases: list[str] = field(default_factory=list)   # the releases its modules are for (empty: none)
+    modules: list[str] = field(default_factory=list)           # loaded from it at boot, dependencies first
+    tools: bool = False         # its bin/ and lib/ are offered to zone-level exec (never to containers)
+
+
+@dataclass
+class Component:
+    """What the zone was composed from, pinned by digest (reported in zone.info; PID 1 acts on none of it)."""
+
+    kind: str                   # kernel | initrd | app | extension
+    digest: str                 # sha256 of what was used: the image (index or manifest) digest, or the file's
+    ref: str | None = None      # the reference or path it came from
+    manifest: str | None = None  # the platform manifest chosen from an index
+    name: str | None = None     # the extension's or container's name
+
+
+@dataclass
 class Options:
     poweroff_on_exit: bool = True
     shutdown_grace: float = 10.0
@@ -88,6 +110,8 @@ class ZoneConfig:
     modules: list[str] = field(default_factory=list)
     options: Options = field(default_factory=Options)
     version: int = SCHEMA_VERSION
+    extensions: list[Extension] = field(default_factory=list)
+    components: list[Component] = field(default_factory=list)
 
     def disk(self, name: str) -> Disk:
         for disk in self.disks:
@@ -106,10 +130,15 @@ class ZoneConfig:
         return _drop_defaults(asdict(self))
 
 
+OPTIONAL_LISTS = ("annotations", "extensions", "components")   # left out when empty: older documents stay equal
+
+
 def _drop_defaults(value: Any) -> Any:
-    """None, and the empty annotations map, are left out: the document says only what was asked."""
+    """None, and the empty annotations, extensions and components, are left out: the document says only what
+    was asked (and a config without extensions has the bytes it had before they existed)."""
     if isinstance(value, dict):
-        return {k: _drop_defaults(v) for k, v in value.items() if v is not None and not (k == "annotations" and not v)}
+        return {k: _drop_defaults(v) for k, v in value.items()
+                if v is not None and not (k in OPTIONAL_LISTS and not v)}
     if isinstance(value, list):
         return [_drop_defaults(v) for v in value]
     return value

@@ -15,8 +15,10 @@ from typing import Any
 from zoneinit.config.document import (
     SCHEMA_VERSION,
     Address,
+    Component,
     Container,
     Disk,
+    Extension,
     Limits,
     Network,
     Options,
@@ -31,7 +33,11 @@ HOSTNAME_RE = re.compile(r"^(?=.{1,64}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9
                          r"[A-Za-z0-9])?)*$")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 ENV_RE = re.compile(r"^[^=\0]+=[^\0]*$")
-DISK_ROLES = ("addons", "root", "data")
+DISK_ROLES = ("addons", "root", "data", "extension")
+EXTENSION_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")   # a directory name under /run/zone/extensions
+RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$")   # a kernel release (uname -r)
+MODULE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+COMPONENT_KINDS = ("kernel", "initrd", "app", "extension")
 FSTYPES = ("squashfs", "erofs", "ext4")
 MAX_ID = 2**32 - 1   # uid_t / gid_t
 
@@ -227,6 +233,42 @@ def _container(obj: _Object) -> Container:
     return container
 
 
+def _matching(obj: _Object, key: str, pattern: re.Pattern[str], what: str) -> list[str]:
+    items = obj.strings(key)
+    for i, item in enumerate(items):
+        if not pattern.match(item):
+            raise ZoneConfigError(f"{obj.path}.{key}[{i}]", f"{item!r} is not {what}")
+    return items
+
+
+def _extension(obj: _Object) -> Extension:
+    name = obj.text("name", required=True)
+    if not EXTENSION_NAME_RE.match(name):
+        raise ZoneConfigError(f"{obj.path}.name", f"{name!r} is not an extension name (a-z, 0-9, '_', '.', '-')")
+    extension = Extension(name, obj.text("disk", required=True),
+                          _matching(obj, "kernel_releases", RELEASE_RE, "a kernel release"),
+                          _matching(obj, "modules", MODULE_RE, "a module name"), obj.flag("tools", False))
+    if extension.modules and not extension.kernel_releases:
+        raise ZoneConfigError(f"{obj.path}.modules", "modules to load, but no kernel_releases they are built for")
+    obj.done()
+    return extension
+
+
+def _component(obj: _Object) -> Component:
+    kind = obj.text("kind", required=True)
+    if kind not in COMPONENT_KINDS:
+        raise ZoneConfigError(f"{obj.path}.kind", f"{kind!r} is not one of {', '.join(COMPONENT_KINDS)}")
+    digests = []
+    for key in ("digest", "manifest"):
+        value = obj.text(key, required=key == "digest")
+        if value is not None and not DIGEST_RE.match(value):
+            raise ZoneConfigError(f"{obj.path}.{key}", "expected 'sha256:' and 64 lowercase hex digits")
+        digests.append(value)
+    component = Component(kind, digests[0], obj.text("ref"), digests[1], obj.text("name"))
+    obj.done()
+    return component
+
+
 def parse_container(document: Any, path: str = "$") -> Container:
     """One container definition (the shape of an entry of ``containers``), e.g. from IDM ``container.create``;
     which disk its ``image`` names is checked when the container is prepared."""
@@ -248,7 +290,9 @@ def parse_zone_config(document: Any) -> ZoneConfig:
     network = _network(root.child("network"))
     disks = [_disk(d) for d in root.children("disks")]
     containers = [_container(c) for c in root.children("containers")]
-    modules = root.strings("modules")
+    modules = _matching(root, "modules", MODULE_RE, "a module name")
+    extensions = [_extension(e) for e in root.children("extensions")]
+    components = [_component(c) for c in root.children("components")]
     options_obj = root.child("options")
     options = Options()
     if options_obj is not None:
@@ -258,7 +302,7 @@ def parse_zone_config(document: Any) -> ZoneConfig:
         options = Options(options_obj.flag("poweroff_on_exit", True), grace, options_obj.flag("debug", False))
         options_obj.done()
     root.done()
-    config = ZoneConfig(name, hostname, network, disks, containers, modules, options, version)
+    config = ZoneConfig(name, hostname, network, disks, containers, modules, options, version, extensions, components)
     _check_references(config)
     return config
 
@@ -281,6 +325,19 @@ def _check_references(config: ZoneConfig) -> None:
             raise ZoneConfigError(f"$.containers[{i}].image", f"{container.image!r} is not a disk with role 'root'")
     if sum(c.main for c in config.containers) > 1:
         raise ZoneConfigError("$.containers", "more than one container has main: true")
+    extension_disks = {d.name for d in config.disks if d.role == "extension"}
+    used: dict[str, str] = {}
+    for i, extension in enumerate(config.extensions):
+        if extension.name in used.values():
+            raise ZoneConfigError(f"$.extensions[{i}].name", f"duplicate extension name {extension.name!r}")
+        if extension.disk not in extension_disks:
+            raise ZoneConfigError(f"$.extensions[{i}].disk", f"{extension.disk!r} is not a disk with role 'extension'")
+        if extension.disk in used:
+            raise ZoneConfigError(f"$.extensions[{i}].disk", f"disk {extension.disk!r} is already extension "
+                                                             f"{used[extension.disk]!r}")
+        used[extension.disk] = extension.name
+    for name in sorted(extension_disks - set(used)):
+        raise ZoneConfigError("$.disks", f"extension disk {name!r} is named by no entry of extensions")
 
 
 def loads(text: str | bytes) -> ZoneConfig:

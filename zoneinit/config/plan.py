@@ -8,7 +8,7 @@ A container created over IDM becomes a ``ContainerPlan`` through :func:`containe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from zoneinit.network import InterfacePlan, NetworkPlan, RoutePlan
 
@@ -27,6 +27,14 @@ class DiskPlan:
     owner_shift: int = 0         # owners shifted by this: containers on it get a user namespace mapping 0 -> it
     role: str = "root"           # addons, root, data: only a root disk can be a container's image
     serial: str | None = None    # hot-plugged (IDM disk.attach): the virtio serial it was found by
+
+
+class ExtensionPlan(NamedTuple):   # a value type: cheaper for PID 1 than a dataclass
+    name: str                    # mounted at /run/zone/extensions/<name>
+    disk: str                    # DiskPlan.name (verified like every disk before it is mounted)
+    kernel_releases: tuple[str, ...] = ()   # its modules are for these releases; another kernel refuses it
+    modules: tuple[str, ...] = ()           # loaded from it at boot
+    tools: bool = False                     # bin/ and lib/ offered to zone-level exec
 
 
 @dataclass
@@ -68,6 +76,8 @@ class LaunchPlan:
     network: NetworkPlan | None = None
     disks: list[DiskPlan] = field(default_factory=list)
     containers: list[ContainerPlan] = field(default_factory=list)
+    extensions: list[ExtensionPlan] = field(default_factory=list)
+    components: list[dict[str, Any]] = field(default_factory=list)   # as the config has them, for zone.info
 
     def main_container(self) -> ContainerPlan | None:
         for c in self.containers:
@@ -101,7 +111,11 @@ def plan_from_config(config: ZoneConfig) -> LaunchPlan:
     disks = [DiskPlan(d.name, d.device, d.sha256, d.size, d.fstype, d.owner_shift, d.role) for d in config.disks]
     addons = next((d.name for d in config.disks if d.role == "addons"), None)
     options = config.options
+    extensions = [ExtensionPlan(e.name, e.disk, tuple(e.kernel_releases), tuple(e.modules), e.tools)
+                  for e in config.extensions]
+    components = [{k: v for k, v in vars(c).items() if v is not None} for c in config.components]
     return LaunchPlan(name=config.name, hostname=hostname, modules=list(config.modules), addons=addons,
                       debug=options.debug, poweroff_on_exit=options.poweroff_on_exit,
                       shutdown_grace=options.shutdown_grace, network=network, disks=disks,
-                      containers=[container_plan(c, hostname) for c in config.containers])
+                      containers=[container_plan(c, hostname) for c in config.containers],
+                      extensions=extensions, components=components)

@@ -56,12 +56,12 @@ EXIT_LINGER = 0.5              # after an exec'd process exits, how long its out
 class ExecRequest:
     """An ``exec`` request's payload, checked (docs/idm.md section 7)."""
 
-    __slots__ = ("additional_gids", "command", "container", "cwd", "env", "process", "size", "tty", "user")
+    __slots__ = ("additional_gids", "command", "container", "cwd", "env", "process", "size", "tty", "user", "zone")
 
     def __init__(self, command: list[str], env: list[str] | None = None, cwd: str | None = None,
                  user: tuple[int, int] | None = None, tty: bool = False, size: tuple[int, int] | None = None,
                  container: str | None = None, process: dict[str, Any] | None = None,
-                 additional_gids: list[int] | None = None) -> None:
+                 additional_gids: list[int] | None = None, zone: bool = False) -> None:
         self.command = command
         self.env = env or []              # "K=V", added to (or replacing in) the container's
         self.cwd = cwd
@@ -71,6 +71,7 @@ class ExecRequest:
         self.size = size                  # (rows, cols) of the pty
         self.container = container        # None: the zone's main container
         self.process = process            # containerd's OCI process (CRI exec): the base of the exec'd one
+        self.zone = zone                  # a zone-level exec: in PID 1's namespaces, not in a container
 
     @classmethod
     def from_request(cls, req: Request) -> ExecRequest:
@@ -102,7 +103,10 @@ class ExecRequest:
             size = (box["height"], box.get("width", 0))
         tty = req.arg("tty") if req.arg("tty") is not None else oci.get("terminal", False)
         user, gids = _user(req.arg("user"))
-        return cls(list(command), list(env), cwd, user, tty is True, size, container, process, gids)
+        zone = req.arg("zone", False) is True
+        if zone and (container is not None or process is not None):
+            raise ValueError("exec: a zone-level exec ('zone': true) names no container and no OCI process")
+        return cls(list(command), list(env), cwd, user, tty is True, size, container, process, gids, zone)
 
 
 def _user(value: Any) -> tuple[tuple[int, int] | None, list[int]]:

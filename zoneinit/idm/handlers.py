@@ -210,6 +210,10 @@ class ZoneHandlers:
 
     # --- exec: the process, started in its container by the runtime --------------------------------
     def spawn_exec(self, request: ExecRequest) -> ExecProcess:
+        if request.zone:   # the zone-level debug exec: PID 1's namespaces, the extensions' tools
+            from zoneinit.idm.zone_exec import spawn_zone_exec
+
+            return spawn_zone_exec(request, self.info().get("extensions") or [])
         from styrolite.api import Stdio
         from styrolite.spec.parse import parse_process
 

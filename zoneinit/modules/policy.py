@@ -3,8 +3,9 @@
 * the boot set, at boot (``boot-modules`` phase): the initramfs tree's ``modules.load``/``modules.boot`` list
   (else all of it), minus the file-system modules (loaded on the first mount that needs one) and, outside
   Xen, the ``xen*`` drivers; a driver whose device is absent (ENODEV) is skipped quietly;
-* by name (``zone.modules=``, the config's ``modules``, a NIC driver), from the addons tree, else the
-  initramfs one;
+* by name (``zone.modules=``, the config's ``modules``, a NIC driver), from the addons tree, else a system
+  extension's (in the config's order), else the initramfs one;
+* an extension's own list (the config's ``extensions[].modules``), from that extension's tree;
 * a file system's module when a mount meets an unknown type (``MountTable.load_fstype``).
 
 ``dep`` and ``loader`` are imported only when a module is actually loaded.
@@ -48,6 +49,7 @@ class ZoneModules:
         self.report = report
         self.boot_index: ModuleIndex | None = None
         self.addons_index: ModuleIndex | None = None
+        self.extension_indexes: dict[str, ModuleIndex] = {}   # extension name -> its modules/<release> tree
         self._loader: ModuleLoader | None = None
 
     def loader(self) -> ModuleLoader:
@@ -103,15 +105,29 @@ class ZoneModules:
         if root is not None:
             self.addons_index = ModuleIndex.load(root)
 
-    def load_named(self, names: list[str]) -> None:
-        """Load by name from the addons tree (or the initramfs one); each failure is reported on its own."""
+    def use_extension(self, name: str, modules_dir: str) -> None:
+        """Index a system extension's ``modules/<release>`` tree (its own modules.dep: it carries the modules
+        its modules need, so it resolves on its own)."""
+        from zoneinit.modules.dep import ModuleIndex
+
+        self.extension_indexes[name] = ModuleIndex.load(modules_dir)
+
+    def load_named(self, names: list[str], extension: str | None = None) -> None:
+        """Load by name from the addons tree, an extension's, or the initramfs one (``extension``: from that
+        extension's tree only); each failure is reported on its own."""
         from zoneinit.errors import ModuleError
 
+        if extension is not None:
+            indexes = [self.extension_indexes.get(extension)]
+            where = f"extension {extension}"
+        else:
+            indexes = [self.addons_index, *self.extension_indexes.values(), self.boot_index]
+            where = "the addons, the extensions or the initramfs modules"
         for name in names:
-            index = next((i for i in (self.addons_index, self.boot_index) if i is not None and name in i), None)
+            index = next((i for i in indexes if i is not None and name in i), None)
             try:
                 if index is None:
-                    raise ModuleError(f"module {name!r} is in neither the addons nor the initramfs modules")
+                    raise ModuleError(f"module {name!r} is not in {where}")
                 results = self.loader().load(index, [name])
                 self.log.info(f"module {name}: " + ", ".join(f"{r.name} {r.outcome}" for r in results))
             except ModuleError as e:
