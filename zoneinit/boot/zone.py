@@ -18,6 +18,7 @@ from zoneinit.boot.cmdline import ZoneCmdline
 from zoneinit.boot.timing import BootTimeline, Phase
 from zoneinit.config.plan import ContainerPlan, LaunchPlan
 from zoneinit.console import ConsoleLog
+from zoneinit.metrics import process_memory
 from zoneinit.modules.policy import ZoneModules
 from zoneinit.mounts.early import EARLY_MOUNTS, EarlyMount
 from zoneinit.mounts.table import MountTable
@@ -70,7 +71,7 @@ class Zone:
         self.early = early
         self.log = ConsoleLog()
         self.sys: Syscalls = sys if self.pid1 else NoPowerOff(sys, self.log)  # type: ignore[assignment]
-        self.timeline = BootTimeline()
+        self.timeline = BootTimeline(memory=process_memory)   # what each phase leaves resident in PID 1
         self.mounts = MountTable(sys)
         self.supervisor = Supervisor(self.log)
         self.modules = ZoneModules(sys, self.log, self.report)
@@ -115,7 +116,7 @@ class Zone:
 
     def info(self) -> dict[str, Any]:
         """The ``zone.info`` payload (and most of ``zone.hello``'s and ``zone.ready``'s)."""
-        from zoneinit.metrics import pid1_resources, process_memory, process_rss
+        from zoneinit.metrics import pid1_resources, process_rss
 
         uname = os.uname()
         return {
