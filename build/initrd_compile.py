@@ -39,6 +39,13 @@ BYTECODE_PACKAGES = ("pyroute2",)
 BYTECODE_SKIP = tuple(f"pyroute2.{name}" for name in (
     "bsd", "windows", "fixtures", "dhcp", "plan9", "wirouting", "decoder", "inotify", "nftables", "remote", "cli"))
 EXTRA_MODULES = ("_cffi_backend", "msgpack", "prctl", "_prctl")
+# Inside the binary as bytecode, not compiled to C. PID 1 runs nearly all of this code once, at boot; under QEMU
+# TCG every new block of machine code is translated before it first runs, so compiled modules (5-10x the size of
+# their bytecode) cost far more than the interpreter's loop, translated once, running their bytecode. Measured
+# with bench/zone_boot.py on the same tree (docs/images.md, "Compiled or bytecode"): the binary shrank from 20.3 to
+# 14.6 MB and the phases after stage0 ran 1.5-2.5x faster (idm 0.26 -> 0.14 s, config 0.67 -> 0.24 s, containers
+# 1.0-3.1 -> 1.1 s); the compile takes 1 minute instead of 5-10.
+EMBEDDED_AS_BYTECODE = ("zoneinit", "styrolite", "idm", "msgpack", "zstandard", "prctl")
 REPORT = "compilation-report.xml"
 NUITKA_FLAGS = (
     "--standalone",
@@ -59,6 +66,7 @@ NUITKA_FLAGS = (
     # zone; cffi's Python side and pycparser are needed by the *_ffi_build generators alone
     "--nofollow-import-to=cffi",
     "--nofollow-import-to=pycparser",
+    *(f"--noinclude-custom-mode={package}:bytecode" for package in EMBEDDED_AS_BYTECODE),
 )
 COMPILE_ATTEMPTS = 3
 
