@@ -9,10 +9,13 @@ For each of N rounds (interleaved, so all three see the same machine load):
             (each phase's duration, and PID 1's VmRSS/RssAnon/RssShmem at its end) from the ready event
   no-userns the same zone with ``--no-userns``: the cost of the container's user namespace is its
             ``containers`` boot phase against this one's
+  --also    other zone initrds (LABEL=FILE), booted in every round too: A/B comparisons in one run
 Prints the medians side by side (a per-phase table, the initrds' compressed and raw sizes, PID 1's memory)
 and the ratios against the baseline (goals: ready <= 2.0x baseline; PID 1 VmRSS <= 20 MB; initrd <= 10 MB).
+``--network`` gives the zones QEMU user networking, so their ``network`` phase runs too.
 
-    python3 bench/zone_boot.py [--rounds 3] [--kernel LAYOUT] [--initrd FILE] [--json]
+    python3 bench/zone_boot.py [--rounds 3] [--kernel LAYOUT] [--initrd FILE] [--also LABEL=FILE]... [--network]
+                               [--json]
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from host.launch import prepare_boot  # noqa: E402
 from host.lifecycle import acknowledge_exit  # noqa: E402
 from host.link import ZoneLink  # noqa: E402
 from host.state import zone_dir  # noqa: E402
-from host.zonedef import ZoneDef  # noqa: E402
+from host.zonedef import NetworkDef, ZoneDef  # noqa: E402
 
 MARK_TEXT = "hello-from-bench"
 MB = 1e6
@@ -167,6 +170,12 @@ def summarize(rounds: dict[str, list[dict]], sizes: dict[str, dict[str, int]]) -
                    "baseline": {key: median("baseline", "memory", key) for key in MEMORY_KEYS}},
         "initrd": sizes,
     }
+    summary["variants"] = {
+        kind: {"ready": median(kind, "ready"), "ratio": median(kind, "ready") / summary["baseline"]["ready"],
+               "init_at": median(kind, "init_at"), "ready_since_kernel": median(kind, "ready_since_kernel"),
+               "phases": {name: median(kind, "phases", name) for name in phase_names},
+               "memory": {key: median(kind, "memory", key) for key in MEMORY_KEYS}, "initrd": sizes[kind]}
+        for kind in rounds if kind not in ("baseline", "zone", "no-userns")}
     summary["ready_ratio"] = summary["zone"]["ready"] / summary["baseline"]["ready"]
     summary["output_ratio"] = summary["zone"]["output"] / summary["baseline"]["output"]
     containers = summary["phases"].get("containers", {})
@@ -202,6 +211,32 @@ def print_table(s: dict) -> None:
         print(f"{name:16}{row['duration']:>9.3f}s{row['no_userns']:>10.3f}s{row['rss'] / MB:>9.1f}"
               f"{row['anon'] / MB:>9.1f}{row['shmem'] / MB:>10.1f}")
     print(f"containers phase: user namespace / --no-userns {s['userns_ratio']:.2f}x")
+    if s["variants"]:
+        print_variants(s)
+
+
+def print_variants(s: dict) -> None:
+    """The zone next to the --also initrds, booted in the same rounds."""
+    columns = {"zone": {**s["zone"], "ratio": s["ready_ratio"], "memory": s["memory"]["zone"],
+                        "initrd": s["initrd"]["zone"],
+                        "phases": {name: row["duration"] for name, row in s["phases"].items()}},
+               **s["variants"]}
+    print()
+    print(f"{'':28}" + "".join(f"{label[:12]:>13}" for label in columns))
+
+    def row(label: str, cell) -> None:
+        print(f"{label:28}" + "".join(f"{cell(c):>13}" for c in columns.values()))
+
+    row("wall: QEMU start -> ready", lambda c: f"{c['ready']:.2f} s")
+    row("  ratio to the baseline", lambda c: f"{c['ratio']:.2f}x")
+    row("kernel start -> /init", lambda c: f"{c['init_at']:.2f} s")
+    for name in s["phases"]:
+        row(f"  {name}", lambda c, name=name: f"{c['phases'].get(name, 0.0):.3f} s")
+    row("ready since kernel start", lambda c: f"{c['ready_since_kernel']:.2f} s")
+    for key, label in (("rss", "VmRSS"), ("anon", "RssAnon"), ("shmem", "RssShmem")):
+        row(f"PID 1 {label}", lambda c, key=key: f"{c['memory'][key] / MB:.1f} MB")
+    row("initrd compressed", lambda c: f"{c['initrd']['compressed'] / MB:.2f} MB")
+    row("initrd raw", lambda c: f"{c['initrd']['raw'] / MB:.2f} MB")
 
 
 def main() -> int:
@@ -209,22 +244,34 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--kernel", help="kernel OCI layout (default: built from linux-image-cloud-amd64)")
     parser.add_argument("--initrd", help="zone initrd (default: the Nuitka build of this tree)")
+    parser.add_argument("--also", action="append", default=[], metavar="LABEL=FILE",
+                        help="another zone initrd to boot in every round (repeatable)")
+    parser.add_argument("--network", action="store_true", help="QEMU user networking for the zones")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    also = dict(item.split("=", 1) for item in args.also)
+    if any(not label or label in ("baseline", "zone", "no-userns") or not Path(path).is_file()
+           for label, path in also.items()):
+        parser.error("--also wants LABEL=FILE with an existing file and a label other than baseline/zone/no-userns")
     kernel = args.kernel or str(images.default_kernel_image())
     initrd = args.initrd or str(images.default_initrd())
     state = Path(tempfile.mkdtemp(prefix="zone-bench-"))
     bb_initrd = build_busybox_initrd(state / "busybox-initrd.cpio.zst")
     sizes = {"zone": initrd_sizes(initrd), "baseline": initrd_sizes(bb_initrd)}
-    definition = ZoneDef(name="bench", kernel_image=kernel, initrd=initrd, command=["echo", MARK_TEXT])
+    definition = ZoneDef(name="bench", kernel_image=kernel, initrd=initrd, command=["echo", MARK_TEXT],
+                         network=NetworkDef() if args.network else None)
     shared = ZoneDef(**{**definition.__dict__, "user_namespace": False})
-    rounds: dict[str, list[dict]] = {"baseline": [], "zone": [], "no-userns": []}
+    variants = {label: ZoneDef(**{**definition.__dict__, "initrd": path}) for label, path in also.items()}
+    sizes.update({label: initrd_sizes(path) for label, path in also.items()})
+    rounds: dict[str, list[dict]] = {"baseline": [], "zone": [], "no-userns": [], **{label: [] for label in also}}
     sizes["boot_modules"] = initrd_sizes(images.prepare_kernel(kernel).boot_modules)
     try:
         for i in range(args.rounds):
             rounds["baseline"].append(boot_baseline(definition, state, kernel, bb_initrd))
             rounds["zone"].append(boot_zone(definition, state))
             rounds["no-userns"].append(boot_zone(shared, state))
+            for label, variant in variants.items():
+                rounds[label].append(boot_zone(variant, state))
             print(f"round {i + 1}: " + ", ".join(f"{kind} ready {rows[-1]['ready']:.2f} s"
                                                  for kind, rows in rounds.items()), file=sys.stderr)
     finally:
