@@ -89,9 +89,17 @@ class Zone:
         self._stamp_stage0()
 
     def _stamp_stage0(self) -> None:
-        raw = os.environ.get("ZONE_STAGE0_NS", "")
-        if raw.isdigit():
-            self.timeline.phases.append(Phase("stage0", int(raw) / 1e9, self.timeline.init_started - int(raw) / 1e9))
+        """What happened before PID 1's code ran: ``stage0`` from the kernel's /init (build/stage0, which stamps
+        ZONE_STAGE0_NS) through the exec and the interpreter's start to the program's entry (ZONE_ENTRY_NS), then
+        ``imports`` up to here. Without the entry stamp, stage0 runs up to here."""
+        stage0, entry = (os.environ.get(key, "") for key in ("ZONE_STAGE0_NS", "ZONE_ENTRY_NS"))
+        started = self.timeline.init_started
+        if not stage0.isdigit():
+            return
+        end = int(entry) / 1e9 if entry.isdigit() and int(entry) >= int(stage0) else started
+        self.timeline.phases.append(Phase("stage0", int(stage0) / 1e9, end - int(stage0) / 1e9))
+        if end != started:
+            self.timeline.phases.append(Phase("imports", end, started - end))
 
     # --- reporting -----------------------------------------------------------------------------------
     @contextlib.contextmanager
