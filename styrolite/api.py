@@ -22,16 +22,12 @@ from styrolite.lifecycle import pause as _pause
 from styrolite.lifecycle import query as _query
 from styrolite.lifecycle import start as _start
 from styrolite.lifecycle import update as _update
+from styrolite.lifecycle.common import become_subreaper
 from styrolite.spec.model import Process, Resources
 from styrolite.state import DEFAULT_ROOT, ContainerState, StateStore
 from styrolite.syscalls import LINUX, Syscalls
 
-__all__ = ["Pipes", "Runtime", "Stdio", "exit_code_of"]
-
-def become_subreaper() -> None:
-    import prctl
-
-    prctl.set_child_subreaper(True)
+__all__ = ["Pipes", "Runtime", "Stdio", "become_subreaper", "exit_code_of"]
 
 
 class Runtime:

@@ -5,104 +5,22 @@ Every failure prints one line, ``styrolite: <what was being done>: <why>``, and 
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
-import logging
 import os
-import signal
 import sys
-import time
-from typing import Any
 
-from styrolite import OCI_VERSION, __version__
+from styrolite.cliargs import Arguments, build_parser, quick_parse
 from styrolite.errors import StyroliteError, describe
+from styrolite.logs import DEBUG, INFO, LEVEL_NAMES, WARNING, log, set_sink
 
-log = logging.getLogger("styrolite")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="styrolite", description="OCI container runtime of the zone")
-    p.add_argument("--version", "-v", action="version",
-                   version=f"styrolite version {__version__}\nspec: {OCI_VERSION}")
-    p.add_argument("--root", default=os.environ.get("STYROLITE_ROOT", "/run/styrolite"),
-                   help="directory for container state (default /run/styrolite)")
-    p.add_argument("--log", help="also write log lines to this file")
-    p.add_argument("--log-format", choices=("text", "json"), default="text")
-    p.add_argument("--debug", action="store_true", help="tracebacks for internal errors")
-    p.add_argument("--systemd-cgroup", action="store_true", help=argparse.SUPPRESS)
-    sub = p.add_subparsers(dest="subcommand", metavar="COMMAND")
-    sub.required = True
-
-    def cmd(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_text)
-
-    def common_create(c: argparse.ArgumentParser) -> None:
-        c.add_argument("--bundle", "-b", default=".")
-        c.add_argument("--pid-file")
-        c.add_argument("--console-socket")
-        c.add_argument("--preserve-fds", type=int, default=0)
-        c.add_argument("--no-pivot", action="store_true", help=argparse.SUPPRESS)
-        c.add_argument("--no-new-keyring", action="store_true", help=argparse.SUPPRESS)
-        c.add_argument("id")
-
-    common_create(cmd("create", "create a container (its process waits for start)"))
-    run = cmd("run", "create and start a container, wait for it, delete it")
-    common_create(run)
-    run.add_argument("--detach", "-d", action="store_true")
-    run.add_argument("--keep", action="store_true", help="do not delete the container after it exits")
-    cmd("start", "start a created container").add_argument("id")
-    cmd("state", "print the state of a container (JSON)").add_argument("id")
-    k = cmd("kill", "send a signal (default SIGTERM) to a container")
-    k.add_argument("--all", "-a", action="store_true", help="to every process of the container")
-    k.add_argument("id")
-    k.add_argument("signal", nargs="?", default="SIGTERM")
-    d = cmd("delete", "delete a stopped container (--force: any)")
-    d.add_argument("--force", "-f", action="store_true")
-    d.add_argument("id")
-    e = cmd("exec", "run a process in a running container")
-    e.add_argument("--process", "-p", help="process.json (runtime-spec process object)")
-    e.add_argument("--tty", "-t", action="store_true")
-    e.add_argument("--env", "-e", action="append", default=[])
-    e.add_argument("--cwd")
-    e.add_argument("--user", "-u", help="uid[:gid]")
-    e.add_argument("--additional-gids", "-g", action="append", type=int, default=[])
-    e.add_argument("--cap", "-c", action="append", default=[])
-    e.add_argument("--no-new-privs", action="store_true")
-    e.add_argument("--detach", "-d", action="store_true")
-    e.add_argument("--pid-file")
-    e.add_argument("--console-socket")
-    e.add_argument("--preserve-fds", type=int, default=0)
-    e.add_argument("id")
-    e.add_argument("command", nargs=argparse.REMAINDER)
-    ps = cmd("ps", "list the processes of a container")
-    ps.add_argument("--format", "-f", choices=("table", "json"), default="table")
-    ps.add_argument("id")
-    ls = cmd("list", "list containers")
-    ls.add_argument("--format", "-f", choices=("table", "json"), default="table")
-    ls.add_argument("--quiet", "-q", action="store_true")
-    cmd("pause", "freeze every process of a container").add_argument("id")
-    cmd("resume", "thaw a paused container").add_argument("id")
-    u = cmd("update", "change the resource limits of a container")
-    u.add_argument("--resources", "-r", help="JSON file with a linux.resources object ('-' for stdin)")
-    for flag in ("memory", "memory-reservation", "memory-swap", "cpu-shares", "cpu-quota", "cpu-period",
-                 "pids-limit", "blkio-weight"):
-        u.add_argument(f"--{flag}", type=int)
-    u.add_argument("--cpuset-cpus")
-    u.add_argument("--cpuset-mems")
-    u.add_argument("id")
-    ev = cmd("events", "print resource usage statistics (--stats)")
-    ev.add_argument("--stats", action="store_true")
-    ev.add_argument("id")
-    cmd("features", "print the features this runtime supports (JSON)")
-    sp = cmd("spec", "write a default config.json")
-    sp.add_argument("--bundle", "-b", default=".")
-    sp.add_argument("--rootless", action="store_true")
-    return p
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = quick_parse(argv) or build_parser().parse_args(argv)
     _setup_logging(args)
     try:
         if args.systemd_cgroup:
@@ -122,6 +40,19 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"internal error: {describe(e)} ({type(e).__name__}); rerun with --debug")
 
 
+def run() -> None:
+    """The installed entry (launcher, ``python -m styrolite``): ``main()``, then exit without the interpreter's
+    teardown of every module and object (about a millisecond of each call). What must outlive us is written
+    by then: files through ``with`` blocks or ``os.write``, and stdout/stderr are flushed here."""
+    code = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = code or _reader_went_away()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _reader_went_away() -> int:
     """``styrolite features | head``: the reader closed the pipe. Not an error; say nothing, and point stdout
     at /dev/null so the interpreter's final flush does not complain either."""
@@ -136,30 +67,50 @@ def _fail(message: str) -> int:
     return 1
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"level": record.levelname.lower(), "msg": record.getMessage(),
-                           "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))})
+class CliLog:
+    """Where the CLI's log records go, in runc's formats: warnings and errors to stderr (``styrolite: msg``,
+    or a JSON object per line with ``--log-format json``), everything from INFO (DEBUG with ``--debug``)
+    to the ``--log`` file. Written directly, without the ``logging`` package (styrolite.logs)."""
+
+    def __init__(self, log_format: str, debug: bool, log_fd: int | None) -> None:
+        self.json = log_format == "json"
+        self.threshold = DEBUG if debug else INFO
+        self.log_fd = log_fd
+
+    def __call__(self, level: int, message: str) -> None:
+        if level < self.threshold:
+            return
+        import time
+
+        now = time.time()
+        name = LEVEL_NAMES.get(level, str(level))
+        record = _json_record(name, message, now) if self.json else ""
+        if level >= WARNING:
+            sys.stderr.write(record or f"styrolite: {message}\n")
+            sys.stderr.flush()
+        if self.log_fd is not None:
+            line = record or f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))},{int(now % 1 * 1000):03d} " \
+                             f"{name} {message}\n"
+            os.write(self.log_fd, line.encode(errors="replace"))
 
 
-def _setup_logging(args: argparse.Namespace) -> None:
-    log.handlers.clear()
-    log.propagate = False
-    log.setLevel(logging.DEBUG if args.debug else logging.INFO)
-    stderr = logging.StreamHandler(sys.stderr)
-    stderr.setLevel(logging.WARNING)
-    stderr.setFormatter(logging.Formatter("styrolite: %(message)s" if args.log_format == "text" else None))
-    if args.log_format == "json":
-        stderr.setFormatter(_JsonFormatter())
-    log.addHandler(stderr)
+def _json_record(level_name: str, message: str, created: float) -> str:
+    import time
+
+    from styrolite import jsonio
+
+    return jsonio.dumps({"level": level_name.lower(), "msg": message,
+                         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))}) + "\n"
+
+
+def _setup_logging(args: argparse.Namespace | Arguments) -> None:
+    log_fd = None
     if args.log:
         try:
-            handler = logging.FileHandler(args.log)
+            log_fd = os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as e:
             raise SystemExit(f"styrolite: open --log {args.log!r}: {e.strerror}") from None
-        handler.setFormatter(_JsonFormatter() if args.log_format == "json"
-                             else logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
+    set_sink(CliLog(args.log_format, args.debug, log_fd))
 
 
 def _store(args: argparse.Namespace):
@@ -169,11 +120,13 @@ def _store(args: argparse.Namespace):
 
 
 def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2))
+    from styrolite import jsonio
+
+    print(jsonio.dumps(value, indent=2))
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from styrolite.api import become_subreaper
+    from styrolite.lifecycle.common import become_subreaper
     from styrolite.lifecycle.create import create
 
     become_subreaper()
@@ -183,18 +136,17 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from styrolite.api import become_subreaper, exit_code_of
+    from styrolite.exitstatus import exit_code_of
+    from styrolite.lifecycle.common import become_subreaper
     from styrolite.lifecycle.create import create
     from styrolite.lifecycle.delete import delete
     from styrolite.lifecycle.start import start
 
     become_subreaper()
     store = _store(args)
-    terminal = None if args.console_socket else _wants_tty(args)
-    if terminal and args.detach:
-        raise StyroliteError("process.terminal with --detach needs --console-socket")
+    # without --console-socket, run proxies a terminal itself (not when detached: nobody would be there)
     created = create(store, args.id, args.bundle, console_socket=args.console_socket,
-                     preserve_fds=args.preserve_fds, pid_file=args.pid_file, terminal=terminal)
+                     preserve_fds=args.preserve_fds, pid_file=args.pid_file, own_console=not args.detach)
     pid = created.state.pid
     forward = _forward_signals(pid)
     try:
@@ -216,19 +168,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return exit_code_of(status)
 
 
-def _wants_tty(args: argparse.Namespace) -> bool | None:
-    """``run`` without --console-socket proxies a terminal itself when process.terminal is set."""
-    from styrolite.spec import load_config
-
-    try:
-        spec = load_config(os.path.join(args.bundle, "config.json"))
-    except StyroliteError:
-        return None  # create reports it with its own context
-    return bool(spec.process and spec.process.terminal)
-
-
 def _forward_signals(pid: int):
     """Forward the usual terminating signals to the container's init (runc does the same)."""
+    import contextlib
+    import signal
+
     names = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
     def forward(signum: int, _frame: object) -> None:
@@ -282,8 +226,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    from styrolite.api import become_subreaper, exit_code_of
-    from styrolite.lifecycle.common import load_snapshot
+    from styrolite.exitstatus import exit_code_of
+    from styrolite.lifecycle.common import become_subreaper, load_snapshot
     from styrolite.lifecycle.exec import exec_process
 
     store = _store(args)
@@ -359,6 +303,8 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
     pids = processes(_store(args), args.id)
     if args.format == "json":
+        import json
+
         print(json.dumps(pids))
         return 0
     print(f"{'PID':>8}  CMD")
@@ -382,6 +328,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     elif args.format == "json":
         _print_json(rows)
     else:
+        import time
+
         print(f"{'ID':<24} {'PID':>8} {'STATUS':<10} {'BUNDLE':<40} CREATED")
         for row in rows:
             created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["created"]))
@@ -409,6 +357,8 @@ def cmd_update(args: argparse.Namespace) -> int:
 
     raw: dict = {}
     if args.resources:
+        import json
+
         raw = json.load(sys.stdin) if args.resources == "-" else read_json(args.resources)
     memory = {k: v for k, v in (("limit", args.memory), ("reservation", args.memory_reservation),
                                 ("swap", args.memory_swap)) if v is not None}
@@ -449,6 +399,8 @@ def cmd_spec(args: argparse.Namespace) -> int:
     path = os.path.join(args.bundle, "config.json")
     if os.path.exists(path):
         raise StyroliteError(f"{path} already exists")
+    import json
+
     with open(path, "w") as f:
         json.dump(default_config(rootless=args.rootless), f, indent=2)
         f.write("\n")

@@ -39,6 +39,20 @@ class StateError(StyroliteError):
     """The operation is not allowed in the container's current status."""
 
 
+class suppress:
+    """``contextlib.suppress``: importing contextlib brings collections and functools, milliseconds of every
+    ``styrolite create``, for the one-liners that ignore an expected error."""
+
+    def __init__(self, *exceptions: type[BaseException]) -> None:
+        self.exceptions = exceptions
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, traceback: object) -> bool:
+        return kind is not None and issubclass(kind, self.exceptions)
+
+
 def describe(error: BaseException) -> str:
     """One line: each context in the chain, outermost first, then the root cause."""
     parts: list[str] = []

@@ -13,13 +13,11 @@ A failing hook fails the operation, except poststart/poststop, whose failures ar
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 
 from styrolite.errors import ContainerError
+from styrolite.logs import log
 from styrolite.spec.model import Hook
-
-log = logging.getLogger("styrolite")
 
 
 class HookError(ContainerError):

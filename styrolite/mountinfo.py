@@ -7,10 +7,10 @@ Styrolite. A line that is not in the kernel's format is skipped rather than gues
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from styrolite.records import field, record
 
 
-@dataclass
+@record
 class MountEntry:
     mount_id: int
     parent_id: int

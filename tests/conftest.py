@@ -21,6 +21,9 @@ BUSYBOX = "/bin/busybox"
 
 
 def _busybox_rootfs(target: Path) -> Path:
+    from host.zonebuild_import import ensure_zonebuild
+
+    ensure_zonebuild()  # a source checkout: build/ is zonebuild only once pip-installed
     from zonebuild.busybox_image import stage_rootfs
 
     if not os.path.exists(BUSYBOX):

@@ -105,6 +105,27 @@ def test_a_layer_imports_only_downward(layer: str):
     assert not wrong, "\n".join(wrong)
 
 
+def _missing_in(name: str) -> list[str]:
+    """Imports in ``name`` of a module of ours that does not exist (``from pkg import name`` may name a
+    module or an attribute of ``pkg``: only a dotted ``import``/``from`` target must be a module)."""
+    missing = []
+    for node in ast.walk(_tree(name)):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            targets = [node.module]
+        else:
+            continue
+        missing += [t for t in targets if _top(t) in PACKAGES and t not in MODULES]
+    return missing
+
+
+def test_every_import_of_ours_names_a_module_that_exists():
+    """A moved module leaves no import behind (a lazy import inside a function fails only when it runs)."""
+    wrong = sorted(f"{name} imports {target}" for name in MODULES for target in _missing_in(name))
+    assert not wrong, "\n".join(wrong)
+
+
 def test_no_import_cycles():
     """Tarjan's strongly connected components: any component of more than one module is a cycle."""
     index: dict[str, int] = {}

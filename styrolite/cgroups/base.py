@@ -7,13 +7,17 @@ events --stats``-style callers and the zone agent never branch on the cgroup ver
 
 from __future__ import annotations
 
-import signal as signal_module
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any
 
 from styrolite.errors import StyroliteError
-from styrolite.spec.model import Device, Resources
+from styrolite.syscalls.constants import SIGKILL
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from styrolite.spec.model import Device, Resources
 
 
 class CgroupError(StyroliteError):
@@ -45,6 +49,11 @@ class CgroupManager(ABC):
     @abstractmethod
     def add_process(self, pid: int) -> None:
         """Move ``pid`` (all its threads) into the cgroup."""
+
+    @abstractmethod
+    def join_files(self) -> list[str]:
+        """The files a process writes "0" to, in order, to move itself into the cgroup (the container's
+        first process does: see container.children.join_cgroup)."""
 
     @abstractmethod
     def apply(self, resources: Resources | None, devices: Sequence[Device] = ()) -> None:
@@ -80,7 +89,7 @@ class CgroupManager(ABC):
         """``"frozen"`` or ``"thawed"``."""
 
     @abstractmethod
-    def kill_all(self, signal: int = signal_module.SIGKILL) -> None:
+    def kill_all(self, signal: int = SIGKILL) -> None:
         """Send ``signal`` to every process in the cgroup."""
 
     @abstractmethod

@@ -12,9 +12,9 @@ ends the program: the earlier rules are unreachable and the verifier rejects unr
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from styrolite.cgroups.devices import normalized
+from styrolite.records import record
 from styrolite.spec.model import DeviceCgroup
 from styrolite.syscalls import constants as k
 
@@ -32,7 +32,7 @@ _ACCESS_BITS = {"m": k.BPF_DEVCG_ACC_MKNOD, "r": k.BPF_DEVCG_ACC_READ, "w": k.BP
 _TYPE_VALUES = {"b": k.BPF_DEVCG_DEV_BLOCK, "c": k.BPF_DEVCG_DEV_CHAR}
 
 
-@dataclass
+@record
 class Insn:
     code: int
     dst: int = 0

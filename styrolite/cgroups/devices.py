@@ -6,9 +6,11 @@ for the devices both match; then the default set is allowed, so no config can ta
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from styrolite.spec.model import Device, DeviceCgroup
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 DEFAULT_ALLOWED_DEVICES: tuple[DeviceCgroup, ...] = (
     DeviceCgroup(allow=True, type="c", major=None, minor=None, access="m"),  # mknod of any char device

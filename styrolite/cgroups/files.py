@@ -16,7 +16,7 @@ UNLIMITED_THRESHOLD = 1 << 62
 """v1 reports "no limit" as PAGE_COUNTER_MAX * page size (9223372036854771712); anything above this is unlimited."""
 
 
-def _os_error_text(error: OSError) -> str:
+def os_error_text(error: OSError) -> str:
     name = errno.errorcode.get(error.errno or 0, str(error.errno))
     return f"{name} ({os.strerror(error.errno or 0)})"
 
@@ -27,11 +27,11 @@ def write(directory: str, name: str, value: str | int) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)  # kernfs ignores O_TRUNC
     except OSError as e:
-        raise CgroupError(f"write {text!r} to {path}: {_os_error_text(e)}") from None
+        raise CgroupError(f"write {text!r} to {path}: {os_error_text(e)}") from None
     try:
         os.write(fd, text.encode())
     except OSError as e:
-        raise CgroupError(f"write {text!r} to {path}: {_os_error_text(e)}") from None
+        raise CgroupError(f"write {text!r} to {path}: {os_error_text(e)}") from None
     finally:
         os.close(fd)
 
@@ -44,7 +44,7 @@ def read(directory: str, name: str) -> str | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise CgroupError(f"read {os.path.join(directory, name)}: {_os_error_text(e)}") from None
+        raise CgroupError(f"read {os.path.join(directory, name)}: {os_error_text(e)}") from None
 
 
 def read_int(directory: str, name: str) -> int | None:
@@ -101,7 +101,7 @@ def make_dirs(directory: str) -> list[str]:
         except FileExistsError:
             pass
         except OSError as e:
-            raise CgroupError(f"mkdir {path}: {_os_error_text(e)}") from None
+            raise CgroupError(f"mkdir {path}: {os_error_text(e)}") from None
     return created
 
 
@@ -121,6 +121,6 @@ def remove_tree(directory: str, timeout: float = 2.0) -> None:
                 break
             except OSError as e:
                 if e.errno != errno.EBUSY or time.monotonic() > deadline:
-                    raise CgroupError(f"rmdir {path}: {_os_error_text(e)}") from None
+                    raise CgroupError(f"rmdir {path}: {os_error_text(e)}") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)

@@ -11,10 +11,10 @@ Three shapes exist (the same words runc and systemd use):
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 from styrolite.cgroups.base import CgroupError
 from styrolite.mountinfo import parse_mountinfo
+from styrolite.records import field, record
 
 V1_RESOURCE_CONTROLLERS = (
     "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "hugetlb",
@@ -22,7 +22,7 @@ V1_RESOURCE_CONTROLLERS = (
 )
 
 
-@dataclass
+@record
 class Hierarchy:
     mountpoint: str
     root: str
@@ -31,7 +31,7 @@ class Hierarchy:
     """v1 controllers bound to it (``name=systemd`` included), empty for cgroup2."""
 
 
-@dataclass
+@record
 class CgroupLayout:
     mode: str  # "unified", "hybrid" or "legacy"
     unified: Hierarchy | None = None

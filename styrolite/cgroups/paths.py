@@ -8,15 +8,15 @@ otherwise pick a cgroup it does not own.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from styrolite.cgroups.base import CgroupError
 from styrolite.cgroups.layout import Hierarchy
+from styrolite.records import record
 
 DEFAULT_PARENT = "styrolite"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CgroupPath:
     parts: tuple[str, ...]
     absolute: bool

@@ -7,21 +7,22 @@ Every controller the resources ask for but the host lacks produces one warning l
 
 from __future__ import annotations
 
-import contextlib
-import logging
+import errno
 import os
-import signal as signal_module
-from collections.abc import Sequence
-from typing import Any
 
 from styrolite.cgroups import files
-from styrolite.cgroups.base import CgroupError, CgroupManager, empty_stats
-from styrolite.cgroups.devices import effective_rules, v1_rule_texts
+from styrolite.cgroups.base import SIGKILL, CgroupError, CgroupManager, empty_stats
 from styrolite.cgroups.v2 import V2Manager, unified_key_controller
 from styrolite.cgroups.waiting import wait_until
-from styrolite.spec.model import Device, Resources
+from styrolite.errors import suppress
+from styrolite.logs import log
 
-log = logging.getLogger("styrolite")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from styrolite.spec.model import Device, Resources
 
 FREEZE_TIMEOUT = 10.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -64,6 +65,13 @@ class V1Manager(CgroupManager):
     def exists(self) -> bool:
         return any(os.path.isdir(d) for d in self._distinct_dirs())
 
+    def join_files(self) -> list[str]:
+        # a thread writing "0" to v1's ``tasks`` moves itself without the kernel's global threadgroup lock,
+        # whose every write otherwise waits for an RCU grace period (milliseconds): for a single-threaded
+        # process that is the whole process
+        own = [os.path.join(directory, "tasks") for directory in self._distinct_dirs()]
+        return own + (self.unified.join_files() if self.unified is not None else [])
+
     def add_process(self, pid: int) -> None:
         for directory in self._distinct_dirs():
             files.write(directory, "cgroup.procs", pid)
@@ -71,8 +79,10 @@ class V1Manager(CgroupManager):
             self.unified.add_process(pid)
 
     def destroy(self, kill: bool = False) -> None:
+        if self._remove_empty():
+            return
         if kill and self.exists():
-            self.kill_all(signal_module.SIGKILL)
+            self.kill_all(SIGKILL)
             wait_until(lambda: not self.pids(), 2.0)
         errors: list[CgroupError] = []
         for directory in self._distinct_dirs():
@@ -88,9 +98,33 @@ class V1Manager(CgroupManager):
         if errors:
             raise errors[0]
 
+    def _remove_empty(self) -> bool:
+        """The usual case at ``delete``: the container's processes are gone and it made no sub-cgroups, so
+        one rmdir per hierarchy removes it (the kernel refuses with EBUSY while a task or a child cgroup is
+        left). True when everything is gone; False at the first busy directory, leaving the freezer for last
+        so the careful path can still freeze what is left."""
+        freezer = self._dir("freezer")
+        ordered = [d for d in self._distinct_dirs() if d != freezer] + ([freezer] if freezer else [])
+        for directory in ordered:
+            try:
+                os.rmdir(directory)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                if e.errno in (errno.EBUSY, errno.ENOTEMPTY):
+                    return False
+                raise CgroupError(f"rmdir {directory}: {files.os_error_text(e)}") from None
+        if self.unified is not None:
+            return self.unified.remove_empty()
+        return True
+
     # resources -------------------------------------------------------------------------------------------
     def apply(self, resources: Resources | None, devices: Sequence[Device] = ()) -> None:
-        self._set(resources or Resources(), initial=True, devices=devices)
+        if resources is None:
+            from styrolite.spec.model import Resources
+
+            resources = Resources()
+        self._set(resources, initial=True, devices=devices)
 
     def update(self, resources: Resources, devices: Sequence[Device] = ()) -> None:
         self._set(resources, initial=False, devices=devices)
@@ -240,6 +274,8 @@ class V1Manager(CgroupManager):
                 files.write(self._dir("net_prio"), "net_prio.ifpriomap", f"{priority.name} {priority.priority}")
 
     def _set_devices(self, r: Resources, devices: Sequence[Device]) -> None:
+        from styrolite.cgroups.devices import effective_rules, v1_rule_texts
+
         d = self._dir("devices")
         rules = effective_rules(r.devices, devices)
         for rule in rules:
@@ -330,11 +366,11 @@ class V1Manager(CgroupManager):
         d = self._dir("freezer")
         return "frozen" if d is not None and files.read(d, "freezer.state") == "FROZEN" else "thawed"
 
-    def kill_all(self, signal: int = signal_module.SIGKILL) -> None:
+    def kill_all(self, signal: int = SIGKILL) -> None:
         """SIGKILL runs frozen so nothing forks away from the list; frozen tasks die once thawed."""
         freezer = self._dir("freezer")
         frozen_here = False
-        if signal == signal_module.SIGKILL and freezer is not None and self.state() == "thawed":
+        if signal == SIGKILL and freezer is not None and self.state() == "thawed":
             try:
                 self.freeze()
                 frozen_here = True
@@ -342,10 +378,10 @@ class V1Manager(CgroupManager):
                 log.debug("kill_all: could not freeze %s first: %s", self.path, e)
         try:
             for pid in self.pids():
-                with contextlib.suppress(ProcessLookupError):
+                with suppress(ProcessLookupError):
                     os.kill(pid, signal)
         finally:
-            if signal == signal_module.SIGKILL and freezer is not None and (frozen_here or self.state() == "frozen"):
+            if signal == SIGKILL and freezer is not None and (frozen_here or self.state() == "frozen"):
                 self.thaw()
 
 

@@ -8,24 +8,24 @@ the host does not have gets one warning line naming it, and its settings are ski
 
 from __future__ import annotations
 
-import contextlib
-import logging
+import errno
 import os
-import signal as signal_module
-from collections.abc import Sequence
-from typing import Any
 
 from styrolite.cgroups import files
-from styrolite.cgroups.base import CgroupError, CgroupManager, empty_stats
-from styrolite.cgroups.bpf import install_device_program
+from styrolite.cgroups.base import SIGKILL, CgroupError, CgroupManager, empty_stats
 from styrolite.cgroups.convert import cpu_max, cpu_weight_from_shares, io_weight_from_blkio, limit_value, swap_max
-from styrolite.cgroups.devicefilter import device_filter_program
-from styrolite.cgroups.devices import effective_rules
 from styrolite.cgroups.waiting import wait_until
-from styrolite.spec.model import Device, Resources
-from styrolite.syscalls import LINUX, Syscalls
+from styrolite.errors import suppress
+from styrolite.logs import log
+from styrolite.syscalls import LINUX
 
-log = logging.getLogger("styrolite")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from styrolite.spec.model import Device, Resources
+    from styrolite.syscalls import Syscalls
 
 DEFAULT_CONTROLLERS = ("cpu", "cpuset", "io", "memory", "pids")
 """Enabled at create(), when offered, so stats() has memory/cpu/io/pids numbers even without limits."""
@@ -85,16 +85,32 @@ class V2Manager(CgroupManager):
     def exists(self) -> bool:
         return os.path.isdir(self.directory)
 
+    def join_files(self) -> list[str]:
+        return [os.path.join(self.directory, "cgroup.procs")]
+
     def add_process(self, pid: int) -> None:
         files.write(self.directory, "cgroup.procs", pid)
 
     def destroy(self, kill: bool = False) -> None:
-        if not self.exists():
+        if self.remove_empty() or not self.exists():
             return
         if kill:
-            self.kill_all(signal_module.SIGKILL)
+            self.kill_all(SIGKILL)
             wait_until(lambda: not self.pids(), 2.0)
         files.remove_tree(self.directory)
+
+    def remove_empty(self) -> bool:
+        """One rmdir when the cgroup is empty and has no children (the usual case at ``delete``); False
+        when the kernel says it is busy."""
+        try:
+            os.rmdir(self.directory)
+        except FileNotFoundError:
+            return True
+        except OSError as e:
+            if e.errno in (errno.EBUSY, errno.ENOTEMPTY):
+                return False
+            raise CgroupError(f"rmdir {self.directory}: {files.os_error_text(e)}") from None
+        return True
 
     # controllers -----------------------------------------------------------------------------------------
     def _ancestors(self) -> list[str]:
@@ -126,7 +142,11 @@ class V2Manager(CgroupManager):
 
     # resources -------------------------------------------------------------------------------------------
     def apply(self, resources: Resources | None, devices: Sequence[Device] = ()) -> None:
-        self._set(resources or Resources(), initial=True, devices=devices)
+        if resources is None:
+            from styrolite.spec.model import Resources
+
+            resources = Resources()
+        self._set(resources, initial=True, devices=devices)
 
     def update(self, resources: Resources, devices: Sequence[Device] = ()) -> None:
         self._set(resources, initial=False, devices=devices)
@@ -153,6 +173,10 @@ class V2Manager(CgroupManager):
             log.warning("cgroup v2 %s: net_cls/net_prio do not exist on cgroup v2; network resources are ignored",
                         self.path)
         if self.manage_devices and (initial or r.devices):
+            from styrolite.cgroups.bpf import install_device_program
+            from styrolite.cgroups.devicefilter import device_filter_program
+            from styrolite.cgroups.devices import effective_rules
+
             install_device_program(self.directory, device_filter_program(effective_rules(r.devices, devices)), self.sys)
         self.set_unified(r.unified, available)
 
@@ -325,10 +349,10 @@ class V2Manager(CgroupManager):
     def state(self) -> str:
         return "frozen" if self._frozen() else "thawed"
 
-    def kill_all(self, signal: int = signal_module.SIGKILL) -> None:
-        if signal == signal_module.SIGKILL and files.exists(self.directory, "cgroup.kill"):
+    def kill_all(self, signal: int = SIGKILL) -> None:
+        if signal == SIGKILL and files.exists(self.directory, "cgroup.kill"):
             files.write(self.directory, "cgroup.kill", 1)
             return
         for pid in self.pids():
-            with contextlib.suppress(ProcessLookupError):
+            with suppress(ProcessLookupError):
                 os.kill(pid, signal)

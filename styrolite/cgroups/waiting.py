@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, retry: Callable[[], None] | None = None) -> bool:

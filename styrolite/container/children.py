@@ -23,25 +23,29 @@ import os
 import struct
 import sys as python_sys
 import termios
-from dataclasses import dataclass, field
-from typing import Any, NoReturn
 
 # Everything the children run must be imported before they fork: after pivot_root the host's Python
-# files are out of reach, so a lazy import there fails. (It also keeps the fork path warm.)
-from styrolite import hooks, rootfs, security
+# files are out of reach, so a lazy import there fails. (It also keeps the fork path warm.) What only some
+# configs need is imported by ``preload`` in the runtime, before the fork, when the config needs it.
+from styrolite import rootfs, security
 from styrolite.container import process_setup
 from styrolite.container.network import loopback_up
 from styrolite.container.stdio import Stdio
 from styrolite.container.sync import SyncChannel
 from styrolite.container.terminal import take_terminal
-from styrolite.errors import describe
+from styrolite.errors import ContainerError, describe
 from styrolite.namespaces import NamespacePlan, join_before_user, join_namespaces, open_namespace_files
+from styrolite.records import field, record
 from styrolite.spec.model import Spec
-from styrolite.syscalls import LINUX, Syscalls
+from styrolite.syscalls import LINUX, Syscalls, linux
 from styrolite.syscalls import constants as k
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
-@dataclass
+
+@record
 class LaunchContext:
     spec: Spec
     bundle: str
@@ -54,11 +58,50 @@ class LaunchContext:
     preserve_fds: int = 0
     sys: Syscalls = LINUX
     bind_source_fds: dict[int, int] = field(default_factory=dict)  # mounts[index] -> detached copy of its source
+    cgroup_files: list[str] = field(default_factory=list)  # written "0" to by the first child: CgroupManager.join_files
+
+
+def preload(spec: Spec) -> None:
+    """Import, before the fork, what the children will need for this config beyond the modules above: the
+    hook runner (and subprocess) for createContainer/startContainer hooks, which run after pivot_root; cffi
+    and the C library behind the syscall seam (loaded on first use otherwise)."""
+    linux.load()
+    if spec.hooks and (spec.hooks.create_container or spec.hooks.start_container):
+        import styrolite.hooks  # noqa: F401
+
+
+def init_needs_state(spec: Spec) -> bool:
+    """createContainer/startContainer hooks read the state document (with the init's pid as the runtime
+    sees it), so the init waits for it; otherwise it need not wait for the runtime at all."""
+    return bool(spec.hooks and (spec.hooks.create_container or spec.hooks.start_container))
+
+
+def join_cgroup(files: list[str]) -> None:
+    """Move this process (single-threaded: just forked) into the container's cgroup, before it makes any
+    namespace (the cgroup namespace is rooted where it stands then): "0" written to each file of
+    ``CgroupManager.join_files``. On cgroup v1 this skips the RCU grace period a write of our pid by the
+    runtime would wait for (bench/container_start.py: milliseconds of every create)."""
+    for path in files:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise ContainerError(f"join the container's cgroup: write 0 to {path}: {e.strerror}") from e
+
+
+def runs_hooks_before_pivot(spec: Spec) -> bool:
+    """prestart/createRuntime hooks: the runtime runs them once the rootfs is mounted, before pivot_root, so
+    the init stops there ("prepivot") until they are done ("continue"). Without them there is no stop."""
+    return bool(spec.hooks and (spec.hooks.prestart or spec.hooks.create_runtime))
 
 
 def setup_child_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
     try:
         security.set_dumpable(False)  # nothing in the container may open /proc/<us>/exe (CVE-2019-5736)
+        join_cgroup(ctx.cgroup_files)  # while we are the host's root: inside a user namespace we may not
         process_setup.set_oom_score_adj_early(ctx.spec.process)
         # bind sources, while we may still look up every host path (a user namespace's root may not)
         ctx.bind_source_fds = rootfs.open_bind_sources(ctx.spec, ctx.bundle, ctx.sys)
@@ -70,7 +113,7 @@ def setup_child_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
         if ctx.plan.new_user:
             ctx.sys.unshare(k.CLONE_NEWUSER)
         channel.send("userns")
-        channel.receive("go", "wait for the runtime to map ids and place the cgroup")
+        channel.receive("go", "wait for the runtime to map ids")
         if ctx.plan.new_user or ctx.plan.joins("user"):
             ctx.sys.setresgid(0)
             ctx.sys.setresuid(0)
@@ -93,8 +136,12 @@ def direct_init_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
     """The single-fork path: the runtime forked us straight into the new pid namespace (we are its pid 1)."""
     try:
         security.set_dumpable(False)
+        join_cgroup(ctx.cgroup_files)
         opened = open_namespace_files([item for item in ctx.plan.join if item[0] != "pid"])
-        channel.receive("go", "wait for the runtime to place the cgroup")
+        state = None
+        if init_needs_state(ctx.spec):
+            message, _ = channel.receive("go", "wait for the runtime to record the init's pid")
+            state = message["state"]
         join_namespaces(opened, ctx.sys)
         flags = ctx.plan.unshare_flags & ~k.CLONE_NEWPID
         if flags:
@@ -102,7 +149,7 @@ def direct_init_main(ctx: LaunchContext, channel: SyncChannel) -> NoReturn:
     except BaseException as e:
         channel.send_error(describe(e))
         os._exit(1)
-    container_init_main(ctx, channel, announced=True)
+    container_init_main(ctx, channel, state=state, announced=True)
 
 
 def _write_time_offsets(spec: Spec) -> None:
@@ -114,12 +161,16 @@ def _write_time_offsets(spec: Spec) -> None:
         f.write(text)
 
 
-def container_init_main(ctx: LaunchContext, channel: SyncChannel, announced: bool = False) -> NoReturn:
+def container_init_main(ctx: LaunchContext, channel: SyncChannel, state: dict | None = None,
+                        announced: bool = False) -> NoReturn:
+    """``announced``: forked straight by the runtime (the direct path); ``state`` is then the state document
+    hooks read, if they need one. Otherwise the runtime sends it with "init"."""
     created = False
     try:
         if not announced:
             # the setup child reports our pid on the shared channel first; wait for the runtime's go-ahead
-            channel.receive("init", "wait for the runtime to record the init's pid")
+            message, _ = channel.receive("init", "wait for the runtime to record the init's pid")
+            state = message["state"]
         os.setsid()
         if not ctx.terminal:
             ctx.stdio.install()
@@ -132,11 +183,13 @@ def container_init_main(ctx: LaunchContext, channel: SyncChannel, announced: boo
             loopback_up()  # runc and crun bring lo up in a new network namespace
         prepared = rootfs.prepare_rootfs(spec, ctx.bundle, ctx.sys, own_namespace=mount_ns,
                                          source_fds=ctx.bind_source_fds)
-        channel.send("prepivot")
-        message, _ = channel.receive("continue", "wait for createRuntime hooks")
-        state = message["state"]
+        if runs_hooks_before_pivot(spec):
+            channel.send("prepivot")
+            channel.receive("continue", "wait for createRuntime hooks")
         if spec.hooks and spec.hooks.create_container:
-            hooks.run_hooks("createContainer", spec.hooks.create_container, state)
+            from styrolite.hooks import run_hooks  # loaded by preload() before the fork
+
+            run_hooks("createContainer", spec.hooks.create_container, state)
         if mount_ns:
             rootfs.pivot_into(ctx.rootfs, ctx.sys)
         else:
@@ -159,7 +212,9 @@ def container_init_main(ctx: LaunchContext, channel: SyncChannel, announced: boo
             os.read(fifo_fd, 1)  # blocks until `start` writes
             os.close(fifo_fd)
         if spec.hooks and spec.hooks.start_container:
-            hooks.run_hooks("startContainer", spec.hooks.start_container, state)
+            from styrolite.hooks import run_hooks  # loaded by preload() before the fork
+
+            run_hooks("startContainer", spec.hooks.start_container, state)
         process_setup.execute(ready, ctx.sys)
     except BaseException as e:
         if created:

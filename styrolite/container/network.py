@@ -7,8 +7,8 @@ no netlink library; everything else about networking belongs to whoever created 
 
 from __future__ import annotations
 
+import _socket  # the C module under `socket` (whose import builds IntEnums): one datagram socket for ioctls
 import fcntl
-import socket
 import struct
 
 from styrolite.errors import ContainerError
@@ -21,10 +21,13 @@ _IFREQ = "16sH22x"  # struct ifreq: the name, then ifr_flags in the 24-byte unio
 
 def loopback_up(name: str = "lo") -> None:
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 0) as sock:
+        sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM, 0)
+        try:
             request = struct.pack(_IFREQ, name.encode(), 0)
             flags = struct.unpack(_IFREQ, fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, request))[1]
             if not flags & IFF_UP:
                 fcntl.ioctl(sock.fileno(), SIOCSIFFLAGS, struct.pack(_IFREQ, name.encode(), flags | IFF_UP))
+        finally:
+            sock.close()
     except OSError as e:
         raise ContainerError(f"bring {name} up in the container's network namespace: {e.strerror}") from e

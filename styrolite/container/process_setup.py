@@ -22,13 +22,16 @@ import errno
 import os
 import stat
 import sys as python_sys
-from dataclasses import dataclass, field
-from typing import Any
 
 from styrolite import security
 from styrolite.errors import ContainerError
+from styrolite.records import field, record
 from styrolite.spec.model import Capabilities, Process, Spec
 from styrolite.syscalls import LINUX, Syscalls
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -41,7 +44,7 @@ class ExecutableError(ContainerError):
         self.exit_code = exit_code
 
 
-@dataclass
+@record
 class ReadyProcess:
     """A process set up as far as it can be before ``start``: what is left is one execve."""
 

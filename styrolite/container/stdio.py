@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+
+from styrolite.records import record
 
 
-@dataclass
+@record
 class Stdio:
     """Descriptors to become the process's fds 0, 1, 2; ``None`` leaves that stream inherited unchanged."""
 
@@ -23,7 +24,7 @@ class Stdio:
                 os.set_inheritable(target, True)
 
 
-@dataclass
+@record
 class Pipes:
     """Pipes for a container's stdio: the runtime's ends (write to stdin, read stdout/stderr) and the child's."""
 

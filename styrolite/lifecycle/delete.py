@@ -4,11 +4,9 @@ callers use it to make sure a container is gone."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 
-from styrolite.errors import ContainerError, NotFoundError
+from styrolite.errors import ContainerError, NotFoundError, suppress
 from styrolite.lifecycle.common import cgroup_of, load_snapshot, require_status, wait_for_exit
 from styrolite.state import StateStore
 from styrolite.syscalls import LINUX, Syscalls
@@ -18,8 +16,6 @@ KILL_TIMEOUT = 10.0
 
 
 def delete(store: StateStore, container_id: str, force: bool = False, sys: Syscalls = LINUX) -> None:
-    from styrolite.hooks import run_hooks
-
     try:
         state = store.load(container_id)
     except NotFoundError:
@@ -33,36 +29,41 @@ def delete(store: StateStore, container_id: str, force: bool = False, sys: Sysca
     if state.status != "stopped":
         _kill_and_wait(state.pid, cgroup, sys)
     spec = None
-    with contextlib.suppress(Exception):
-        spec = load_snapshot(store, state)
+    if state.hooks is None or state.own_mount_namespace is None or "poststop" in state.hooks:
+        with suppress(Exception):  # the record does not say enough: the config snapshot does
+            spec = load_snapshot(store, state)
     try:
         cgroup.destroy(kill=True)
     except Exception as e:
         raise ContainerError(f"delete container {container_id!r}: remove cgroup {cgroup.path}") from e
-    if spec is not None and spec.namespace("mount") is None and state.rootfs:
+    shares_mounts = (state.own_mount_namespace is False if state.own_mount_namespace is not None
+                     else spec is not None and spec.namespace("mount") is None)
+    if shares_mounts and state.rootfs:
         _detach_mounts_under(state.rootfs, sys)
     state.status = "stopped"
     store.remove(container_id)
     if spec is not None and spec.hooks and spec.hooks.poststop:
+        from styrolite.hooks import run_hooks
+
         run_hooks("poststop", spec.hooks.poststop, state.oci_state(), must_succeed=False)
 
 
 def _kill_and_wait(pid: int, cgroup, sys: Syscalls) -> None:
     pidfd = None
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         pidfd = sys.pidfd_open(pid)
-    with contextlib.suppress(Exception):
+    with suppress(Exception):
         if cgroup.state() == "frozen":
             cgroup.thaw()
-    with contextlib.suppress(Exception):
-        cgroup.kill_all(signal.SIGKILL)
+    with suppress(Exception):
+        cgroup.kill_all(k.SIGKILL)
     if pidfd is not None:
-        with contextlib.suppress(OSError):
-            sys.pidfd_send_signal(pidfd, signal.SIGKILL)
+        with suppress(OSError):
+            sys.pidfd_send_signal(pidfd, k.SIGKILL)
     try:
         if not wait_for_exit(pid, pidfd, KILL_TIMEOUT):
             raise ContainerError(f"container init (pid {pid}) did not die after SIGKILL")
-        with contextlib.suppress(ChildProcessError, OSError):
+        with suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
     finally:
         if pidfd is not None:
@@ -77,5 +78,5 @@ def _detach_mounts_under(rootfs: str, sys: Syscalls) -> None:
     root = os.path.realpath(rootfs)
     points = [e.mount_point for e in read_mountinfo() if e.mount_point.startswith(root.rstrip("/") + "/")]
     for point in sorted(set(points), key=lambda p: p.count("/"), reverse=True):
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             sys.umount2(point, k.MNT_DETACH)

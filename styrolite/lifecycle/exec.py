@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import sys as python_sys
-from dataclasses import dataclass
-from typing import Any, NoReturn
 
 from styrolite import security
 from styrolite.container import process_setup
@@ -27,16 +24,21 @@ from styrolite.container.terminal import take_terminal
 from styrolite.errors import ContainerError, describe
 from styrolite.lifecycle.common import cgroup_of, load_snapshot, require_status
 from styrolite.lifecycle.handoff import send_console, write_pid_file
+from styrolite.logs import log
 from styrolite.namespaces import join_before_user, join_namespaces, open_namespace_files
 from styrolite.namespaces.plan import JOIN_ORDER
+from styrolite.records import record
 from styrolite.spec.model import Process, Spec
 from styrolite.state import StateStore
-from styrolite.syscalls import LINUX, Syscalls
+from styrolite.syscalls import LINUX, Syscalls, linux
 from styrolite.syscalls import constants as k
 
-log = logging.getLogger("styrolite")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
-@dataclass
+
+@record
 class Executed:
     pid: int
     console_fd: int | None = None
@@ -63,10 +65,12 @@ def exec_process(
     seccomp_filter = None
     if spec.linux and spec.linux.seccomp:
         from styrolite.security import compile_filter
+        from styrolite.security.seccomp_cache import cache_dir_for
 
-        seccomp_filter = compile_filter(spec.linux.seccomp)
+        seccomp_filter = compile_filter(spec.linux.seccomp, cache_dir=cache_dir_for(store.root))
     cgroup = cgroup_of(state)
 
+    linux.load()  # the exec child joins the container's mount namespace: nothing may be loaded from disk after
     parent, child = SyncChannel.pair()
     exec_child = os.fork()
     if exec_child == 0:  # pragma: no cover - runs in the child

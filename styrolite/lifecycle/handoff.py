@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
+import _socket
 import os
-import socket
 
+from styrolite.container.sync import send_fds
 from styrolite.errors import ContainerError
 
 
 def send_console(path: str, fd: int) -> None:
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
             sock.connect(path)
-            socket.send_fds(sock, [b"console"], [fd])
+            send_fds(sock, b"console", [fd])
+        finally:
+            sock.close()
     except OSError as e:
         raise ContainerError(f"send the console to --console-socket {path!r}: {e.strerror}") from e
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import _signal  # the C module under `signal`, whose IntEnums would import enum for every call
 import os
-import signal as signal_module
 
 from styrolite.errors import ContainerError
 from styrolite.lifecycle.common import cgroup_of, require_status
@@ -21,12 +21,18 @@ def parse_signal(text: str | int) -> int:
         name = str(text).upper()
         name = name if name.startswith("SIG") else "SIG" + name
         try:
-            number = int(signal_module.Signals[name])
+            number = _signal_numbers()[name]
         except KeyError:
             raise ContainerError(f"unknown signal {text!r}") from None
-    if not 1 <= number <= signal_module.SIGRTMAX:
-        raise ContainerError(f"signal {text!r} out of range 1..{int(signal_module.SIGRTMAX)}")
+    if not 1 <= number <= _signal.SIGRTMAX:
+        raise ContainerError(f"signal {text!r} out of range 1..{_signal.SIGRTMAX}")
     return number
+
+
+def _signal_numbers() -> dict[str, int]:
+    """SIGTERM -> 15, ...: the names ``signal.Signals`` has (SIGRTMIN and SIGRTMAX included)."""
+    return {name: value for name, value in vars(_signal).items()
+            if name.startswith("SIG") and not name.startswith("SIG_") and isinstance(value, int)}
 
 
 def kill(store: StateStore, container_id: str, signum: int, all_processes: bool = False,

@@ -6,13 +6,11 @@ import errno
 import os
 
 from styrolite.errors import ContainerError
-from styrolite.lifecycle.common import load_snapshot, require_status
+from styrolite.lifecycle.common import has_hooks, load_snapshot, require_status
 from styrolite.state import StateStore
 
 
 def start(store: StateStore, container_id: str) -> None:
-    from styrolite.hooks import run_hooks
-
     state = store.load(container_id)
     require_status(state, ("created",), "start")
     fifo = store.exec_fifo(container_id)
@@ -29,6 +27,9 @@ def start(store: StateStore, container_id: str) -> None:
     os.unlink(fifo)
     state.status = "running"
     store.save(state)
-    spec = load_snapshot(store, state)
-    if spec.hooks and spec.hooks.poststart:
+    if has_hooks(store, state, "poststart"):
+        from styrolite.hooks import run_hooks
+
+        spec = load_snapshot(store, state)
+        assert spec.hooks is not None
         run_hooks("poststart", spec.hooks.poststart, state.oci_state(), must_succeed=False)

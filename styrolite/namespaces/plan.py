@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass, field
 
 from styrolite.errors import ContainerError
+from styrolite.records import field, record
 from styrolite.spec.model import Spec
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls import constants as k
@@ -16,7 +16,7 @@ from styrolite.syscalls import constants as k
 JOIN_ORDER = ["user", "cgroup", "ipc", "uts", "network", "pid", "time", "mount"]
 
 
-@dataclass
+@record
 class NamespacePlan:
     new_user: bool = False
     unshare_flags: int = 0  # every new namespace except user (done first, on its own)

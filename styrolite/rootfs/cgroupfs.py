@@ -8,11 +8,11 @@ hierarchy, which the namespace roots at the container's cgroup), with the entry'
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import posixpath
 
+from styrolite.errors import suppress
 from styrolite.mountinfo import MountEntry, mount_containing, read_mountinfo
 from styrolite.rootfs.options import MountOptions
 from styrolite.rootfs.remount import flags_from_mountinfo, remount_bind
@@ -126,7 +126,7 @@ def _mount_hierarchy(root_fd: int, destination: str, entry: MountEntry, own: dic
         parent = make_dirs(root_fd, destination, sys)
         try:
             for alias in name.split(","):
-                with contextlib.suppress(FileExistsError):
+                with suppress(FileExistsError):
                     os.symlink(name, alias, dir_fd=parent)
         finally:
             os.close(parent)

@@ -8,12 +8,11 @@ cannot redirect a node to the host.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import posixpath
 import stat
 
-from styrolite.errors import ConfigError, ContainerError, StyroliteError
+from styrolite.errors import ConfigError, ContainerError, StyroliteError, suppress
 from styrolite.rootfs.resolve import fd_path, make_dirs, make_file
 from styrolite.spec.defaults import DEFAULT_DEVICES
 from styrolite.spec.model import Device, Spec
@@ -70,7 +69,7 @@ def _create_device(root_fd: int, device: Device, sys: Syscalls, *, bind: bool) -
         node = f"{fd_path(parent_fd)}/{name}"
         mode = _TYPES[device.type] | (0o666 if device.file_mode is None else device.file_mode & 0o7777)
         number = 0 if device.type == "p" else os.makedev(device.major or 0, device.minor or 0)
-        with contextlib.suppress(FileNotFoundError):  # replace whatever the image had there
+        with suppress(FileNotFoundError):  # replace whatever the image had there
             os.unlink(name, dir_fd=parent_fd)
         old_umask = os.umask(0)
         try:
@@ -92,7 +91,7 @@ def create_links(root_fd: int, sys: Syscalls = LINUX) -> None:
     try:
         for name, link_target in links:
             if name == "ptmx":
-                with contextlib.suppress(FileNotFoundError):
+                with suppress(FileNotFoundError):
                     os.unlink(name, dir_fd=dev_fd)
             try:
                 os.symlink(link_target, name, dir_fd=dev_fd)

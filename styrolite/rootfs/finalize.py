@@ -9,11 +9,9 @@ runc does.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator
 
 from styrolite.errors import ConfigError, ContainerError
 from styrolite.mountinfo import mount_containing, read_mountinfo
@@ -24,6 +22,10 @@ from styrolite.rootfs.resolve import fd_path, open_in_root
 from styrolite.spec.model import Spec
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls import constants as k
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    pass
 
 _READ_ONLY = parse_options(["ro"])
 
@@ -58,20 +60,26 @@ def _step(what: str, call, *args) -> None:
         raise ContainerError(what) from e
 
 
-@contextlib.contextmanager
-def _existing(root_fd: int, path: str, sys: Syscalls) -> Iterator[int | None]:
-    """An O_PATH fd of ``path`` in the root, or None when the image does not have it."""
-    try:
-        fd = open_in_root(root_fd, path, sys)
-    except OSError as e:
-        if e.errno in (errno.ENOENT, errno.ENOTDIR):
-            yield None
-            return
-        raise
-    try:
-        yield fd
-    finally:
-        os.close(fd)
+class _existing:
+    """``with _existing(root_fd, path, sys) as fd``: an O_PATH fd of ``path`` in the root, or None when the
+    image does not have it; closed on exit."""
+
+    def __init__(self, root_fd: int, path: str, sys: Syscalls) -> None:
+        self.root_fd, self.path, self.sys = root_fd, path, sys
+        self.fd: int | None = None
+
+    def __enter__(self) -> int | None:
+        try:
+            self.fd = open_in_root(self.root_fd, self.path, self.sys)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                return None
+            raise
+        return self.fd
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
 
 
 def _mount_target(fd: int, path: str) -> str:

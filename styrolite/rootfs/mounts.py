@@ -22,6 +22,10 @@ from styrolite.spec.model import Mount
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls import constants as k
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from styrolite.mountinfo import MountEntry
+
 _BIND_ONLY = k.MS_BIND | k.MS_REC | k.MS_REMOUNT
 
 
@@ -35,15 +39,16 @@ def is_bind(mount: Mount, options: MountOptions) -> bool:
 
 
 def mount_entry(root_fd: int, mount: Mount, bundle: str, sys: Syscalls = LINUX, *, cgroupns: bool = False,
-                source_fd: int | None = None) -> None:
+                source_fd: int | None = None, mountinfo: list[MountEntry] | None = None) -> None:
     """Mount one entry; every failure becomes ``mount "proc" on "/proc" (type proc): <cause>``.
 
     ``source_fd``: an O_PATH fd of a bind mount's source, opened earlier (see ``open_bind_sources``).
+    ``mountinfo``: the mount table as read after the rootfs bind, for the cgroup hierarchies (else read here).
     """
     try:
         options = parse_options(mount.options)
         if mount.type in ("cgroup", "cgroup2"):
-            mount_cgroup(root_fd, mount, options, sys, cgroupns=cgroupns)
+            mount_cgroup(root_fd, mount, options, sys, cgroupns=cgroupns, mountinfo=mountinfo)
         elif is_bind(mount, options):
             _mount_bind(root_fd, mount, options, bundle, sys, source_fd)
         else:

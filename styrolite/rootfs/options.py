@@ -9,8 +9,7 @@ because the kernel accepts only one propagation change per call; anything unknow
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from styrolite.records import field, record
 from styrolite.syscalls import constants as k
 
 # name -> (clear?, MS_* flag)
@@ -81,7 +80,7 @@ _RECURSIVE_ATIME: dict[str, int] = {
 _ATIME_FLAGS = k.MS_NOATIME | k.MS_RELATIME | k.MS_STRICTATIME | k.MS_NODIRATIME
 
 
-@dataclass
+@record
 class MountOptions:
     flags: int = 0  # MS_* bits to pass to mount(2)
     cleared: int = 0  # MS_* bits the options explicitly cleared (rw, suid...): never re-added from the source

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass, field
 
 from styrolite.errors import ConfigError, ContainerError
-from styrolite.mountinfo import mount_containing, read_mountinfo
+from styrolite.mountinfo import MountEntry, mount_containing, read_mountinfo
+from styrolite.records import field, record
 from styrolite.rootfs.devices import setup_dev
 from styrolite.rootfs.mounts import bind_source, describe_mount, is_bind, mount_entry
 from styrolite.rootfs.options import parse_options, propagation_flags
@@ -27,7 +27,7 @@ from styrolite.syscalls import constants as k
 DEFAULT_PROPAGATION = k.MS_SLAVE | k.MS_REC
 
 
-@dataclass
+@record
 class PreparedRootfs:
     rootfs: str  # absolute, symlink-free host path of the rootfs, now its own mount point
     userns: bool  # devices were bind-mounted rather than mknod'ed
@@ -80,19 +80,22 @@ def prepare_rootfs(spec: Spec, bundle: str, sys: Syscalls = LINUX, console_path:
             sys.mount(None, rootfs, None, k.MS_PRIVATE)
     except OSError as e:
         raise ContainerError(f'bind rootfs "{rootfs}" onto itself') from e
+    entries = read_mountinfo()  # once: the rootfs bind's ids, and the host's cgroup hierarchies
     prepared = PreparedRootfs(rootfs=rootfs, userns=spec.namespace("user") is not None,
-                              root_mount_ids=_mount_ids_under(rootfs))
-    _mount_all(rootfs, spec, bundle, sys, prepared, console_path, source_fds or {})
+                              root_mount_ids=_mount_ids_under(rootfs, entries))
+    _mount_all(rootfs, spec, bundle, sys, prepared, console_path, source_fds or {}, entries)
     return prepared
 
 
 def _mount_all(rootfs: str, spec: Spec, bundle: str, sys: Syscalls, prepared: PreparedRootfs,
-               console_path: str | None, source_fds: dict[int, int]) -> None:
+               console_path: str | None, source_fds: dict[int, int], mountinfo: list[MountEntry] | None = None,
+               ) -> None:
     cgroupns = spec.namespace("cgroup") is not None
     root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # the bind, not the dir below it
     try:
         for index, mount in enumerate(spec.mounts):
-            mount_entry(root_fd, mount, bundle, sys, cgroupns=cgroupns, source_fd=source_fds.get(index))
+            mount_entry(root_fd, mount, bundle, sys, cgroupns=cgroupns, source_fd=source_fds.get(index),
+                        mountinfo=mountinfo)
         setup_dev(root_fd, spec, sys, userns=prepared.userns, console_path=console_path)
     finally:
         os.close(root_fd)
@@ -105,9 +108,8 @@ def _make_parent_private(rootfs: str, sys: Syscalls) -> None:
         sys.mount(None, parent.mount_point, None, k.MS_PRIVATE)
 
 
-def _mount_ids_under(rootfs: str) -> list[int]:
+def _mount_ids_under(rootfs: str, entries: list[MountEntry]) -> list[int]:
     """Ids of the rootfs bind and of host submounts it carried along (root.readonly covers them too)."""
-    entries = read_mountinfo()
     return [e.mount_id for e in entries if e.mount_point == rootfs or e.mount_point.startswith(rootfs + "/")]
 
 

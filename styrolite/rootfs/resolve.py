@@ -9,14 +9,16 @@ each under an fd that was itself resolved in the root.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import posixpath
-from collections.abc import Iterator
 
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls import constants as k
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    pass
 
 RESOLVE = k.RESOLVE_IN_ROOT | k.RESOLVE_NO_MAGICLINKS
 
@@ -120,12 +122,18 @@ def make_file(root_fd: int, path: str, sys: Syscalls = LINUX, mode: int = 0o644,
     return open_in_root(root_fd, relative, sys)
 
 
-@contextlib.contextmanager
-def target(root_fd: int, path: str, sys: Syscalls = LINUX) -> Iterator[str]:
-    """``/proc/self/fd/N`` of ``path`` in the root, for one kernel call; re-opened for each call so it
-    always names the topmost mount at that path (a mount made through an fd does not change that fd)."""
-    fd = open_in_root(root_fd, path, sys)
-    try:
-        yield fd_path(fd)
-    finally:
-        os.close(fd)
+class target:
+    """``with target(root_fd, path, sys) as where``: ``/proc/self/fd/N`` of ``path`` in the root, for one
+    kernel call; re-opened for each call so it always names the topmost mount at that path (a mount made
+    through an fd does not change that fd)."""
+
+    def __init__(self, root_fd: int, path: str, sys: Syscalls = LINUX) -> None:
+        self.root_fd, self.path, self.sys = root_fd, path, sys
+        self.fd = -1
+
+    def __enter__(self) -> str:
+        self.fd = open_in_root(self.root_fd, self.path, self.sys)
+        return fd_path(self.fd)
+
+    def __exit__(self, *exc_info: object) -> None:
+        os.close(self.fd)

@@ -44,8 +44,21 @@ from styrolite.security.process_attrs import (
     validate_personality,
 )
 from styrolite.security.rlimits import RLIMIT_NUMBERS, apply_rlimits, validate_rlimits
-from styrolite.security.seccomp import SeccompFilter, compile_filter, default_filter, validate_seccomp
-from styrolite.security.seccomp_default import default_profile, native_architectures
+
+# libseccomp and the default profile are loaded on first use: a container without linux.seccomp never needs them
+_SECCOMP_EXPORTS = {"SeccompFilter": "seccomp", "compile_filter": "seccomp", "default_filter": "seccomp",
+                    "validate_seccomp": "seccomp", "default_profile": "seccomp_default",
+                    "native_architectures": "seccomp_default"}
+
+
+def __getattr__(name: str) -> object:
+    module = _SECCOMP_EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "CAPABILITY_NAMES",

@@ -26,11 +26,10 @@ do: clients send the lists of the newest kernel they know. Only a non-string ent
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import prctl  # at import time, so the forked container child does not pay for it
 
 from styrolite.errors import ConfigError, ContainerError
+from styrolite.records import field, record
 from styrolite.spec.model import Capabilities, Process
 from styrolite.spec.vocabulary import CAPABILITIES, CAPABILITY_NUMBERS
 from styrolite.syscalls import LINUX, Syscalls
@@ -109,7 +108,7 @@ def current_capabilities(pid: int | str = "self") -> dict[str, int]:
     return result
 
 
-@dataclass
+@record
 class CapabilityPlan:
     """What to set, as bit masks, after checking the request against what the process can have."""
 

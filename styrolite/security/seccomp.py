@@ -31,13 +31,12 @@ from __future__ import annotations
 import errno as errno_module
 import functools
 import os
-from dataclasses import dataclass, field
 
 from styrolite.errors import ConfigError, ContainerError
 from styrolite.security import libseccomp as scmp
 from styrolite.security.seccomp_default import default_profile
+from styrolite.security.seccomp_filter import SeccompFilter
 from styrolite.spec.model import Seccomp, SeccompSyscall
-from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls import constants as k
 
 ACTIONS = ("SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO",
@@ -64,37 +63,6 @@ ARCHITECTURES = {
 _MAX_ARGS = 6
 _MAX_ERRNO_RET = 4094
 _UINT64_MAX = (1 << 64) - 1
-
-
-@dataclass(frozen=True)
-class SeccompFilter:
-    """A compiled filter: the BPF program and the seccomp(2) flags to load it with."""
-
-    program: bytes
-    flags: int = 0
-    warnings: tuple[str, ...] = field(default=())
-
-    @property
-    def instructions(self) -> int:
-        return len(self.program) // 8
-
-    def export_bpf(self) -> bytes:
-        """The classic-BPF program (``struct sock_filter`` array), as libseccomp's seccomp_export_bpf wrote it."""
-        return self.program
-
-    def load(self, sys: Syscalls = LINUX) -> None:
-        """Install the filter on the calling process (needs no_new_privs or CAP_SYS_ADMIN; see module doc)."""
-        try:
-            result = sys.seccomp_set_mode_filter(self.program, self.flags)
-        except OSError as e:
-            hint = ""
-            if e.errno == errno_module.EACCES:
-                hint = ": set no_new_privs first or keep CAP_SYS_ADMIN until the filter is loaded"
-            raise ContainerError(f"load the seccomp filter ({self.instructions} instructions){hint}") from e
-        if result > 0 and self.flags & k.SECCOMP_FILTER_FLAG_TSYNC:
-            # With TSYNC the kernel reports the thread it could not synchronise instead of failing.
-            raise ContainerError(f"load the seccomp filter: SECCOMP_FILTER_FLAG_TSYNC could not synchronise "
-                                 f"thread {result}")
 
 
 def validate_seccomp(seccomp: Seccomp, path: str = "linux.seccomp") -> None:
@@ -156,16 +124,27 @@ def action_value(action: str, errno_ret: int | None) -> int:
     }[action]
 
 
-def compile_filter(seccomp: Seccomp, path: str = "linux.seccomp") -> SeccompFilter:
+def compile_filter(seccomp: Seccomp, path: str = "linux.seccomp", cache_dir: str | None = None) -> SeccompFilter:
     """Validate and compile (in the parent, before fork). Warnings list skipped syscall names.
 
     Memoised on the profile's content: a warm process starting many containers with the same profile
-    compiles it once (tens of milliseconds for the default profile); the result is immutable.
+    compiles it once (tens of milliseconds for the default profile); the result is immutable. With
+    ``cache_dir`` the compiled filter is also kept on disk for the next process (seccomp_cache).
     """
     key = (repr(seccomp), path)
     compiled = _compiled.get(key)
     if compiled is None:
-        compiled = _compile(seccomp, path)
+        validate_seccomp(seccomp, path)
+        disk_key = None
+        if cache_dir is not None:
+            from styrolite.security import seccomp_cache
+
+            disk_key = seccomp_cache.cache_key(seccomp, path)
+            compiled = seccomp_cache.load(cache_dir, disk_key)
+        if compiled is None:
+            compiled = _compile(seccomp, path)
+            if disk_key is not None:
+                seccomp_cache.store(cache_dir, disk_key, compiled)
         if len(_compiled) >= _CACHE_SIZE:
             _compiled.pop(next(iter(_compiled)))
         _compiled[key] = compiled
@@ -177,7 +156,7 @@ _compiled: dict[tuple[str, str], SeccompFilter] = {}
 
 
 def _compile(seccomp: Seccomp, path: str) -> SeccompFilter:
-    validate_seccomp(seccomp, path)
+    """libseccomp's BPF for a validated profile."""
     lib = scmp.library()
     default = action_value(seccomp.default_action, seccomp.default_errno_ret)
     ctx = lib.lib.seccomp_init(default)

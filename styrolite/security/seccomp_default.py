@@ -23,7 +23,7 @@ CPython need), with these differences, all towards denying more:
 from __future__ import annotations
 
 import functools
-import platform
+import os
 
 from styrolite.security import libseccomp as scmp
 from styrolite.spec.model import Seccomp, SeccompArg, SeccompSyscall
@@ -109,7 +109,7 @@ def _known_allowed() -> tuple[str, ...]:
 
 def native_architectures() -> list[str]:
     """The OCI arch names a container on this machine may use (Docker's map: x86_64 also runs x86/x32)."""
-    machine = platform.machine()
+    machine = os.uname().machine
     if machine == "x86_64":
         return ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
     if machine == "aarch64":

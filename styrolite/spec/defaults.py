@@ -7,10 +7,13 @@ defaults without CAP_NET_RAW), no ambient capabilities, no_new_privs, a read-onl
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from styrolite import OCI_VERSION
 from styrolite.spec.model import Device
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_CAPABILITIES: tuple[str, ...] = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_SETGID", "CAP_SETUID",

@@ -10,10 +10,12 @@ accepted when it uses none but those.
 
 from __future__ import annotations
 
-from typing import Any
-
 from styrolite import __version__
 from styrolite.spec import vocabulary as v
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 UNSUPPORTED_SECCOMP_ACTIONS = frozenset({"SCMP_ACT_NOTIFY"})
 SUPPORTED_SECCOMP_FLAGS = ("SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW")

@@ -5,17 +5,22 @@ Users fix JSON, so errors name the JSON path of the bad value, not a Python attr
 
 from __future__ import annotations
 
-import json
-import re
+from styrolite import jsonio
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENTIFIER_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_IDENTIFIER_CHARS = _IDENTIFIER_START | frozenset("0123456789")
+
+
+def is_identifier(key: str) -> bool:
+    """An ASCII identifier (``[A-Za-z_][A-Za-z0-9_]*``): such a key is written without quotes."""
+    return bool(key) and key[0] in _IDENTIFIER_START and _IDENTIFIER_CHARS.issuperset(key)
 
 
 def join_key(path: str, key: str) -> str:
     """``linux`` + ``namespaces`` -> ``linux.namespaces``; odd keys are quoted: ``linux.sysctl["net.ipv4.x"]``."""
-    if _IDENTIFIER.match(key):
+    if is_identifier(key):
         return f"{path}.{key}" if path else key
-    return f"{path}[{json.dumps(key)}]"
+    return f"{path}[{jsonio.dumps(key)}]"
 
 
 def join_index(path: str, index: int) -> str:

@@ -1,36 +1,34 @@
-"""The OCI runtime-spec (1.0-1.2) ``config.json`` as typed dataclasses.
+"""The OCI runtime-spec (1.0-1.3) ``config.json`` as typed record classes (styrolite.records).
 
 Naming rule: each field is the snake_case of its JSON name (``noNewPrivileges`` -> ``no_new_privileges``);
 where that is not mechanical the JSON name is given as ``field(metadata={"json": ...})``.
-``@model_class`` is ``@dataclass`` minus its import-time code generation (see modelclass.py).
+``@record`` is ``@dataclass`` minus ``dataclasses`` and its import-time code generation (records.py).
 Optional objects are ``None`` when absent; lists and maps default to empty.
 """
 
 from __future__ import annotations
 
-from dataclasses import field
-
-from styrolite.spec.modelclass import model_class
+from styrolite.records import field, record
 
 
 def json_name(name: str) -> dict[str, str]:
     return {"json": name}
 
 
-@model_class
+@record
 class Root:
     path: str
     readonly: bool = False
 
 
-@model_class
+@record
 class IDMapping:
     container_id: int = field(metadata=json_name("containerID"))
     host_id: int = field(metadata=json_name("hostID"))
     size: int
 
 
-@model_class
+@record
 class Mount:
     destination: str
     type: str | None = None
@@ -40,13 +38,13 @@ class Mount:
     gid_mappings: list[IDMapping] = field(default_factory=list)
 
 
-@model_class
+@record
 class Box:
     height: int
     width: int
 
 
-@model_class
+@record
 class User:
     uid: int = 0
     gid: int = 0
@@ -55,7 +53,7 @@ class User:
     username: str | None = None
 
 
-@model_class
+@record
 class Capabilities:
     bounding: list[str] = field(default_factory=list)
     effective: list[str] = field(default_factory=list)
@@ -64,20 +62,20 @@ class Capabilities:
     ambient: list[str] = field(default_factory=list)
 
 
-@model_class
+@record
 class Rlimit:
     type: str
     soft: int
     hard: int
 
 
-@model_class
+@record
 class IOPriority:
     class_: str = field(metadata=json_name("class"))
     priority: int = 0
 
 
-@model_class
+@record
 class Scheduler:
     policy: str
     nice: int = 0
@@ -88,13 +86,13 @@ class Scheduler:
     period: int = 0
 
 
-@model_class
+@record
 class ExecCPUAffinity:
     initial: str | None = None
     final: str | None = None
 
 
-@model_class
+@record
 class Process:
     cwd: str
     args: list[str] = field(default_factory=list)
@@ -113,7 +111,7 @@ class Process:
     exec_cpu_affinity: ExecCPUAffinity | None = field(default=None, metadata=json_name("execCPUAffinity"))
 
 
-@model_class
+@record
 class Hook:
     path: str
     args: list[str] = field(default_factory=list)
@@ -121,7 +119,7 @@ class Hook:
     timeout: int | None = None
 
 
-@model_class
+@record
 class Hooks:
     prestart: list[Hook] = field(default_factory=list)
     create_runtime: list[Hook] = field(default_factory=list)
@@ -131,13 +129,13 @@ class Hooks:
     poststop: list[Hook] = field(default_factory=list)
 
 
-@model_class
+@record
 class Namespace:
     type: str
     path: str | None = None
 
 
-@model_class
+@record
 class Device:
     type: str
     path: str
@@ -148,7 +146,7 @@ class Device:
     gid: int | None = None
 
 
-@model_class
+@record
 class DeviceCgroup:
     allow: bool
     type: str | None = None  # "a", "c" or "b"; None means all
@@ -157,7 +155,7 @@ class DeviceCgroup:
     access: str | None = None  # any of "rwm"
 
 
-@model_class
+@record
 class Memory:
     limit: int | None = None
     reservation: int | None = None
@@ -170,7 +168,7 @@ class Memory:
     check_before_update: bool | None = None
 
 
-@model_class
+@record
 class CPU:
     shares: int | None = None
     quota: int | None = None
@@ -183,12 +181,12 @@ class CPU:
     idle: int | None = None
 
 
-@model_class
+@record
 class Pids:
     limit: int
 
 
-@model_class
+@record
 class WeightDevice:
     major: int
     minor: int
@@ -196,14 +194,14 @@ class WeightDevice:
     leaf_weight: int | None = None
 
 
-@model_class
+@record
 class ThrottleDevice:
     major: int
     minor: int
     rate: int
 
 
-@model_class
+@record
 class BlockIO:
     weight: int | None = None
     leaf_weight: int | None = None
@@ -216,25 +214,25 @@ class BlockIO:
         default_factory=list, metadata=json_name("throttleWriteIOPSDevice"))
 
 
-@model_class
+@record
 class HugepageLimit:
     page_size: str
     limit: int
 
 
-@model_class
+@record
 class NetworkPriority:
     name: str
     priority: int
 
 
-@model_class
+@record
 class Network:
     class_id: int | None = field(default=None, metadata=json_name("classID"))
     priorities: list[NetworkPriority] = field(default_factory=list)
 
 
-@model_class
+@record
 class Resources:
     devices: list[DeviceCgroup] = field(default_factory=list)
     memory: Memory | None = None
@@ -247,7 +245,7 @@ class Resources:
     unified: dict[str, str] = field(default_factory=dict)
 
 
-@model_class
+@record
 class SeccompArg:
     index: int
     value: int
@@ -255,7 +253,7 @@ class SeccompArg:
     value_two: int = 0
 
 
-@model_class
+@record
 class SeccompSyscall:
     names: list[str]
     action: str
@@ -263,7 +261,7 @@ class SeccompSyscall:
     args: list[SeccompArg] = field(default_factory=list)
 
 
-@model_class
+@record
 class Seccomp:
     default_action: str
     default_errno_ret: int | None = None
@@ -274,19 +272,19 @@ class Seccomp:
     syscalls: list[SeccompSyscall] = field(default_factory=list)
 
 
-@model_class
+@record
 class Personality:
     domain: str
     flags: list[str] = field(default_factory=list)
 
 
-@model_class
+@record
 class TimeOffset:
     secs: int = 0
     nanosecs: int = 0
 
 
-@model_class
+@record
 class Linux:
     namespaces: list[Namespace] = field(default_factory=list)
     uid_mappings: list[IDMapping] = field(default_factory=list)
@@ -304,7 +302,7 @@ class Linux:
     personality: Personality | None = None
 
 
-@model_class
+@record
 class Spec:
     oci_version: str
     root: Root | None = None

@@ -1,27 +1,32 @@
-"""Decode config.json (and exec's process.json) into the dataclasses of ``model.py``.
+"""Decode config.json (and exec's process.json) into the record classes of ``model.py``.
 
 One generic decoder driven by the type hints, so adding a field to the model is the only step needed
-to parse it. Every problem becomes a ``ConfigError`` whose ``path`` is the JSON path of the bad value
+to parse it. The hints are the model's annotation strings, evaluated here in the model's namespace
+(``list[Mount]``, ``int | None``, ``dict[str, str]``): no ``typing`` or ``dataclasses`` at run time, and no
+``json`` package on the way in (styrolite.jsonio), because ``styrolite create`` parses a config per call.
+Every problem becomes a ``ConfigError`` whose ``path`` is the JSON path of the bad value
 (``linux.namespaces[2].type``): users fix JSON, so errors speak JSON, not Python.
 Unknown keys are ignored, as the runtime-spec allows (forward compatibility, other platforms' keys).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import types
-import typing
-from functools import cache
-from typing import Any, TypeVar, Union
-
+from styrolite import jsonio, records
 from styrolite.errors import ConfigError
 from styrolite.spec import model
 from styrolite.spec.jsonpath import join_index, join_key, json_type
 from styrolite.spec.model import Process, Spec
 from styrolite.spec.validate import check_unsupported_fields, is_newer_than_known, validate_process, validate_spec
 
-T = TypeVar("T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
+    Decoder = Callable[[object], Any]
+
+_UNION = type(int | None)
 
 # Integers in the spec are Go int32/int64/uint32/uint64: accept the union of those ranges here; the
 # validator narrows individual fields (uids are uint32, ...).
@@ -46,30 +51,54 @@ def camel_case(name: str) -> str:
     return head + "".join(part.capitalize() for part in rest)
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class FieldInfo:
     name: str  # Python attribute
     json: str  # key in the document
     type: Any  # resolved type hint
     required: bool  # no default: the key must be present
+    default: Any  # for an absent key
+    default_factory: Any
 
 
-@cache
+_FIELDS: dict[type, tuple[FieldInfo, ...]] = {}
+_HINTS: dict[str, Any] = {}
+
+
 def fields_of(cls: type) -> tuple[FieldInfo, ...]:
-    """The JSON view of a model dataclass (cached: the hints are resolved once per class)."""
-    hints = typing.get_type_hints(cls, vars(model))
-    infos = []
-    for f in dataclasses.fields(cls):
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        infos.append(FieldInfo(f.name, f.metadata.get("json", camel_case(f.name)), hints[f.name], required))
-    return tuple(infos)
+    """The JSON view of a model record class (cached: the hints are resolved once per class)."""
+    infos = _FIELDS.get(cls)
+    if infos is None:
+        infos = tuple(FieldInfo(f.name, f.metadata.get("json", camel_case(f.name)), resolve_hint(f.type),
+                                f.required, f.default, f.default_factory) for f in records.fields(cls))
+        _FIELDS[cls] = infos
+    return infos
+
+
+def resolve_hint(annotation: Any) -> Any:
+    """A model annotation (a string under ``from __future__ import annotations``) as a type."""
+    if not isinstance(annotation, str):
+        return annotation
+    hint = _HINTS.get(annotation)
+    if hint is None:
+        hint = _HINTS[annotation] = eval(annotation, vars(model))  # our own model's annotations, never input
+    return hint
+
+
+def _origin(tp: Any) -> Any:
+    """``list`` for ``list[X]``, ``dict`` for ``dict[K, V]`` (what typing.get_origin says for them)."""
+    return getattr(tp, "__origin__", None)
+
+
+def _args(tp: Any) -> tuple[Any, ...]:
+    return getattr(tp, "__args__", ())
 
 
 def _optional_inner(tp: Any) -> Any | None:
     """``X`` for ``X | None``, else None."""
-    if typing.get_origin(tp) in (Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+    if isinstance(tp, _UNION):
+        args = [a for a in tp.__args__ if a is not type(None)]
+        if len(args) == 1 and len(tp.__args__) == 2:
             return args[0]
     return None
 
@@ -79,7 +108,7 @@ def _type_label(tp: Any) -> str:
     inner = _optional_inner(tp)
     if inner is not None:
         return _type_label(inner)
-    origin = typing.get_origin(tp)
+    origin = _origin(tp)
     if tp is str:
         return "string"
     if tp is bool:
@@ -88,7 +117,7 @@ def _type_label(tp: Any) -> str:
         return "integer"
     if origin is list:
         return "array"
-    if origin is dict or dataclasses.is_dataclass(tp):
+    if origin is dict or records.is_record(tp):
         return "object"
     return str(tp)
 
@@ -99,9 +128,6 @@ def _type_label(tp: Any) -> str:
 # build JSON paths as they go (that was most of the parse time): a failure raises _Invalid, and each
 # enclosing list/object decoder adds its index/key while the exception travels up; ``decode`` then turns
 # the collected steps into the ConfigError's path.
-
-Decoder = typing.Callable[[object], Any]
-
 
 class _Invalid(Exception):
     def __init__(self, message: str) -> None:
@@ -155,9 +181,18 @@ def _decode_int(value: object) -> int:
     return value
 
 
-@cache
+_DECODERS: dict[Any, Decoder] = {}
+
+
 def decoder_for(tp: Any) -> Decoder:
     """The (cached) decoder for a model type hint."""
+    decoder = _DECODERS.get(tp)
+    if decoder is None:
+        decoder = _DECODERS[tp] = _make_decoder(tp)
+    return decoder
+
+
+def _make_decoder(tp: Any) -> Decoder:
     inner = _optional_inner(tp)
     if inner is not None:
         decode_inner = decoder_for(inner)
@@ -168,12 +203,12 @@ def decoder_for(tp: Any) -> Decoder:
         return _decode_bool
     if tp is int:
         return _decode_int
-    origin = typing.get_origin(tp)
+    origin = _origin(tp)
     if origin is list:
-        return _list_decoder(tp, decoder_for(typing.get_args(tp)[0]))
+        return _list_decoder(tp, decoder_for(_args(tp)[0]))
     if origin is dict:
-        return _dict_decoder(tp, decoder_for(typing.get_args(tp)[1]))
-    if dataclasses.is_dataclass(tp):
+        return _dict_decoder(tp, decoder_for(_args(tp)[1]))
+    if records.is_record(tp):
         return _object_decoder(tp)
     raise TypeError(f"model type {tp!r} has no JSON decoding")  # a bug in model.py, not in input
 
@@ -219,13 +254,12 @@ _ABSENT = object()
 def _object_decoder(cls: type) -> Decoder:
     table = []
     for info in fields_of(cls):
-        f = next(f for f in dataclasses.fields(cls) if f.name == info.name)
         # Go leaves a zero value for null; keep the model's default (empty list, False...) likewise
         null_means_default = not info.required and _optional_inner(info.type) is None
         table.append((info.json, info.name, decoder_for(info.type), info.required, null_means_default,
-                      f.default, f.default_factory, _type_label(info.type)))
+                      info.default, info.default_factory, _type_label(info.type)))
     new = object.__new__  # the fields are filled in directly: no per-object __init__ call
-    missing = dataclasses.MISSING
+    missing = records.MISSING
     post_init = getattr(cls, "__post_init__", None)
 
     def decode_object_value(value: object) -> Any:
@@ -282,15 +316,15 @@ def unknown_keys(tp: Any, value: object, path: str) -> list[str]:
     inner = _optional_inner(tp)
     if inner is not None:
         tp = inner
-    origin = typing.get_origin(tp)
+    origin = _origin(tp)
     found: list[str] = []
     if origin is list and isinstance(value, list):
         for index, item in enumerate(value):
-            found += unknown_keys(typing.get_args(tp)[0], item, join_index(path, index))
+            found += unknown_keys(_args(tp)[0], item, join_index(path, index))
     elif origin is dict and isinstance(value, dict):
         for key, item in value.items():
-            found += unknown_keys(typing.get_args(tp)[1], item, join_key(path, str(key)))
-    elif dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            found += unknown_keys(_args(tp)[1], item, join_key(path, str(key)))
+    elif records.is_record(tp) and isinstance(value, dict):
         by_json = {info.json: info for info in fields_of(tp)}
         for key, item in value.items():
             info = by_json.get(key)
@@ -318,16 +352,30 @@ def read_json(file: str) -> object:
     The message already says everything, so the OSError/JSONDecodeError is not chained: ``describe()``
     prints one clean line instead of repeating the errno text.
     """
+    return decode_json(file, _read(file))
+
+
+def _read(file: str) -> bytes:
     try:
         with open(file, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as e:
         raise ConfigFileError(file, "", f"cannot read: {e.strerror or e}") from None
+
+
+def decode_json(file: str, data: bytes) -> object:
+    """The JSON document in ``data`` (read from ``file``, which error messages name)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise ConfigFileError(file, "", f"line {line}: invalid UTF-8") from None
+    try:
+        return jsonio.loads(text, constants=False)
+    except (ValueError, RecursionError):
+        pass  # the json package says exactly what is wrong, and where
+    import json
+
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as e:
@@ -340,8 +388,8 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _located(file: str, loader: typing.Callable[[object], T]) -> T:
-    obj = read_json(file)
+def _located(file: str, loader: Callable[[object], T], data: bytes | None = None) -> T:
+    obj = read_json(file) if data is None else decode_json(file, data)
     try:
         return loader(obj)
     except ConfigFileError:
@@ -353,6 +401,12 @@ def _located(file: str, loader: typing.Callable[[object], T]) -> T:
 def load_config(file: str) -> Spec:
     """Read and validate a bundle's config.json (give the file's path, e.g. ``bundle + "/config.json"``)."""
     return _located(file, parse_config)
+
+
+def load_config_and_bytes(file: str) -> tuple[Spec, bytes]:
+    """``load_config``, also returning the bytes that were parsed (``create`` keeps them as its snapshot)."""
+    data = _read(file)
+    return _located(file, parse_config, data), data
 
 
 def load_process(file: str) -> Process:

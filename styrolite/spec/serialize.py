@@ -1,4 +1,4 @@
-"""Model dataclasses -> JSON-ready dicts: the inverse of ``parse.decode``.
+"""Model records -> JSON-ready dicts: the inverse of ``parse.decode``.
 
 Used for the state/debug output and for round-trip tests. Absent optionals (None) and empty lists/maps
 are left out, as Go's ``omitempty`` does, so the output reads like a hand-written config.json.
@@ -6,15 +6,17 @@ are left out, as Go's ``omitempty`` does, so the output reads like a hand-writte
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
+from styrolite import records
 from styrolite.spec.parse import fields_of
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def to_json_obj(value: Any) -> Any:
-    """A model dataclass (or list/dict/scalar of them) as plain JSON values with the spec's key names."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    """A model record (or list/dict/scalar of them) as plain JSON values with the spec's key names."""
+    if records.is_record(value) and not isinstance(value, type):
         out: dict[str, Any] = {}
         for info in fields_of(type(value)):
             item = getattr(value, info.name)

@@ -7,11 +7,8 @@ the runtime-spec's MUSTs plus runc's validator where the spec is silent (sysctls
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterable
-
 from styrolite.errors import ConfigError
+from styrolite.jsonio import dumps as quoted
 from styrolite.spec import vocabulary as v
 from styrolite.spec.jsonpath import join_index, join_key
 from styrolite.spec.model import (
@@ -28,13 +25,30 @@ from styrolite.spec.model import (
     Spec,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 UINT32_MAX = 2**32 - 1
 UINT64_MAX = 2**64 - 1
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
-_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
-_ENV_NAME = re.compile(r"^[^=\0]+$")
+_SEMVER_LABEL_CHARS = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.-")
+
+
+def semver(version: str) -> tuple[int, int, int] | None:
+    """(major, minor, patch) of a SemVer ``MAJOR.MINOR.PATCH[-pre][+build]``, or None: no leading zeros,
+    ASCII digits, labels of ``[0-9A-Za-z.-]``."""
+    rest, plus, build = version.partition("+")
+    core, dash, pre = rest.partition("-")
+    if (plus and not (build and _SEMVER_LABEL_CHARS.issuperset(build))) or \
+            (dash and not (pre and _SEMVER_LABEL_CHARS.issuperset(pre))):
+        return None
+    parts = core.split(".")
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and (p == "0" or p[0] != "0") for p in parts):
+        return None
+    return int(parts[0]), int(parts[1]), int(parts[2])
 
 # runc's list: the IPC namespace's sysctls besides fs.mqueue.*
 _IPC_SYSCTLS = frozenset({
@@ -70,17 +84,17 @@ def check_oci_version(version: str) -> None:
     """Any 1.x: the spec promises that minor versions only add fields. Configs of a minor newer than
     ``vocabulary.OCI_VERSION_MAX`` are accepted only when every key in them is one Styrolite knows
     (``parse.unknown_keys``), so a field added later can never be silently ignored."""
-    match = _SEMVER.match(version)
-    if match is None:
-        raise ConfigError("ociVersion", f"{json.dumps(version)} is not a SemVer version like \"1.3.0\"")
-    if int(match[1]) != 1:
-        raise ConfigError("ociVersion", f"unsupported version {json.dumps(version)} (Styrolite implements the "
+    numbers = semver(version)
+    if numbers is None:
+        raise ConfigError("ociVersion", f"{quoted(version)} is not a SemVer version like \"1.3.0\"")
+    if numbers[0] != 1:
+        raise ConfigError("ociVersion", f"unsupported version {quoted(version)} (Styrolite implements the "
                                         f"1.x runtime-spec, {v.OCI_VERSION_MIN} through {v.OCI_VERSION_MAX})")
 
 
 def is_newer_than_known(version: str) -> bool:
-    match = _SEMVER.match(version)
-    return match is not None and int(match[1]) == 1 and int(match[2]) > v.KNOWN_MINOR
+    numbers = semver(version)
+    return numbers is not None and numbers[0] == 1 and numbers[1] > v.KNOWN_MINOR
 
 
 def check_unsupported_fields(document: object) -> None:
@@ -99,17 +113,17 @@ def check_unsupported_fields(document: object) -> None:
 
 def check_absolute(value: str, path: str, what: str = "path") -> None:
     if not value.startswith("/"):
-        raise ConfigError(path, f"{what} {json.dumps(value)} must be absolute")
+        raise ConfigError(path, f"{what} {quoted(value)} must be absolute")
 
 
 def check_no_dotdot(value: str, path: str) -> None:
     if ".." in value.split("/"):
-        raise ConfigError(path, f"{json.dumps(value)} must not contain '..'")
+        raise ConfigError(path, f"{quoted(value)} must not contain '..'")
 
 
 def check_known(value: str, known: tuple[str, ...], path: str, what: str) -> None:
     if value not in known:
-        raise ConfigError(path, f"unknown {what} {json.dumps(value)} {v.one_of(known)}")
+        raise ConfigError(path, f"unknown {what} {quoted(value)} {v.one_of(known)}")
 
 
 def check_range(value: int, low: int, high: int, path: str) -> None:
@@ -120,8 +134,8 @@ def check_range(value: int, low: int, high: int, path: str) -> None:
 def check_env(entries: Iterable[str], path: str) -> None:
     for i, entry in enumerate(entries):
         name, sep, _value = entry.partition("=")
-        if not sep or not _ENV_NAME.match(name):
-            raise ConfigError(join_index(path, i), f"{json.dumps(entry)} is not of the form KEY=VALUE")
+        if not sep or not name or "\0" in name:
+            raise ConfigError(join_index(path, i), f"{quoted(entry)} is not of the form KEY=VALUE")
 
 
 # ---------------------------------------------------------------- process
@@ -205,7 +219,8 @@ def validate_hooks(hooks: Hooks) -> None:
 
 
 def _snake(name: str) -> str:
-    return re.sub(r"([A-Z])", lambda m: "_" + m[1].lower(), name)
+    """``createRuntime`` -> ``create_runtime``."""
+    return "".join("_" + c.lower() if "A" <= c <= "Z" else c for c in name)
 
 
 # ---------------------------------------------------------------- linux
@@ -217,7 +232,7 @@ def validate_linux(linux: Linux) -> None:
         item = join_index("linux.namespaces", i)
         check_known(ns.type, v.NAMESPACE_TYPES, join_key(item, "type"), "namespace type")
         if ns.type in namespaces:
-            raise ConfigError(join_key(item, "type"), f"duplicate namespace type {json.dumps(ns.type)} "
+            raise ConfigError(join_key(item, "type"), f"duplicate namespace type {quoted(ns.type)} "
                               f"(also at linux.namespaces[{namespaces[ns.type]}])")
         namespaces[ns.type] = i
         if ns.path is not None:
@@ -281,11 +296,11 @@ def validate_device(device: Device, path: str) -> None:
     check_no_dotdot(device.path, dev_path)
     # anywhere in the container's tree, as runc and crun allow (the node is made inside the root)
     if device.path.strip("/") == "":
-        raise ConfigError(dev_path, f"device path {json.dumps(device.path)} must name a file, not the root")
+        raise ConfigError(dev_path, f"device path {quoted(device.path)} must name a file, not the root")
     if device.type != "p":
         for key, number in (("major", device.major), ("minor", device.minor)):
             if number is None:
-                raise ConfigError(join_key(path, key), f"required for device type {json.dumps(device.type)}")
+                raise ConfigError(join_key(path, key), f"required for device type {quoted(device.type)}")
             check_range(number, 0, UINT32_MAX, join_key(path, key))
     if device.file_mode is not None:
         # podman and docker send the file-type bits too (0o20666 for a character device): only the
@@ -300,7 +315,7 @@ def validate_device_cgroup(rule: DeviceCgroup, path: str) -> None:
     if rule.type is not None:
         check_known(rule.type, v.DEVICE_CGROUP_TYPES, join_key(path, "type"), "device type")
     if rule.access is not None and (not rule.access or set(rule.access) - set("rwm")):
-        raise ConfigError(join_key(path, "access"), f"{json.dumps(rule.access)} must be a combination of r, w and m")
+        raise ConfigError(join_key(path, "access"), f"{quoted(rule.access)} must be a combination of r, w and m")
 
 
 def validate_resources(resources: Resources, path: str) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# signal(7): SIGKILL is 9 on every Linux architecture (the `signal` module's IntEnums import enum)
+SIGKILL = 9
+
 # clone(2) / unshare(2) namespace flags
 CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000

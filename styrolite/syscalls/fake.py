@@ -9,20 +9,23 @@
 from __future__ import annotations
 
 import errno as errno_module
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
+from styrolite.records import field, record
 from styrolite.syscalls.linux import LINUX, KernelError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
-@dataclass
+
+@record
 class Call:
     name: str
     args: tuple[Any, ...]
 
 
-@dataclass
+@record
 class RecordingSyscalls:
     calls: list[Call] = field(default_factory=list)
     failures: list[tuple[str, int, Callable[[tuple[Any, ...]], bool]]] = field(default_factory=list)

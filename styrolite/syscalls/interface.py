@@ -8,7 +8,11 @@ with ``os``.
 
 from __future__ import annotations
 
-from typing import Protocol
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+else:  # a Protocol for type checkers, a plain base at run time: importing typing costs every CLI call
+    Protocol = object
 
 
 class Syscalls(Protocol):

@@ -1,7 +1,9 @@
 """The real kernel calls, through cffi in ABI mode over the C library (no compiler needed at install).
 
 The C declarations live in ffi_build.py; cffi's out-of-line ABI mode turns them into the pure-Python
-module _kernel_ffi.py, so importing the seam needs neither pycparser nor a parse at start-up.
+module _kernel_ffi.py, so importing the seam needs neither pycparser nor a parse at start-up. cffi itself
+is loaded by the first call that needs it (``load()``): ``state``, ``start`` and ``kill`` never do.
+``create`` calls ``load()`` before it forks, so no container process ever loads it after pivot_root.
 
 Calls that glibc wraps are called by name; the newer ones go through ``syscall(2)`` with the number
 for this architecture. Every failure raises ``KernelError`` naming the call, its arguments and errno.
@@ -9,13 +11,16 @@ for this architecture. Every failure raises ``KernelError`` naming the call, its
 
 from __future__ import annotations
 
+import _signal  # the C module under `signal`, whose IntEnums would import enum
 import errno as errno_module
 import os
 import resource
-from collections.abc import Callable
 
 from styrolite.syscalls import constants as k
-from styrolite.syscalls._kernel_ffi import ffi as _ffi
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # Syscall numbers without a glibc 2.36 wrapper we can rely on.
 _SYSCALL_NUMBERS = {
@@ -44,14 +49,38 @@ class KernelError(OSError):
         return str(self.strerror)
 
 
-_libc = _ffi.dlopen(None)
 _numbers = _SYSCALL_NUMBERS.get(os.uname().machine, _SYSCALL_NUMBERS["x86_64"])
 
-# Parse every C type string the calls below use once, at import: cffi parses a type string the first time
-# it sees it (milliseconds each), and a freshly forked container child would otherwise pay that again.
-for _type in ("int", "long", "size_t", "unsigned int", "char[]", "char *[]", "struct mount_attr *",
-              "struct open_how *", "struct rlimit *", "struct sock_fprog *"):
-    _ffi.typeof(_type)
+
+def load() -> None:
+    """Load cffi's FFI for the declarations and the C library (idempotent)."""
+    global _ffi, _libc
+    if not isinstance(_ffi, _NotLoaded):
+        return
+    from styrolite.syscalls._kernel_ffi import ffi
+
+    libc = ffi.dlopen(None)
+    # Parse every C type string the calls below use once: cffi parses a type string the first time it sees
+    # it (milliseconds each), and a freshly forked container child would otherwise pay that again.
+    for type_text in ("int", "long", "size_t", "unsigned int", "char[]", "char *[]", "struct mount_attr *",
+                      "struct open_how *", "struct rlimit *", "struct sock_fprog *"):
+        ffi.typeof(type_text)
+    _ffi, _libc = ffi, libc
+
+
+class _NotLoaded:
+    """Stands for ``_ffi``/``_libc`` until the first use, which loads them (then the names are rebound)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __getattr__(self, attribute: str):
+        load()
+        return getattr(globals()[self.name], attribute)
+
+
+_ffi = _NotLoaded("_ffi")
+_libc = _NotLoaded("_libc")
 
 
 def _cstr(value: str | None):
@@ -156,13 +185,16 @@ class LinuxSyscalls:
         return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), "prctl", f"{option}, {arg2}, {arg3}, {arg4}, {arg5}")
 
     def pidfd_open(self, pid: int, flags: int = 0) -> int:
-        return _check(_syscall("pidfd_open", _ffi.cast("int", pid), _ffi.cast("unsigned int", flags)),
-                      "pidfd_open", str(pid))
+        try:  # the interpreter's own binding: kill and delete need no cffi
+            return os.pidfd_open(pid, flags)
+        except OSError as e:
+            raise KernelError(e.errno or errno_module.EIO, "pidfd_open", str(pid)) from None
 
     def pidfd_send_signal(self, pidfd: int, sig: int, flags: int = 0) -> None:
-        result = _syscall("pidfd_send_signal", _ffi.cast("int", pidfd), _ffi.cast("int", sig), _ffi.NULL,
-                          _ffi.cast("unsigned int", flags))
-        _check(result, "pidfd_send_signal", f"{pidfd}, {sig}")
+        try:
+            _signal.pidfd_send_signal(pidfd, sig, None, flags)
+        except OSError as e:
+            raise KernelError(e.errno or errno_module.EIO, "pidfd_send_signal", f"{pidfd}, {sig}") from None
 
     def close_range(self, first: int, last: int, flags: int = 0) -> None:
         result = _syscall("close_range", _ffi.cast("unsigned int", first), _ffi.cast("unsigned int", last),

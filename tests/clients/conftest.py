@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
 
-from clients import Containerd, Dockerd, Podman, styrolite_wrapper  # noqa: E402
-from images import docker_archive  # noqa: E402
+from clientlab import Containerd, Dockerd, Podman, busybox_archive, styrolite_launcher  # noqa: E402
 
 RUNTIMES = ("runc", "styrolite")
 
@@ -36,27 +36,21 @@ def runtime(request) -> str:
 
 @pytest.fixture(scope="session")
 def styrolite_executable(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """What the clients run as the ``styrolite`` runtime. A fixture, so a compiled binary can replace the
-    interpreter wrapper in one place."""
-    return styrolite_wrapper(tmp_path_factory.mktemp("styrolite-bin"), REPO, sys.executable)
+    """What the clients run as the ``styrolite`` runtime: the launcher the host installs. A fixture, so a
+    compiled binary can replace it in one place."""
+    return styrolite_launcher(tmp_path_factory.mktemp("styrolite-bin"))
 
 
 @pytest.fixture(scope="session")
-def busybox_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def busybox_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """busybox-static as a docker-archive (docker load, podman load, ctr image import), built here."""
-    from host.zonebuild_import import ensure_zonebuild
-
-    ensure_zonebuild()
-    from zonebuild.busybox_image import build_busybox_image
-
-    work = tmp_path_factory.mktemp("busybox-image")
-    return docker_archive(build_busybox_image(work / "layout"), work / "busybox.tar")
+    return busybox_archive(tmp_path_factory.mktemp("busybox-image"))
 
 
 @pytest.fixture(scope="module")
-def podman(tmp_path_factory, styrolite_executable, busybox_archive) -> Iterator[Podman]:
+def podman(tmp_path_factory, styrolite_executable, busybox_image) -> Iterator[Podman]:
     require("podman", "conmon", "runc")
-    client = Podman(tmp_path_factory.mktemp("podman"), styrolite_executable, busybox_archive)
+    client = Podman(tmp_path_factory.mktemp("podman"), styrolite_executable, busybox_image)
     try:
         yield client
     finally:
@@ -64,11 +58,11 @@ def podman(tmp_path_factory, styrolite_executable, busybox_archive) -> Iterator[
 
 
 @pytest.fixture(scope="module")
-def docker(tmp_path_factory, styrolite_executable, busybox_archive) -> Iterator[Dockerd]:
+def docker(tmp_path_factory, styrolite_executable, busybox_image) -> Iterator[Dockerd]:
     require("dockerd", "containerd", "runc")
     if not Path(Dockerd.CLI).exists():
         pytest.skip(f"not installed: {Dockerd.CLI} (apt-get install docker.io)")
-    client = Dockerd(tmp_path_factory.mktemp("docker"), styrolite_executable, busybox_archive)
+    client = Dockerd(tmp_path_factory.mktemp("docker"), styrolite_executable, busybox_image)
     try:
         yield client
     finally:
@@ -76,9 +70,9 @@ def docker(tmp_path_factory, styrolite_executable, busybox_archive) -> Iterator[
 
 
 @pytest.fixture(scope="module")
-def containerd(tmp_path_factory, styrolite_executable, busybox_archive) -> Iterator[Containerd]:
+def containerd(tmp_path_factory, styrolite_executable, busybox_image) -> Iterator[Containerd]:
     require("containerd", "ctr", "containerd-shim-runc-v2", "runc")
-    client = Containerd(tmp_path_factory.mktemp("containerd"), styrolite_executable, busybox_archive)
+    client = Containerd(tmp_path_factory.mktemp("containerd"), styrolite_executable, busybox_image)
     try:
         yield client
     finally:

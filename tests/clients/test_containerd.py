@@ -11,8 +11,8 @@ import os
 import time
 
 import pytest
-from clients import output_of as text
-from clients import unique_name as name
+from clientlab import output_of as text
+from clientlab import unique_name as name
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 

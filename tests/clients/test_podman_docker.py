@@ -10,8 +10,8 @@ import json
 import time
 
 import pytest
-from clients import output_of as text
-from clients import unique_name as name
+from clientlab import output_of as text
+from clientlab import unique_name as name
 
 IMAGE = "busybox:latest"
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]

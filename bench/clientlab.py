@@ -1,4 +1,5 @@
-"""The real clients, each started with state of its own under a temporary directory, and a pty runner.
+"""Real podman, docker and containerd, each started with state of its own under a temporary directory, for
+tests/clients (behaviour next to runc) and bench/client_run.py (speed next to runc).
 
 - ``Podman``: its own containers.conf (cgroupfs, file events and locks, ulimits below this host's hard
   limits), storage.conf (vfs, graph root and run root under the directory) and the ``styrolite`` runtime.
@@ -9,18 +10,22 @@
   in a namespace unique to the run; the runc v2 shim with ``--runc-binary`` (its BinaryName) for styrolite.
 
 Each ``run(runtime, *args)`` runs one client command with the runtime chosen by name ("runc" or
-"styrolite") where the command takes one.
+"styrolite") where the command takes one. ``styrolite_launcher`` writes the ``styrolite`` they run (the
+launcher the host installs, zonebuild.styrolite_binary); ``busybox_archive`` builds the image they load
+(no registry, no network); ``run_in_pty`` drives ``-it``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pty
 import select
 import shutil
 import signal
 import subprocess
+import tarfile
 import time
 import uuid
 from pathlib import Path
@@ -117,9 +122,11 @@ def _set_controlling_tty(fd: int) -> None:
 class Client:
     name = "client"
 
-    def __init__(self, base: Path, styrolite: Path) -> None:
+    def __init__(self, base: Path, styrolite: Path, more_runtimes: dict[str, Path] | None = None) -> None:
+        """``more_runtimes``: other runtime executables by name (a benchmark compares several styrolites)."""
         self.base = base
         self.styrolite = styrolite
+        self.runtimes = {"styrolite": styrolite, **(more_runtimes or {})}
         self.env = dict(os.environ)
 
     def command(self, runtime: str, args: tuple[str, ...]) -> list[str]:
@@ -140,8 +147,10 @@ class Client:
 class Podman(Client):
     name = "podman"
 
-    def __init__(self, base: Path, styrolite: Path, image_archive: Path) -> None:
-        super().__init__(base, styrolite)
+    def __init__(self, base: Path, styrolite: Path, image_archive: Path,
+                 more_runtimes: dict[str, Path] | None = None) -> None:
+        super().__init__(base, styrolite, more_runtimes)
+        runtimes = "".join(f'{name} = ["{path}"]\n' for name, path in self.runtimes.items())
         (base / "tmp").mkdir(parents=True)
         (base / "containers.conf").write_text(f"""
 [containers]
@@ -156,8 +165,7 @@ tmp_dir = "{base}/tmp"
 static_dir = "{base}/root/libpod"
 volume_path = "{base}/root/volumes"
 [engine.runtimes]
-styrolite = ["{styrolite}"]
-""")
+{runtimes}""")
         (base / "storage.conf").write_text(f"""
 [storage]
 driver = "vfs"
@@ -184,8 +192,9 @@ class Dockerd(Client):
     name = "docker"
     CLI = "/usr/bin/docker"  # docker.io's 20.10 client, the daemon's own version
 
-    def __init__(self, base: Path, styrolite: Path, image_archive: Path) -> None:
-        super().__init__(base, styrolite)
+    def __init__(self, base: Path, styrolite: Path, image_archive: Path,
+                 more_runtimes: dict[str, Path] | None = None) -> None:
+        super().__init__(base, styrolite, more_runtimes)
         (base / "daemon.json").write_text("{}")
         self.socket = base / "docker.sock"
         self.cgroup_parent = f"styrolite-test-docker-{uuid.uuid4().hex[:8]}"
@@ -196,7 +205,7 @@ class Dockerd(Client):
              "--host", f"unix://{self.socket}", "--iptables=false", "--ip6tables=false", "--bridge=none",
              "--ip-forward=false", "--ip-masq=false", "--storage-driver", "vfs",
              "--exec-opt", "native.cgroupdriver=cgroupfs", "--cgroup-parent", f"/{self.cgroup_parent}",
-             "--add-runtime", f"styrolite={styrolite}",
+             *(f"--add-runtime={name}={path}" for name, path in self.runtimes.items()),
              "--default-ulimit", NOFILE, "--default-ulimit", NPROC],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, cwd="/")
         self.env.update(DOCKER_HOST=f"unix://{self.socket}", DOCKER_CONFIG=str(base / "cli"))
@@ -227,8 +236,9 @@ class Dockerd(Client):
 class Containerd(Client):
     name = "containerd"
 
-    def __init__(self, base: Path, styrolite: Path, image_archive: Path) -> None:
-        super().__init__(base, styrolite)
+    def __init__(self, base: Path, styrolite: Path, image_archive: Path,
+                 more_runtimes: dict[str, Path] | None = None) -> None:
+        super().__init__(base, styrolite, more_runtimes)
         self.socket = base / "containerd.sock"
         self.namespace = f"styrolite-test-{uuid.uuid4().hex[:8]}"  # also the cgroup parent of its containers
         (base / "config.toml").write_text(f"""
@@ -262,7 +272,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                               capture_output=True, timeout=timeout, env=self.env, cwd="/")
 
     def binary(self, runtime: str) -> str:
-        return str(self.styrolite) if runtime == "styrolite" else shutil.which("runc") or "runc"
+        return str(self.runtimes[runtime]) if runtime in self.runtimes else shutil.which("runc") or "runc"
 
     def command(self, runtime: str, args: tuple[str, ...]) -> list[str]:
         base = ["ctr", "--address", str(self.socket), "--namespace", self.namespace]
@@ -283,15 +293,59 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         remove_cgroup(self.namespace)
 
 
-def styrolite_wrapper(directory: Path, repo: Path, python: str) -> Path:
-    """The ``styrolite`` executable the clients call: the real interpreter (never a shell shim) running
-    ``styrolite.cli`` from the worktree; ``-P`` so the caller's working directory never shadows it. Its
-    default state root is private to the run (clients that pass ``--root`` still choose their own)."""
-    wrapper = directory / "styrolite"
-    wrapper.write_text(f'#!/bin/sh\nexport PYTHONPATH="{repo}"\nexport STYROLITE_ROOT="{directory / "state"}"\n'
-                       f'exec "{python}" -P -m styrolite.cli "$@"\n')
-    wrapper.chmod(0o755)
-    return wrapper
+def styrolite_launcher(directory: Path) -> Path:
+    """The ``styrolite`` the clients run: the launcher the host installs (zonebuild.styrolite_binary), for
+    the interpreter running this code. Its default state root is private to the run (clients that pass
+    ``--root`` still choose their own)."""
+    from host.zonebuild_import import ensure_zonebuild
+
+    ensure_zonebuild()
+    from zonebuild.styrolite_binary import write_launcher
+
+    return write_launcher(directory / "styrolite", environment={"STYROLITE_ROOT": str(directory / "state")})
+
+
+# --- the busybox image ---------------------------------------------------------------------------------------
+# zonebuild.busybox_image writes an OCI image layout; docker 20.10 and ``ctr image import`` want a docker-archive
+# (``docker save`` format), which podman loads too, so that is what the clients get.
+
+TAG = "busybox:latest"
+
+
+def busybox_archive(work: Path) -> Path:
+    """busybox-static as a docker-archive (docker load, podman load, ctr image import), built under ``work``."""
+    from host.zonebuild_import import ensure_zonebuild
+
+    ensure_zonebuild()
+    from zonebuild.busybox_image import build_busybox_image
+
+    return docker_archive(build_busybox_image(work / "layout"), work / "busybox.tar")
+
+
+def _blob(layout: Path, digest: str) -> Path:
+    algorithm, hex_digest = digest.split(":", 1)
+    return layout / "blobs" / algorithm / hex_digest
+
+
+def docker_archive(layout: Path, out: Path, tag: str = TAG) -> Path:
+    """Repack the single-manifest OCI layout ``layout`` as the docker-archive ``out`` named ``tag``."""
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads(_blob(layout, index["manifests"][0]["digest"]).read_text())
+    config_digest = manifest["config"]["digest"]
+    layers = [layer["digest"] for layer in manifest["layers"]]
+    if any(not layer["mediaType"].endswith("tar") for layer in manifest["layers"]):
+        raise ValueError("only uncompressed layers are repacked")
+    entry = {"Config": config_digest.split(":", 1)[1] + ".json", "RepoTags": [tag],
+             "Layers": [f"{digest.split(':', 1)[1]}/layer.tar" for digest in layers]}
+    with tarfile.open(out, "w") as archive:
+        archive.add(_blob(layout, config_digest), arcname=entry["Config"])
+        for digest, name in zip(layers, entry["Layers"], strict=True):
+            archive.add(_blob(layout, digest), arcname=name)
+        manifest_file = out.with_suffix(".manifest.json")
+        manifest_file.write_text(json.dumps([entry]))
+        archive.add(manifest_file, arcname="manifest.json")
+    manifest_file.unlink()
+    return out
 
 
 def pty_supported() -> bool:
