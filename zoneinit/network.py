@@ -19,9 +19,9 @@ import fcntl
 import os
 import socket
 import struct
-from dataclasses import dataclass, field
 from typing import Any
 
+from styrolite.records import field, record
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls import constants as k
 from zoneinit.errors import ZoneInitError
@@ -34,14 +34,14 @@ SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 IFREQ = struct.Struct("16sH22x")  # struct ifreq: name, then ifr_flags (the union is 24 bytes)
 
 
-@dataclass
+@record
 class InterfacePlan:
     name: str = "eth0"
     addresses: list[str] = field(default_factory=list)   # CIDR, IPv4 or IPv6: "10.0.2.15/24", "fec0::15/64"
     mtu: int | None = None
 
 
-@dataclass
+@record
 class RoutePlan:
     destination: str = "default"       # "default" (v4 or v6 from the gateway), or a CIDR
     gateway: str | None = None
@@ -49,7 +49,7 @@ class RoutePlan:
     metric: int | None = None
 
 
-@dataclass
+@record
 class NetworkPlan:
     hostname: str | None = None
     domain: str | None = None

@@ -7,16 +7,16 @@ A container created over IDM becomes a ``ContainerPlan`` through :func:`containe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from styrolite.records import field, record
 from zoneinit.network import InterfacePlan, NetworkPlan, RoutePlan
 
 if TYPE_CHECKING:  # the plan is what PID 1 keeps; the document is read in a forked child or per request
     from zoneinit.config.document import Container, ZoneConfig
 
 
-@dataclass
+@record
 class DiskPlan:
     name: str                    # "root0": how containers refer to it
     device: str                  # /dev/vdc
@@ -26,7 +26,7 @@ class DiskPlan:
     owner_shift: int = 0         # owners shifted by this: containers on it get a user namespace mapping 0 -> it
 
 
-@dataclass
+@record
 class ContainerPlan:
     id: str
     image: str | None = None     # DiskPlan.name whose file system is the container's root
@@ -47,7 +47,7 @@ class ContainerPlan:
     pids_limit: int | None = None
 
 
-@dataclass
+@record
 class LaunchPlan:
     name: str = "zone"
     hostname: str | None = None
