@@ -4,7 +4,8 @@
   (else all of it), minus the file-system modules (loaded on the first mount that needs one) and, outside
   Xen, the ``xen*`` drivers; a driver whose device is absent (ENODEV) is skipped quietly;
 * by name (``zone.modules=``, the config's ``modules``, a NIC driver), from the addons tree, else the
-  initramfs one;
+  initramfs one; when the addons image is deferred (``defer_addons``) a module the initramfs has is loaded from
+  it, and the addons are mounted (and verified) the first time a module is looked for beyond it;
 * a file system's module when a mount meets an unknown type (``MountTable.load_fstype``).
 
 ``dep`` and ``loader`` are imported only when a module is actually loaded.
@@ -23,8 +24,10 @@ if TYPE_CHECKING:
     from zoneinit.modules.dep import ModuleIndex
     from zoneinit.modules.loader import ModuleLoader
 
-# Loaded when a mount first needs them, not at boot (a zone that never mounts erofs never loads it).
-LAZY_MODULES = frozenset({"squashfs", "erofs", "overlay", "loop", "ext4", "isofs", "vfat", "fat"})
+# Loaded when a mount first needs them, not at boot (a zone that never mounts erofs never loads it); the NIC
+# drivers when the network phase configures an interface.
+LAZY_MODULES = frozenset({"squashfs", "erofs", "overlay", "loop", "ext4", "isofs", "vfat", "fat",
+                          "virtio_net", "xen_netfront"})
 FSTYPE_MODULES = {"iso9660": "isofs"}
 
 Report = Callable[[str, BaseException], None]
@@ -48,6 +51,7 @@ class ZoneModules:
         self.report = report
         self.boot_index: ModuleIndex | None = None
         self.addons_index: ModuleIndex | None = None
+        self._attach_addons: Callable[[], None] | None = None
         self._loader: ModuleLoader | None = None
 
     def loader(self) -> ModuleLoader:
@@ -103,11 +107,30 @@ class ZoneModules:
         if root is not None:
             self.addons_index = ModuleIndex.load(root)
 
+    def defer_addons(self, attach: Callable[[], None]) -> None:
+        """``attach`` mounts the addons image and calls :meth:`use_addons`; it runs the first time a module is
+        looked for beyond the initramfs tree (:meth:`ensure_addons`), not now."""
+        self._attach_addons = attach
+
+    def ensure_addons(self) -> None:
+        """Attach the deferred addons image now (once); a failure is reported, and the addons stay absent."""
+        attach, self._attach_addons = self._attach_addons, None
+        if attach is not None:
+            try:
+                attach()
+            except Exception as e:
+                self.report("addons", e)
+
+    def _beyond_boot_tree(self, name: str) -> None:
+        if self.addons_index is None and (self.boot_index is None or name not in self.boot_index):
+            self.ensure_addons()
+
     def load_named(self, names: list[str]) -> None:
         """Load by name from the addons tree (or the initramfs one); each failure is reported on its own."""
         from zoneinit.errors import ModuleError
 
         for name in names:
+            self._beyond_boot_tree(name)
             index = next((i for i in (self.addons_index, self.boot_index) if i is not None and name in i), None)
             try:
                 if index is None:
@@ -120,6 +143,7 @@ class ZoneModules:
     def load_fstype(self, fstype: str) -> bool:
         """Load the module of a file system the kernel does not know yet (from addons, else the initramfs)."""
         name = FSTYPE_MODULES.get(fstype, fstype)
+        self._beyond_boot_tree(name)
         for index in (self.boot_index, self.addons_index):
             if index is not None and name in index:
                 try:
