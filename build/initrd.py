@@ -7,7 +7,6 @@ Layout of the archive::
     /lib/zone/init               symlink to zone-init (argv[0] "init" selects PID 1)
     /lib/zone/*.so, ...          the extension modules and data Nuitka put next to it
     /bin/styrolite, /bin/zone    symlinks to /lib/zone/zone-init (argv[0] picks the applet)
-    /lib/zone/*.pyc, pyroute2/   pyroute2 and the stdlib it imports, as bytecode (zonebuild.pybytecode)
     /lib/x86_64-linux-gnu/...    the ELF closure (ldd) + dlopen()ed libraries, at the paths ldd reports
     /dev/console, /dev/urandom   device nodes (before devtmpfs is mounted the kernel needs /dev/console)
     /etc/passwd, group, hosts, nsswitch.conf

@@ -23,7 +23,7 @@ from .buildlog import logger
 from .cachedir import cache_dir
 from .elfdeps import strip
 from .errors import BuildError
-from .pybytecode import module_closure
+from .initrd_stdlib import imports_of_left_out, nofollow_flags
 
 log = logger("initrd")
 
@@ -31,14 +31,16 @@ REPO = Path(__file__).resolve().parent.parent
 STAGE0_SOURCE = Path(__file__).resolve().parent / "stage0" / "init.c"
 ENTRY = Path(__file__).resolve().parent / "entry" / "multicall.py"  # alone in its directory: see there
 OUR_PACKAGES = ("zoneinit", "styrolite", "idm")
-# Imported lazily by our code and shipped as bytecode next to the binary instead of being compiled: pyroute2
-# 0.9 is 230 modules that, compiled to C, tripled the binary and the compile time, for code that runs once per
-# boot (see zonebuild.pybytecode).
-BYTECODE_PACKAGES = ("pyroute2",)
-# Submodules nothing imports on Linux (BSD/Windows ports, test fixtures, DHCP client, 9p, ...).
-BYTECODE_SKIP = tuple(f"pyroute2.{name}" for name in (
-    "bsd", "windows", "fixtures", "dhcp", "plan9", "wirouting", "decoder", "inotify", "nftables", "remote", "cli"))
-EXTRA_MODULES = ("_cffi_backend", "msgpack", "prctl", "_prctl")
+# imported only at run time (the C bindings, the applets' lazy imports), or left out by Nuitka unless asked for
+# (_json, json's C accelerator: without it styrolite and PID 1 parse and write config.json in pure Python)
+EXTRA_MODULES = ("_cffi_backend", "msgpack", "prctl", "_prctl", "_json")
+# Inside the binary as bytecode, not compiled to C. PID 1 runs nearly all of this code once, at boot; under QEMU
+# TCG every new block of machine code is translated before it first runs, so compiled modules (5-10x the size of
+# their bytecode) cost far more than the interpreter's loop, translated once, running their bytecode. Measured
+# with bench/zone_boot.py on the same tree (docs/images.md, "Compiled or bytecode"): the binary shrank from 20.3 to
+# 14.6 MB and the phases after stage0 ran 1.5-2.5x faster (idm 0.26 -> 0.14 s, config 0.67 -> 0.24 s, containers
+# 1.0-3.1 -> 1.1 s); the compile takes 1 minute instead of 5-10.
+EMBEDDED_AS_BYTECODE = ("zoneinit", "styrolite", "idm", "msgpack", "zstandard", "prctl")
 REPORT = "compilation-report.xml"
 NUITKA_FLAGS = (
     "--standalone",
@@ -47,18 +49,18 @@ NUITKA_FLAGS = (
     "--python-flag=no_docstrings",
     "--noinclude-setuptools-mode=nofollow",
     "--noinclude-pytest-mode=nofollow",
-    "--noinclude-unittest-mode=allow",  # pyroute2's netlink socket imports unittest.mock (sic)
+    "--noinclude-unittest-mode=nofollow",
     "--nofollow-import-to=*.tests",
-    "--nofollow-import-to=pyroute2",
     "--nofollow-import-to=zstandard._cffi",  # the C backend is the one used; the cffi one is a 1 MB duplicate
     "--remove-output",
-    "--no-deployment-flag=excluded-module-usage",  # pyroute2 is excluded on purpose: found as bytecode
     "--nofollow-import-to=pydoc",
     "--nofollow-import-to=doctest",
     # every C binding is a precompiled out-of-line module (styrolite.ffigen): only _cffi_backend runs in the
     # zone; cffi's Python side and pycparser are needed by the *_ffi_build generators alone
     "--nofollow-import-to=cffi",
     "--nofollow-import-to=pycparser",
+    *(f"--noinclude-custom-mode={package}:bytecode" for package in EMBEDDED_AS_BYTECODE),
+    *nofollow_flags(),  # the standard library the zone never imports (zonebuild.initrd_stdlib)
 )
 COMPILE_ATTEMPTS = 3
 
@@ -80,7 +82,7 @@ def _tool_versions() -> str:
     import importlib.metadata as md
 
     parts = [sys.version]
-    for dist in ("Nuitka", "cffi", "msgpack", "pyroute2", "python-prctl"):
+    for dist in ("Nuitka", "cffi", "msgpack", "python-prctl", "zstandard"):
         try:
             parts.append(f"{dist}={md.version(dist)}")
         except md.PackageNotFoundError:
@@ -88,16 +90,8 @@ def _tool_versions() -> str:
     return "\n".join(parts)
 
 
-def bytecode_stdlib_modules() -> list[str]:
-    """The stdlib modules the bytecode packages import. Nuitka must embed them itself: a submodule shipped
-    beside the binary is not found under a package Nuitka embedded (logging.handlers under logging)."""
-    prefixes = tuple(f"{p}." for p in BYTECODE_PACKAGES)
-    return sorted(name for name, origin, _ in module_closure(BYTECODE_PACKAGES, BYTECODE_SKIP)
-                  if name not in BYTECODE_PACKAGES and not name.startswith(prefixes) and origin.endswith(".py"))
-
-
 def nuitka_flags() -> tuple[str, ...]:
-    return (*NUITKA_FLAGS, *(f"--include-module={name}" for name in bytecode_stdlib_modules()))
+    return NUITKA_FLAGS
 
 
 def compile_key(flags: tuple[str, ...] | None = None) -> str:
@@ -206,6 +200,10 @@ def _compile_into(work: Path) -> Path:
     dist = work / "multicall.dist"
     if not (dist / "zone-init").is_file():
         raise InitrdError(f"nuitka produced no {dist / 'zone-init'}")
+    wrong = imports_of_left_out(work / REPORT, (*OUR_PACKAGES, *EMBEDDED_AS_BYTECODE))
+    if wrong:
+        raise InitrdError("the zone's code imports standard-library modules the binary leaves out "
+                          "(zonebuild.initrd_stdlib): " + "; ".join(wrong))
     strip(p for p in dist.rglob("*") if p.is_file() and not p.is_symlink())
     return work
 

@@ -1,8 +1,8 @@
 """The initramfs tree: everything that goes into the archive, staged into a directory before it is packed.
 
 * :func:`stage_common`: stage-0 ``/init``, ``/etc``, the mount points;
-* :func:`stage_nuitka`: the compiled multi-call program as ``/lib/zone``, the applet links, pyroute2 and the
-  stdlib it imports as bytecode, and the shared libraries all of it loads;
+* :func:`stage_nuitka`: the compiled multi-call program as ``/lib/zone``, the applet links, and the shared
+  libraries all of it loads;
 * :func:`stage_dev`: the developer variant (plain interpreter, trimmed stdlib, our packages as bytecode);
 * :func:`normalize_modes`: modes that depend on nothing but the file (not the umask, not the source's mode);
 * :func:`add_devices`: the device nodes, added to the archive directly (staging them would need mknod).
@@ -21,16 +21,7 @@ from pathlib import Path
 from .buildlog import logger
 from .cpio import CpioArchive
 from .elfdeps import closure, is_elf, stage_libraries, strip
-from .initrd_compile import (
-    BYTECODE_PACKAGES,
-    BYTECODE_SKIP,
-    OUR_PACKAGES,
-    REPO,
-    REPORT,
-    compile_stage0,
-    compiled_modules,
-)
-from .pybytecode import module_closure, stage_modules
+from .initrd_compile import OUR_PACKAGES, REPO, compile_stage0
 from .pyc import write_pyc
 
 log = logger("initrd")
@@ -80,13 +71,6 @@ def normalize_modes(root: Path) -> None:
                 os.chmod(path, 0o755 if st.st_mode & stat.S_IXUSR else 0o644)
 
 
-def stage_bytecode(target: Path, embedded: set[str] | frozenset[str] = frozenset()) -> int:
-    """pyroute2 and the stdlib modules it imports (those Nuitka did not embed) as .pyc files in ``target``."""
-    log(f"bytecode: {', '.join(BYTECODE_PACKAGES)} and the stdlib they import")
-    modules = [m for m in module_closure(BYTECODE_PACKAGES, BYTECODE_SKIP) if m[0] not in embedded]
-    return stage_modules(modules, target)
-
-
 def _link_applets(root: Path) -> None:
     for link in APPLET_LINKS:
         (root / link).parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +81,6 @@ def stage_nuitka(root: Path, dist: Path) -> None:
     """Install the compiled dist as /lib/zone, the applet links, and the libraries it needs."""
     target = root / "lib" / "zone"
     shutil.copytree(dist, target, symlinks=True, ignore=lambda _d, names: [n for n in names if n in DROP_FROM_DIST])
-    stage_bytecode(target, compiled_modules(dist.parent / REPORT))
     _link_applets(root)
     elves = [p for p in target.rglob("*") if p.is_file() and is_elf(p)]
     # libraries Nuitka already put next to the binary are found through its $ORIGIN rpath: not staged twice
@@ -120,7 +103,7 @@ DEV_STDLIB_SKIP = {
     "venv", "site-packages", "config-3.11-x86_64-linux-gnu", "__pycache__", "sqlite3", "curses", "dbm", "xmlrpc",
     "wsgiref", "email", "http", "urllib", "html", "xml", "multiprocessing", "concurrent", "asyncio", "tomllib",
 }
-DEV_SITE_PACKAGES = ("cffi", "_cffi_backend", "pycparser", "msgpack", "pyroute2", "prctl", "_prctl")
+DEV_SITE_PACKAGES = ("cffi", "_cffi_backend", "pycparser", "msgpack", "prctl", "_prctl")
 
 
 def _compile_tree(source: Path, target: Path, skip: set[str]) -> None:

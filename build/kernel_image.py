@@ -42,11 +42,15 @@ log = logger("kernel-image")
 
 DEFAULT_PACKAGE = "linux-image-cloud-amd64"
 # Modules PID 1 needs before addons.squashfs is mounted: the block front ends (virtio under QEMU, blkfront under
-# Xen), the virtio transport + console (IDM), loop, and the filesystems of the addons, root and overlay mounts.
+# Xen), the virtio transport + console (IDM), loop, and the filesystems of the addons, root and overlay mounts;
+# and the NIC drivers (loaded by the network phase, not at boot), so a networked zone needs no module from
+# addons and never mounts (and hashes) that image.
 BOOT_MODULES = (
     "virtio_pci", "virtio_mmio", "virtio_blk", "virtio_console", "xen-blkfront",
-    "loop", "squashfs", "overlay", "erofs",
+    "loop", "squashfs", "overlay", "erofs", "virtio_net", "xen-netfront",
 )
+# part of the cache key: the boot set shapes the image (boot-modules.cpio)
+BOOT_KEY = hashlib.sha256("\n".join(BOOT_MODULES).encode()).hexdigest()[:8]
 METADATA_KEYS = ("KERNEL_ARCH", "KERNEL_VERSION", "KERNEL_FLAVOR", "KERNEL_CONFIG")
 # Modules left out of addons.squashfs: file systems for data volumes, which a zone needs neither to boot nor to
 # run OCI images (those are squashfs, erofs, overlay, ext4, fat, isofs, fuse: they stay). They ship as the
@@ -251,10 +255,10 @@ def build_from_sources(out: Path, *, deb: Path | None = None, package: str | Non
 
 
 def cached_kernel_image(package: str = DEFAULT_PACKAGE) -> Path:
-    """The kernel image layout for ``package`` under the cache, built once per .deb content."""
+    """The kernel image layout for ``package`` under the cache, built once per .deb content and boot set."""
     deb = download_package(package)
     digest = sha256_hex(deb)[:16]
-    return cached_layout(cache_dir() / "kernel" / f"{digest}-{ADDONS_KEY}",
+    return cached_layout(cache_dir() / "kernel" / f"{digest}-{ADDONS_KEY}-{BOOT_KEY}",
                          lambda partial: build_from_sources(partial, deb=deb))
 
 

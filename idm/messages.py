@@ -14,7 +14,6 @@ A body is a map with short keys (docs/idm.md is the spec)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -51,16 +50,30 @@ MAX_ARRAY_LEN = 1 << 16
 MAX_MAP_LEN = 1 << 14
 
 
-@dataclass(slots=True)
 class Message:
-    """One decoded message. ``type`` is set for requests and events, ``channel`` for stream messages."""
+    """One decoded message. ``type`` is set for requests and events, ``channel`` for stream messages.
 
-    kind: str
-    id: int = 0
-    type: str = ""
-    payload: Any = None
-    channel: str = ""
-    version: int = VERSION
+    A plain slotted class (a value: equal when its fields are), not a dataclass: the zone's PID 1 loads this
+    module at boot, and ``dataclasses`` compiles each class's methods from source at import."""
+
+    __slots__ = ("channel", "id", "kind", "payload", "type", "version")
+
+    def __init__(self, kind: str, id: int = 0, type: str = "", payload: Any = None,
+                 channel: str = "", version: int = VERSION) -> None:
+        self.kind, self.id, self.type, self.payload, self.channel, self.version = (
+            kind, id, type, payload, channel, version)
+
+    def _fields(self) -> tuple[Any, ...]:
+        return self.kind, self.id, self.type, self.payload, self.channel, self.version
+
+    def __eq__(self, other: object) -> bool:
+        return self._fields() == other._fields() if isinstance(other, Message) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
+
+    def __repr__(self) -> str:
+        return (f"Message(kind={self.kind!r}, id={self.id!r}, type={self.type!r}, payload={self.payload!r}, "
+                f"channel={self.channel!r}, version={self.version!r})")
 
     def to_wire(self) -> dict[str, Any]:
         body: dict[str, Any] = {"v": self.version, "t": self.kind, "id": self.id}

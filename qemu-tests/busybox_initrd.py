@@ -1,8 +1,10 @@
 """A busybox-only initrd: the baseline for bench/zone_boot.py and a probe of the QEMU device layout.
 
-Its /init (a shell script) mounts proc/sys/dev, loads the boot modules the host appended
-(``modules.boot`` order), prints ``BASELINE-READY <uptime>``, runs ``$BASELINE_CMD`` from the kernel
-command line (``baseline.cmd=...``, spaces as ``,``) and powers off.
+Its /init (a shell script) mounts proc/sys/dev, prints ``BASELINE-INIT <uptime>`` (when the kernel handed
+over to /init), loads the boot modules the host appended (``modules.boot`` order, but for the NIC drivers, which
+a zone loads only when it has a network), prints ``BASELINE-READY <uptime>`` and ``BASELINE-MEM`` (its own
+VmRSS, RssAnon, RssShmem in kB: what a minimal PID 1 holds), runs ``$BASELINE_CMD`` from the kernel command line
+(``baseline.cmd=...``, spaces as ``,``) and powers off.
 """
 
 from __future__ import annotations
@@ -23,11 +25,16 @@ INIT_SCRIPT = r"""#!/bin/busybox sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+read -r up _ < /proc/uptime; echo "BASELINE-INIT $up"  # shell builtins: no fork added before READY
 for dir in /lib/modules/*; do
   [ -f "$dir/modules.boot" ] || continue
-  while read -r mod; do insmod "$dir/$mod" 2>/dev/null; done < "$dir/modules.boot"
+  while read -r mod; do
+    case "$mod" in */net/*) continue ;; esac  # NIC drivers: the zone, too, loads them only for a network
+    insmod "$dir/$mod" 2>/dev/null
+  done < "$dir/modules.boot"
 done
 echo "BASELINE-READY $(cut -d' ' -f1 /proc/uptime)"
+echo "BASELINE-MEM $(grep -E '^(VmRSS|RssAnon|RssShmem):' /proc/$$/status | tr -s ' \t\n' ' ')"
 for word in $(cat /proc/cmdline); do
   case "$word" in
     baseline.cmd=*) cmd=$(echo "${word#baseline.cmd=}" | tr ',' ' ') ;;

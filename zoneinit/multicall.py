@@ -26,9 +26,10 @@ APPLETS: dict[str, tuple[str, str]] = {
     "selftest": ("zoneinit.multicall", "selftest"),
 }
 # What a build must be able to import at run time, although nothing imports it at start (lazy imports,
-# bytecode shipped beside the binary, extension modules): the build's self-test checks each one.
-LAZY_IMPORTS = ("pyroute2", "msgpack", "prctl", "_cffi_backend", "zoneinit.init", "styrolite.cli", "zoneinit.zonectl",
-                "idm.server", "idm.vchan", "zoneinit.idm.service", "zoneinit.boot.phases", "styrolite.api")
+# extension modules): the build's self-test checks each one.
+LAZY_IMPORTS = ("zoneinit.rtnetlink", "msgpack", "prctl", "_cffi_backend", "zoneinit.init", "styrolite.cli",
+                "zoneinit.zonectl", "idm.server", "idm.vchan", "zoneinit.idm.service", "zoneinit.boot.phases",
+                "styrolite.api", "_json", "_sha256", "hashlib", "lzma", "zstandard")
 EXIT_USAGE = 2
 EXIT_MISSING = 127
 

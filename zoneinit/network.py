@@ -7,8 +7,9 @@ Kubernetes pod: they share ``localhost`` and the zone's addresses). The NIC is m
 configured, so PID 1's own namespace keeps only a loopback that is down: PID 1 is not reachable over the
 network at all, and a container that breaks out of its netns still finds no interface of PID 1's.
 
-pyroute2 is imported here, inside the functions that need it, and only ever in a forked helper, so PID 1
-never pays for it. Containers get the name files (resolv.conf, hosts) as read-only bind mounts.
+The links, addresses and routes are set over rtnetlink (``zoneinit.rtnetlink``, imported by the functions that
+need it), only ever in a forked helper. Containers get the name files (resolv.conf, hosts) as read-only bind
+mounts.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import fcntl
 import os
 import socket
 import struct
-from dataclasses import dataclass, field
 from typing import Any
 
+from styrolite.records import field, record
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls import constants as k
 from zoneinit.errors import ZoneInitError
@@ -33,14 +34,14 @@ SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 IFREQ = struct.Struct("16sH22x")  # struct ifreq: name, then ifr_flags (the union is 24 bytes)
 
 
-@dataclass
+@record
 class InterfacePlan:
     name: str = "eth0"
     addresses: list[str] = field(default_factory=list)   # CIDR, IPv4 or IPv6: "10.0.2.15/24", "fec0::15/64"
     mtu: int | None = None
 
 
-@dataclass
+@record
 class RoutePlan:
     destination: str = "default"       # "default" (v4 or v6 from the gateway), or a CIDR
     gateway: str | None = None
@@ -48,7 +49,7 @@ class RoutePlan:
     metric: int | None = None
 
 
-@dataclass
+@record
 class NetworkPlan:
     hostname: str | None = None
     domain: str | None = None
@@ -79,8 +80,8 @@ def _ignore_exists(call, *args: Any, **kwargs: Any) -> None:
     """Re-applying the same configuration is not an error."""
     try:
         call(*args, **kwargs)
-    except Exception as e:
-        if getattr(e, "code", None) != errno.EEXIST:
+    except OSError as e:
+        if e.errno != errno.EEXIST:
             raise
 
 
@@ -120,18 +121,18 @@ def create_workload_namespace(pin: str, sys: Syscalls = LINUX) -> str:
 
 def move_into_namespace(names: list[str], pin: str) -> None:
     """Move the named links from the caller's network namespace into the pinned one (names and MACs kept)."""
-    from pyroute2 import IPRoute
+    from zoneinit.rtnetlink import RtNetlink
 
     fd = os.open(pin, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with IPRoute() as ipr:
+        with RtNetlink() as nl:
             for name in names:
-                found = ipr.link_lookup(ifname=name)
-                if not found:
+                index = nl.link_index(name)
+                if index is None:
                     raise ZoneInitError(f"network interface {name!r} does not exist in the zone")
                 try:
-                    ipr.link("set", index=found[0], net_ns_fd=fd)
-                except Exception as e:
+                    nl.set_link(index, net_ns_fd=fd)
+                except OSError as e:
                     raise ZoneInitError(f"network: move {name} into the workload namespace") from e
     finally:
         os.close(fd)
@@ -151,45 +152,38 @@ def configure_links(plan: NetworkPlan) -> None:
     """lo up; each interface: MTU, addresses, up; then the routes. Raises ZoneInitError naming the step."""
     import ipaddress
 
-    from pyroute2 import IPRoute
+    from zoneinit.rtnetlink import RtNetlink
 
-    with IPRoute() as ipr:
+    with RtNetlink() as nl:
         def index_of(name: str) -> int:
-            found = ipr.link_lookup(ifname=name)
-            if not found:
+            index = nl.link_index(name)
+            if index is None:
                 raise ZoneInitError(f"network interface {name!r} does not exist in the zone")
-            return found[0]
+            return index
 
         step = "bring lo up"
         try:
-            ipr.link("set", index=index_of("lo"), state="up")
+            nl.set_link(index_of("lo"), up=True)
             for iface in plan.interfaces:
                 index = index_of(iface.name)
                 if iface.mtu:
                     step = f"set mtu {iface.mtu} on {iface.name}"
-                    ipr.link("set", index=index, mtu=iface.mtu)
+                    nl.set_link(index, mtu=iface.mtu)
                 for cidr in iface.addresses:
                     step = f"add address {cidr} to {iface.name}"
                     iface_net = ipaddress.ip_interface(cidr)
-                    _ignore_exists(ipr.addr, "add", index=index, address=str(iface_net.ip),
-                                   prefixlen=iface_net.network.prefixlen, family=_family(cidr),
-                                   flags=IFA_F_NODAD if iface_net.version == 6 else 0)
+                    _ignore_exists(nl.add_address, index, str(iface_net.ip), iface_net.network.prefixlen,
+                                   nodad=iface_net.version == 6)
                 step = f"bring {iface.name} up"
-                ipr.link("set", index=index, state="up")
+                nl.set_link(index, up=True)
             for route in plan.routes:
-                dst, family = _route_destination(route)
+                dst, _family = _route_destination(route)
                 step = f"add route {dst}" + (f" via {route.gateway}" if route.gateway else "")
-                kwargs: dict[str, Any] = {"dst": dst, "family": family}
-                if route.gateway:
-                    kwargs["gateway"] = route.gateway
-                if route.interface:
-                    kwargs["oif"] = index_of(route.interface)
-                if route.metric is not None:
-                    kwargs["priority"] = route.metric
-                _ignore_exists(ipr.route, "add", **kwargs)
+                oif = index_of(route.interface) if route.interface else None
+                _ignore_exists(nl.add_route, dst, gateway=route.gateway, oif=oif, metric=route.metric)
         except ZoneInitError:
             raise
-        except Exception as e:
+        except (OSError, ValueError) as e:
             raise ZoneInitError(f"network: {step}") from e
 
 

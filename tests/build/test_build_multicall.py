@@ -50,21 +50,3 @@ def test_elf_closure_finds_libc_and_dlopened_libraries() -> None:
         assert ldd(Path("/bin/busybox")) == []  # busybox-static: nothing to stage
     with pytest.raises(FileNotFoundError, match="not found"):
         find_library("libdefinitely-not-here.so.9")
-
-
-def test_bytecode_staging_is_importable_and_reproducible(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from zonebuild.pybytecode import module_closure, stage_modules
-
-    modules = module_closure(["json"])
-    assert ("json.decoder", modules[[m[0] for m in modules].index("json.decoder")][1], False) in modules
-    assert not any(name.startswith("__") for name, _, _ in modules)
-    first, second = tmp_path / "a", tmp_path / "b"
-    stage_modules(modules, first)
-    stage_modules(modules, second)
-    assert (first / "json" / "__init__.pyc").read_bytes() == (second / "json" / "__init__.pyc").read_bytes()
-    probe = f"import sys; sys.path.insert(0, {str(first)!r}); import json.decoder; print(json.decoder.__file__)"
-    loaded = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == str(first / "json" / "decoder.pyc")

@@ -153,3 +153,52 @@ def test_boot_modules_and_addons_layout(tmp_path):
     assert boot_module_names(index.root, index) == ["b"]
     assert find_addons_modules(str(tmp_path), "6.1.0") == str(tmp_path / "lib/modules/6.1.0")
     assert find_addons_modules(str(tmp_path), "9.9") is None
+
+
+def _zone_modules(fake):
+    from zoneinit.console import ConsoleLog
+    from zoneinit.modules.loader import ModuleLoader
+    from zoneinit.modules.policy import ZoneModules
+
+    reports = []
+    modules = ZoneModules(fake, ConsoleLog(), lambda what, error: reports.append((what, str(error))))
+    modules._loader = ModuleLoader(fake)
+    return modules, reports
+
+
+def test_deferred_addons_are_attached_only_for_a_module_beyond_the_initramfs(tmp_path):
+    """A zone whose modules are all in the initramfs never mounts (and so never hashes) its addons image; the
+    first module looked for beyond it attaches the addons, once."""
+    fake = RecordingSyscalls()
+    modules, reports = _zone_modules(fake)
+    modules.boot_index = _tree(tmp_path / "boot", {"kernel/squashfs.ko": (b"sq", []),
+                                                   "kernel/virtio_net.ko": (b"n", [])})
+    addons = _tree(tmp_path / "addons", {"kernel/virtio_net.ko": (b"n", []), "kernel/ext4.ko": (b"e", [])})
+    attached = []
+
+    def attach():
+        attached.append(True)
+        modules.addons_index = addons
+
+    modules.defer_addons(attach)
+    assert modules.load_fstype("squashfs") and modules.load_named(["virtio_net"]) is None
+    assert attached == [] and not reports
+    assert modules.load_fstype("ext4")
+    assert attached == [True]
+    modules.load_named(["ext4"])
+    assert attached == [True] and not reports   # once
+
+
+def test_a_failing_deferred_addons_image_is_reported_and_the_module_is_missing(tmp_path):
+    fake = RecordingSyscalls()
+    modules, reports = _zone_modules(fake)
+
+    def attach():
+        raise ModuleError("disk addons (/dev/vda): sha256 is 0000, the config pins 1111: refusing to mount it")
+
+    modules.defer_addons(attach)
+    modules.load_named(["dummy"])
+    assert [what for what, _ in reports] == ["addons", "load module dummy"]
+    assert "refusing to mount" in reports[0][1] and "neither the addons nor the initramfs" in reports[1][1]
+    modules.load_named(["dummy"])
+    assert [what for what, _ in reports][2:] == ["load module dummy"]   # not attached again

@@ -9,13 +9,13 @@ an unknown ``zone.*`` key is kept in ``unknown`` so it can be reported rather th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from styrolite.records import field, record
 
 PREFIX = "zone."
 _FLAG_TRUE = {"", "1", "y", "yes", "on", "true"}
 
 
-@dataclass
+@record
 class ZoneCmdline:
     config: str | None = None              # zone.config: the config disk (block device or file)
     idm: str | None = None                 # zone.idm: the IDM channel (virtio-serial port, hvc)

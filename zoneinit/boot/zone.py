@@ -18,6 +18,7 @@ from zoneinit.boot.cmdline import ZoneCmdline
 from zoneinit.boot.timing import BootTimeline, Phase
 from zoneinit.config.plan import ContainerPlan, LaunchPlan
 from zoneinit.console import ConsoleLog
+from zoneinit.metrics import process_memory
 from zoneinit.modules.policy import ZoneModules
 from zoneinit.mounts.early import EARLY_MOUNTS, EarlyMount
 from zoneinit.mounts.table import MountTable
@@ -74,7 +75,7 @@ class Zone:
         self.early = early
         self.log = ConsoleLog()
         self.sys: Syscalls = sys if self.pid1 else NoPowerOff(sys, self.log)  # type: ignore[assignment]
-        self.timeline = BootTimeline()
+        self.timeline = BootTimeline(memory=process_memory)   # what each phase leaves resident in PID 1
         self.mounts = MountTable(sys)
         self.supervisor = Supervisor(self.log)
         self.modules = ZoneModules(sys, self.log, self.report)
@@ -94,9 +95,17 @@ class Zone:
         self._stamp_stage0()
 
     def _stamp_stage0(self) -> None:
-        raw = os.environ.get("ZONE_STAGE0_NS", "")
-        if raw.isdigit():
-            self.timeline.phases.append(Phase("stage0", int(raw) / 1e9, self.timeline.init_started - int(raw) / 1e9))
+        """What happened before PID 1's code ran: ``stage0`` from the kernel's /init (build/stage0, which stamps
+        ZONE_STAGE0_NS) through the exec and the interpreter's start to the program's entry (ZONE_ENTRY_NS), then
+        ``imports`` up to here. Without the entry stamp, stage0 runs up to here."""
+        stage0, entry = (os.environ.get(key, "") for key in ("ZONE_STAGE0_NS", "ZONE_ENTRY_NS"))
+        started = self.timeline.init_started
+        if not stage0.isdigit():
+            return
+        end = int(entry) / 1e9 if entry.isdigit() and int(entry) >= int(stage0) else started
+        self.timeline.phases.append(Phase("stage0", int(stage0) / 1e9, end - int(stage0) / 1e9))
+        if end != started:
+            self.timeline.phases.append(Phase("imports", end, started - end))
 
     # --- reporting -----------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -121,7 +130,7 @@ class Zone:
 
     def info(self) -> dict[str, Any]:
         """The ``zone.info`` payload (and most of ``zone.hello``'s and ``zone.ready``'s)."""
-        from zoneinit.metrics import pid1_resources, process_memory, process_rss
+        from zoneinit.metrics import pid1_resources, process_rss
 
         uname = os.uname()
         return {

@@ -1,4 +1,4 @@
-"""The zone config document (schema version 1): plain dataclasses, and its canonical JSON.
+"""The zone config document (schema version 1): plain records (styrolite.records), and its canonical JSON.
 
 Built by the parser (``zoneinit.config.parser``) from JSON, by the host (``zonebuild.configdisk``) from images
 and options. ``dumps`` gives the canonical text: the same config always gives the same bytes.
@@ -6,20 +6,21 @@ and options. ``dumps`` gives the canonical text: the same config always gives th
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from styrolite.records import asdict, field, record
 
 SCHEMA_VERSION = 1
 
 
-@dataclass
+@record
 class Address:
     address: str
     prefix: int
     gateway: str | None = None
 
 
-@dataclass
+@record
 class Network:
     interface: str = "eth0"
     ipv4: Address | None = None
@@ -29,7 +30,7 @@ class Network:
     mtu: int | None = None
 
 
-@dataclass
+@record
 class Disk:
     name: str
     role: str           # addons | root | data | extension
@@ -40,21 +41,21 @@ class Disk:
     owner_shift: int = 0  # root images: owners were shifted by this; its containers get a user namespace
 
 
-@dataclass
+@record
 class User:
     uid: int = 0
     gid: int = 0
     additional_gids: list[int] = field(default_factory=list)
 
 
-@dataclass
+@record
 class Limits:
     memory: int | None = None   # bytes
     cpus: float | None = None   # CPU count (1.5 = one and a half CPUs of quota)
     pids: int | None = None
 
 
-@dataclass
+@record
 class Container:
     name: str
     image: str                  # the name of a disk with role "root"
@@ -71,7 +72,7 @@ class Container:
     annotations: dict[str, str] = field(default_factory=dict)   # copied into its OCI config.json
 
 
-@dataclass
+@record
 class Extension:
     """A system extension image on a disk of role ``extension``, mounted at /run/zone/extensions/<name>."""
 
@@ -82,7 +83,7 @@ class Extension:
     tools: bool = False         # its bin/ and lib/ are offered to zone-level exec (never to containers)
 
 
-@dataclass
+@record
 class Component:
     """What the zone was composed from, pinned by digest (reported in zone.info; PID 1 acts on none of it)."""
 
@@ -93,14 +94,14 @@ class Component:
     name: str | None = None     # the extension's or container's name
 
 
-@dataclass
+@record
 class Options:
     poweroff_on_exit: bool = True
     shutdown_grace: float = 10.0
     debug: bool = False
 
 
-@dataclass
+@record
 class ZoneConfig:
     name: str
     hostname: str | None = None

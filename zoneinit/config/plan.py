@@ -7,9 +7,9 @@ A container created over IDM becomes a ``ContainerPlan`` through :func:`containe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from styrolite.records import asdict, field, record
 from zoneinit.network import InterfacePlan, NetworkPlan, RoutePlan
 
 if TYPE_CHECKING:  # the plan is what PID 1 keeps; the document is read in a forked child or per request
@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the plan is what PID 1 keeps; the document is read in a for
     from zoneinit.containers.podspec import Volume
 
 
-@dataclass
+@record
 class DiskPlan:
     name: str                    # "root0": how containers refer to it
     device: str                  # /dev/vdc
@@ -37,7 +37,7 @@ class ExtensionPlan(NamedTuple):   # a value type: cheaper for PID 1 than a data
     tools: bool = False                     # bin/ and lib/ offered to zone-level exec
 
 
-@dataclass
+@record
 class ContainerPlan:
     id: str
     image: str | None = None     # DiskPlan.name whose file system is the container's root
@@ -63,7 +63,7 @@ class ContainerPlan:
     attach: bool = False
 
 
-@dataclass
+@record
 class LaunchPlan:
     name: str = "zone"
     hostname: str | None = None
@@ -113,7 +113,7 @@ def plan_from_config(config: ZoneConfig) -> LaunchPlan:
     options = config.options
     extensions = [ExtensionPlan(e.name, e.disk, tuple(e.kernel_releases), tuple(e.modules), e.tools)
                   for e in config.extensions]
-    components = [{k: v for k, v in vars(c).items() if v is not None} for c in config.components]
+    components = [{k: v for k, v in asdict(c).items() if v is not None} for c in config.components]
     return LaunchPlan(name=config.name, hostname=hostname, modules=list(config.modules), addons=addons,
                       debug=options.debug, poweroff_on_exit=options.poweroff_on_exit,
                       shutdown_grace=options.shutdown_grace, network=network, disks=disks,

@@ -15,11 +15,11 @@ import os
 import signal as signal_module
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from styrolite.errors import NotFoundError, StateError, describe
 from styrolite.exitstatus import exit_code_of
+from styrolite.records import field, record
 from zoneinit.config.plan import ContainerPlan
 from zoneinit.console import ConsoleLog
 from zoneinit.containers.output import OutputRing
@@ -70,7 +70,7 @@ if TYPE_CHECKING:  # for annotations only: PID 1 creates no class it does not us
 EventSink = Callable[[str, dict[str, Any]], None]
 
 
-@dataclass
+@record
 class ManagedContainer:
     plan: ContainerPlan
     bundle: str = ""

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
+from styrolite.records import field, record
 from zoneinit.errors import ModuleError
 
 COMPRESSION_BY_SUFFIX = {".xz": "xz", ".zst": "zstd", ".gz": "gzip"}
@@ -40,7 +40,7 @@ def compression_of(path: str) -> str | None:
     return None
 
 
-@dataclass
+@record
 class ModuleIndex:
     """One ``/lib/modules/<release>`` tree: where each module is and what it needs."""
 

@@ -4,7 +4,9 @@
   (else all of it), minus the file-system modules (loaded on the first mount that needs one) and, outside
   Xen, the ``xen*`` drivers; a driver whose device is absent (ENODEV) is skipped quietly;
 * by name (``zone.modules=``, the config's ``modules``, a NIC driver), from the addons tree, else a system
-  extension's (in the config's order), else the initramfs one;
+  extension's (in the config's order), else the initramfs one; when the addons image is deferred
+  (``defer_addons``) a module the initramfs has is loaded from it, and the addons are mounted (and verified)
+  the first time a module is looked for beyond it;
 * an extension's own list (the config's ``extensions[].modules``), from that extension's tree;
 * a file system's module when a mount meets an unknown type (``MountTable.load_fstype``).
 
@@ -24,8 +26,10 @@ if TYPE_CHECKING:
     from zoneinit.modules.dep import ModuleIndex
     from zoneinit.modules.loader import ModuleLoader
 
-# Loaded when a mount first needs them, not at boot (a zone that never mounts erofs never loads it).
-LAZY_MODULES = frozenset({"squashfs", "erofs", "overlay", "loop", "ext4", "isofs", "vfat", "fat"})
+# Loaded when a mount first needs them, not at boot (a zone that never mounts erofs never loads it); the NIC
+# drivers when the network phase configures an interface.
+LAZY_MODULES = frozenset({"squashfs", "erofs", "overlay", "loop", "ext4", "isofs", "vfat", "fat",
+                          "virtio_net", "xen_netfront"})
 FSTYPE_MODULES = {"iso9660": "isofs"}
 
 Report = Callable[[str, BaseException], None]
@@ -50,6 +54,7 @@ class ZoneModules:
         self.boot_index: ModuleIndex | None = None
         self.addons_index: ModuleIndex | None = None
         self.extension_indexes: dict[str, ModuleIndex] = {}   # extension name -> its modules/<release> tree
+        self._attach_addons: Callable[[], None] | None = None
         self._loader: ModuleLoader | None = None
 
     def loader(self) -> ModuleLoader:
@@ -105,6 +110,24 @@ class ZoneModules:
         if root is not None:
             self.addons_index = ModuleIndex.load(root)
 
+    def defer_addons(self, attach: Callable[[], None]) -> None:
+        """``attach`` mounts the addons image and calls :meth:`use_addons`; it runs the first time a module is
+        looked for beyond the initramfs tree (:meth:`ensure_addons`), not now."""
+        self._attach_addons = attach
+
+    def ensure_addons(self) -> None:
+        """Attach the deferred addons image now (once); a failure is reported, and the addons stay absent."""
+        attach, self._attach_addons = self._attach_addons, None
+        if attach is not None:
+            try:
+                attach()
+            except Exception as e:
+                self.report("addons", e)
+
+    def _beyond_boot_tree(self, name: str) -> None:
+        if self.addons_index is None and (self.boot_index is None or name not in self.boot_index):
+            self.ensure_addons()
+
     def use_extension(self, name: str, modules_dir: str) -> None:
         """Index a system extension's ``modules/<release>`` tree (its own modules.dep: it carries the modules
         its modules need, so it resolves on its own)."""
@@ -124,6 +147,9 @@ class ZoneModules:
             indexes = [self.addons_index, *self.extension_indexes.values(), self.boot_index]
             where = "the addons, the extensions or the initramfs modules"
         for name in names:
+            if extension is None:
+                self._beyond_boot_tree(name)
+                indexes = [self.addons_index, *self.extension_indexes.values(), self.boot_index]
             index = next((i for i in indexes if i is not None and name in i), None)
             try:
                 if index is None:
@@ -136,6 +162,7 @@ class ZoneModules:
     def load_fstype(self, fstype: str) -> bool:
         """Load the module of a file system the kernel does not know yet (from addons, else the initramfs)."""
         name = FSTYPE_MODULES.get(fstype, fstype)
+        self._beyond_boot_tree(name)
         for index in (self.boot_index, self.addons_index):
             if index is not None and name in index:
                 try:
