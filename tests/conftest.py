@@ -1,4 +1,8 @@
-"""Shared fixtures: a busybox root filesystem built from Debian's busybox-static, and OCI bundles over it."""
+"""Shared fixtures: a busybox root filesystem built from Debian's busybox-static, and OCI bundles over it.
+
+Tests that need root (mounts, namespaces, cgroups, mknod, chown, loop devices, the real clients) carry the
+``root`` marker: as another user they are skipped, so ``pytest`` there (or ``pytest -m "not root"`` anywhere)
+is the unprivileged suite."""
 
 from __future__ import annotations
 
@@ -18,6 +22,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 BUSYBOX = "/bin/busybox"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    needs_root = pytest.mark.skip(reason="needs root (marked root)")
+    for item in items:
+        if item.get_closest_marker("root") is not None:
+            item.add_marker(needs_root)
 
 
 def _busybox_rootfs(target: Path) -> Path:

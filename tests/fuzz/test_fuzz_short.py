@@ -42,6 +42,7 @@ def test_seeded_pass_finds_nothing(fuzzers: dict[str, ModuleType], name: str) ->
     assert not stats.findings, stats.report()
 
 
+@pytest.mark.root
 def test_seeds_are_accepted_where_valid(fuzzers: dict[str, ModuleType]) -> None:
     """The seed corpora start from valid inputs, so the mutations explore near the accepted language."""
     from idm.messages import Message, MessageDecoder

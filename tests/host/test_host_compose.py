@@ -109,6 +109,7 @@ def _host_config(tmp_path: Path, registry: Registry, kernel: str) -> dict[str, s
     return {"ZONE_HOST_CONFIG": str(config), "ZONE_STATE": str(tmp_path / "zones")}
 
 
+@pytest.mark.root
 def test_an_extension_for_another_kernel_is_refused_before_boot(registry: Registry, kernel_ref: str,
                                                                  tmp_path: Path) -> None:
     layout = _extension_layout(tmp_path, "oldfs", OLD_RELEASE)
@@ -130,6 +131,7 @@ def test_an_extension_for_another_kernel_is_refused_before_boot(registry: Regist
     assert f"{kernel_name.rsplit(':', 1)[0]}@{kernel_digest}" in names and f"{registry.host}/compose/oldfs:1" in names
 
 
+@pytest.mark.root
 def test_the_config_disk_records_every_component(registry: Registry, kernel_ref: str, app_layout: Path,
                                                  tmp_path: Path) -> None:
     from host.launch import prepare_images, zone_config

@@ -58,6 +58,7 @@ def mounts(fake: RecordingSyscalls) -> list[tuple]:
     return fake.of("mount")
 
 
+@pytest.mark.root
 def test_prepare_starts_with_rslave_root_and_the_rootfs_bind(bundle: str) -> None:
     fake = PathRecorder()
     prepared = prepare_rootfs(spec_from(minimal_config()), bundle, fake)
@@ -67,6 +68,7 @@ def test_prepare_starts_with_rslave_root_and_the_rootfs_bind(bundle: str) -> Non
                                 (rootfs, rootfs, None, k.MS_BIND | k.MS_REC, None)]
 
 
+@pytest.mark.root
 def test_shared_rootfs_propagation_keeps_the_new_root_private_for_pivot(bundle: str) -> None:
     fake = PathRecorder()
     prepare_rootfs(spec_from(minimal_config(rootfsPropagation="rshared")), bundle, fake)
@@ -76,6 +78,7 @@ def test_shared_rootfs_propagation_keeps_the_new_root_private_for_pivot(bundle: 
     assert (None, rootfs, None, k.MS_PRIVATE, None) in calls
 
 
+@pytest.mark.root
 def test_filesystem_mounts_are_made_in_order_inside_the_root(bundle: str) -> None:
     config = minimal_config()
     config["mounts"] = [
@@ -96,6 +99,7 @@ def test_filesystem_mounts_are_made_in_order_inside_the_root(bundle: str) -> Non
     assert os.path.isdir(f"{rootfs}/new/deep/dir")
 
 
+@pytest.mark.root
 def test_bind_ro_is_a_second_remount_keeping_the_source_flags(bundle: str, tmp_path) -> None:
     source = tmp_path / "src"
     source.mkdir()
@@ -118,6 +122,7 @@ def test_bind_ro_is_a_second_remount_keeping_the_source_flags(bundle: str, tmp_p
     assert stat.S_ISREG(os.stat(f"{rootfs}/etc/one-file").st_mode)  # a file source gets an empty file
 
 
+@pytest.mark.root
 def test_relative_bind_source_is_relative_to_the_bundle(bundle: str) -> None:
     os.mkdir(os.path.join(bundle, "volume"))
     config = minimal_config()
@@ -127,6 +132,7 @@ def test_relative_bind_source_is_relative_to_the_bundle(bundle: str) -> None:
     assert mounts(fake)[2][0] == os.path.join(bundle, "volume")
 
 
+@pytest.mark.root
 def test_absolute_symlink_destination_resolves_inside_the_root(bundle: str) -> None:
     rootfs = os.path.join(bundle, "rootfs")
     os.symlink("/etc", os.path.join(rootfs, "x"))
@@ -164,6 +170,7 @@ def test_missing_rootfs_and_missing_bind_source(bundle: str, tmp_path) -> None:
     assert 'mount "' in describe(info.value) and "absent" in describe(info.value)
 
 
+@pytest.mark.root
 def test_devices_are_mknod_with_mode_owner_and_config_overrides(bundle: str) -> None:
     config = minimal_config(devices=[{"type": "c", "path": "/dev/null", "major": 1, "minor": 3, "fileMode": 0o600},
                                      {"type": "b", "path": "/dev/sda", "major": 8, "minor": 0}])
@@ -298,6 +305,7 @@ def test_cgroup_on_unified_is_cgroup2(tmp_path) -> None:
     assert mounts(fake) == [("cgroup", f"{tmp_path}/sys/fs/cgroup", "cgroup2", k.MS_RDONLY | k.MS_NOSUID, None)]
 
 
+@pytest.mark.root
 def test_sysfs_not_permitted_falls_back_to_the_hosts_sys(bundle: str) -> None:
     config = minimal_config()
     config["mounts"] = [{"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro", "nosuid"]}]

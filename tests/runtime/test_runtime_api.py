@@ -11,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCENARIO = textwrap.dedent("""
     import json, os, signal, sys
     from styrolite.api import Pipes, Runtime, exit_code_of
@@ -65,6 +67,7 @@ SCENARIO = textwrap.dedent("""
 """)
 
 
+@pytest.mark.root
 def test_library_lifecycle_from_a_warm_process(make_bundle, state_root):
     bundle = make_bundle(["sh", "-c", "read line; echo got-$line; sleep 100"])
     done = subprocess.run([sys.executable, "-c", SCENARIO, str(state_root), str(bundle)], capture_output=True,

@@ -17,6 +17,7 @@ def run_in(make_bundle, styrolite, script: str, edit=None, expect: int = 0) -> s
     return out(result)
 
 
+@pytest.mark.root
 def test_new_namespaces_differ_from_the_host(make_bundle, styrolite):
     names = ["pid", "net", "ipc", "uts", "mnt"]
     script = "; ".join(f"readlink /proc/self/ns/{n}" for n in names)
@@ -26,6 +27,7 @@ def test_new_namespaces_differ_from_the_host(make_bundle, styrolite):
     assert run_in(make_bundle, styrolite, "echo $$").strip() == "1"
 
 
+@pytest.mark.root
 def test_cgroup_and_time_namespaces(make_bundle, styrolite):
     def edit(c):
         c["linux"]["namespaces"] += [{"type": "cgroup"}, {"type": "time"}]
@@ -37,6 +39,7 @@ def test_cgroup_and_time_namespaces(make_bundle, styrolite):
     assert float(uptime.split()[0]) > 86400 * 400
 
 
+@pytest.mark.root
 def test_join_network_namespace_by_path(make_bundle, styrolite):
     subprocess.run(["ip", "netns", "add", "styrotest"], check=True)
     try:
@@ -54,6 +57,7 @@ def test_join_network_namespace_by_path(make_bundle, styrolite):
         subprocess.run(["ip", "netns", "del", "styrotest"])
 
 
+@pytest.mark.root
 def test_user_namespace_maps_container_root_to_an_unprivileged_host_uid(make_bundle, styrolite):
     def edit(c):
         c["linux"]["namespaces"].append({"type": "user"})
@@ -76,6 +80,7 @@ def test_user_namespace_maps_container_root_to_an_unprivileged_host_uid(make_bun
     assert os.stat(bundle / "rootfs" / "tmp" / "made").st_uid == 100000  # container root is host uid 100000
 
 
+@pytest.mark.root
 def test_a_new_user_namespace_still_joins_a_shared_network_namespace(make_bundle, styrolite):
     """The zone's case: a network namespace owned by the host's user namespace is joined before the new user
     namespace is made (after it, setns would be EPERM), and oomScoreAdj is set while it still may be."""
@@ -113,6 +118,7 @@ def test_a_new_user_namespace_still_joins_a_shared_network_namespace(make_bundle
         subprocess.run(["ip", "netns", "del", "styrouser"])
 
 
+@pytest.mark.root
 def test_hostname_and_domainname(make_bundle, styrolite):
     def edit(c):
         c["hostname"] = "zone-web"
@@ -122,6 +128,7 @@ def test_hostname_and_domainname(make_bundle, styrolite):
         "zone-web", "example.test"]
 
 
+@pytest.mark.root
 def test_user_groups_umask_env_cwd(make_bundle, styrolite):
     def edit(c):
         c["process"]["user"] = {"uid": 1000, "gid": 1001, "additionalGids": [5, 7], "umask": 23}
@@ -132,6 +139,7 @@ def test_user_groups_umask_env_cwd(make_bundle, styrolite):
     assert output.split("\n")[:6] == ["1000", "1001", "1001 5 7", "0027", "blue", "/tmp"]
 
 
+@pytest.mark.root
 def test_capabilities_sets(make_bundle, styrolite):
     def edit(c):
         caps = ["CAP_NET_BIND_SERVICE", "CAP_KILL"]
@@ -149,6 +157,7 @@ def test_capabilities_sets(make_bundle, styrolite):
     assert int(fields["CapEff"], 16) == 1 << 5
 
 
+@pytest.mark.root
 def test_no_capabilities_means_none(make_bundle, styrolite):
     def edit(c):
         del c["process"]["capabilities"]
@@ -157,6 +166,7 @@ def test_no_capabilities_means_none(make_bundle, styrolite):
     assert all(int(line.split()[1], 16) == 0 for line in output.strip().splitlines())
 
 
+@pytest.mark.root
 def test_rlimits_and_no_new_privileges_and_oom_score_adj(make_bundle, styrolite):
     def edit(c):
         c["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 321, "hard": 654},
@@ -169,6 +179,7 @@ def test_rlimits_and_no_new_privileges_and_oom_score_adj(make_bundle, styrolite)
     assert output.split() == ["321", "654", "0", "NoNewPrivs:", "1", "345"]
 
 
+@pytest.mark.root
 def test_mounts_with_options(make_bundle, styrolite, tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -192,6 +203,7 @@ def test_mounts_with_options(make_bundle, styrolite, tmp_path):
     assert "host data" in output and "ro-ok" in output
 
 
+@pytest.mark.root
 def test_masked_and_readonly_paths_and_readonly_root(make_bundle, styrolite):
     def edit(c):
         c["root"]["readonly"] = True
@@ -214,6 +226,7 @@ def test_masked_and_readonly_paths_and_readonly_root(make_bundle, styrolite):
     assert " ro" in lines[-1] or ",ro" in lines[-1] or lines[-1].split()[5].startswith("ro")
 
 
+@pytest.mark.root
 def test_devices_default_and_custom(make_bundle, styrolite):
     def edit(c):
         c["linux"]["devices"] = [{"type": "c", "path": "/dev/fuse-like", "major": 1, "minor": 7,
@@ -230,6 +243,7 @@ def test_devices_default_and_custom(make_bundle, styrolite):
     assert "pts/ptmx" in lines and "/proc/self/fd" in lines and "null-ok" in lines
 
 
+@pytest.mark.root
 def test_sysctl(make_bundle, styrolite):
     def edit(c):
         c["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1", "kernel.shmmni": "1234"}
@@ -238,6 +252,7 @@ def test_sysctl(make_bundle, styrolite):
                   edit).split() == ["1", "1234"]
 
 
+@pytest.mark.root
 def test_rootfs_propagation_private(make_bundle, styrolite):
     def edit(c):
         c["linux"]["rootfsPropagation"] = "private"
@@ -247,6 +262,7 @@ def test_rootfs_propagation_private(make_bundle, styrolite):
     assert "shared:" not in root_line and "master:" not in root_line
 
 
+@pytest.mark.root
 def test_memory_and_pids_limits_reach_the_cgroup(make_bundle, styrolite):
     def edit(c):
         c["linux"]["resources"]["memory"] = {"limit": 64 * 1024 * 1024}
@@ -261,6 +277,7 @@ def test_memory_and_pids_limits_reach_the_cgroup(make_bundle, styrolite):
     assert stats["pids"]["current"] >= 1, stats
 
 
+@pytest.mark.root
 def test_seccomp_profile_denies_syscalls(make_bundle, styrolite):
     def edit(c):
         c["linux"]["seccomp"] = {
@@ -276,6 +293,7 @@ def test_seccomp_profile_denies_syscalls(make_bundle, styrolite):
 
 @pytest.mark.parametrize("phase", ["prestart", "createRuntime", "createContainer", "startContainer",
                                    "poststart", "poststop"])
+@pytest.mark.root
 def test_hooks_run_with_state_on_stdin(make_bundle, styrolite, tmp_path, phase):
     record = tmp_path / "hook.out"
     # createContainer and startContainer run in the container's mount namespace: write where both see it
@@ -295,6 +313,7 @@ def test_hooks_run_with_state_on_stdin(make_bundle, styrolite, tmp_path, phase):
         assert state["pid"] > 0
 
 
+@pytest.mark.root
 def test_failing_create_runtime_hook_fails_create_and_cleans_up(make_bundle, styrolite, state_root):
     def edit(c):
         c["hooks"] = {"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "echo nope >&2; exit 3"]}]}
@@ -305,6 +324,7 @@ def test_failing_create_runtime_hook_fails_create_and_cleans_up(make_bundle, sty
     assert os.listdir(state_root) == []
 
 
+@pytest.mark.root
 def test_console_socket_receives_the_pty_master(make_bundle, styrolite, tmp_path):
     import array
     import socket

@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from helpers import err, out
 
 
+@pytest.mark.root
 def test_container_cannot_open_the_runtime_binary_through_proc_exe(make_bundle, styrolite):
     """CVE-2019-5736: while the container is created, its pid 1 is still the runtime (host Python).
 
@@ -35,6 +37,7 @@ def test_leaked_descriptors_cannot_become_the_cwd(make_bundle, styrolite):
         assert "Traceback" not in err(result)
 
 
+@pytest.mark.root
 def test_container_process_sees_only_stdio_descriptors(make_bundle, styrolite):
     bundle = make_bundle(["sh", "-c", "ls /proc/self/fd"])
     result = styrolite("run", "-b", str(bundle), "c1")
@@ -42,6 +45,7 @@ def test_container_process_sees_only_stdio_descriptors(make_bundle, styrolite):
     assert out(result).split() == ["0", "1", "2", "3"]  # 3 is ls's own directory handle
 
 
+@pytest.mark.root
 def test_preserve_fds_passes_exactly_those(make_bundle, styrolite, tmp_path, state_root):
     data = tmp_path / "extra"
     data.write_text("passed through\n")

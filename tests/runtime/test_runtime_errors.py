@@ -65,6 +65,7 @@ def test_missing_bundle(styrolite, state_root, tmp_path):
                          state_root=state_root)
 
 
+@pytest.mark.root
 def test_missing_executable_fails_at_create(make_bundle, styrolite, state_root):
     bundle = make_bundle(["/bin/definitely-not-here"])
     assert_clean_failure(styrolite("create", "-b", str(bundle), "bad5"), "definitely-not-here",
@@ -72,12 +73,14 @@ def test_missing_executable_fails_at_create(make_bundle, styrolite, state_root):
     assert cgroup_leftovers(bundle.name) == []
 
 
+@pytest.mark.root
 def test_bad_mount_fails_cleanly(make_bundle, styrolite, state_root):
     bundle = make_bundle(["true"], edit=lambda c: c["mounts"].append(
         {"destination": "/x", "type": "bind", "source": "/no/such/source", "options": ["bind"]}))
     assert_clean_failure(styrolite("create", "-b", str(bundle), "bad6"), "/no/such/source", state_root=state_root)
 
 
+@pytest.mark.root
 def test_duplicate_id_is_refused_and_the_first_survives(make_bundle, styrolite):
     bundle = make_bundle(["sleep", "100"])
     styrolite("create", "-b", str(bundle), "dup", check=True)
@@ -98,6 +101,7 @@ def test_unknown_container(styrolite):
         assert_clean_failure(styrolite(*args), "ghost")
 
 
+@pytest.mark.root
 def test_start_twice_and_wrong_state(make_bundle, styrolite):
     bundle = make_bundle(["sleep", "100"])
     styrolite("create", "-b", str(bundle), "c1", check=True)

@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from helpers import err, out, state_of
 
 
+@pytest.mark.root
 def test_run_prints_output_and_returns_exit_code(make_bundle, styrolite):
     bundle = make_bundle(["sh", "-c", "echo hello; exit 7"])
     result = styrolite("run", "--bundle", str(bundle), "c1")
@@ -19,6 +21,7 @@ def test_run_prints_output_and_returns_exit_code(make_bundle, styrolite):
     assert out(result) == "hello\n"
 
 
+@pytest.mark.root
 def test_signal_death_is_128_plus_signo(make_bundle, styrolite, state_root):
     # pid 1 of a pid namespace ignores its own SIGKILL, so the signal comes from outside, as in real life
     bundle = make_bundle(["sleep", "100"])
@@ -33,6 +36,7 @@ def test_signal_death_is_128_plus_signo(make_bundle, styrolite, state_root):
     assert run.wait(timeout=10) == 137, run.stderr.read()
 
 
+@pytest.mark.root
 def test_create_start_state_kill_delete(make_bundle, styrolite, state_root):
     bundle = make_bundle(["sleep", "100"], edit=lambda c: c.setdefault("annotations", {}).update({"a": "b"}))
     pid_file = bundle / "pid"
@@ -65,6 +69,7 @@ def test_create_start_state_kill_delete(make_bundle, styrolite, state_root):
     assert gone.returncode != 0 and "does not exist" in err(gone)
 
 
+@pytest.mark.root
 def test_delete_force_kills_running_container(make_bundle, styrolite):
     bundle = make_bundle(["sleep", "100"])
     styrolite("run", "-d", "-b", str(bundle), "c1", check=True)
@@ -73,6 +78,7 @@ def test_delete_force_kills_running_container(make_bundle, styrolite):
     assert not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
 
 
+@pytest.mark.root
 def test_kill_by_name_number_and_all(make_bundle, styrolite):
     bundle = make_bundle(["sh", "-c", "trap 'exit 3' TERM; while true; do sleep 0.05; done"])
     styrolite("run", "-d", "-b", str(bundle), "c1", check=True)
@@ -94,6 +100,7 @@ def test_kill_by_name_number_and_all(make_bundle, styrolite):
     assert state_of(styrolite, "c2")["status"] == "stopped"
 
 
+@pytest.mark.root
 def test_list_and_ps(make_bundle, styrolite):
     bundle = make_bundle(["sleep", "100"])
     styrolite("run", "-d", "-b", str(bundle), "c1", check=True)
@@ -104,6 +111,7 @@ def test_list_and_ps(make_bundle, styrolite):
     assert "sleep 100" in table
 
 
+@pytest.mark.root
 def test_pause_and_resume_freeze_the_processes(make_bundle, styrolite):
     bundle = make_bundle(["sleep", "100"])
     styrolite("run", "-d", "-b", str(bundle), "c1", check=True)
@@ -116,6 +124,7 @@ def test_pause_and_resume_freeze_the_processes(make_bundle, styrolite):
     assert os.path.exists(f"/proc/{pid}")
 
 
+@pytest.mark.root
 def test_exec_into_running_container(make_bundle, styrolite):
     bundle = make_bundle(["sleep", "100"])
     styrolite("run", "-d", "-b", str(bundle), "c1", check=True)
@@ -131,6 +140,7 @@ def test_exec_into_running_container(make_bundle, styrolite):
     assert missing.returncode != 0 and "no-such-binary" in err(missing)
 
 
+@pytest.mark.root
 def test_exec_with_process_json(make_bundle, styrolite, tmp_path):
     bundle = make_bundle(["sleep", "100"])
     styrolite("run", "-d", "-b", str(bundle), "c1", check=True)
@@ -141,6 +151,7 @@ def test_exec_with_process_json(make_bundle, styrolite, tmp_path):
     assert out(result) == "from-json\n0077\n"
 
 
+@pytest.mark.root
 def test_update_changes_limits(make_bundle, styrolite):
     bundle = make_bundle(["sleep", "100"])
     styrolite("run", "-d", "-b", str(bundle), "c1", check=True)

@@ -65,6 +65,7 @@ def run_sequence(uid: int, no_new_privileges: bool, caps: list[str], ambient: li
     return {key: value.strip() for key, _, value in (line.partition(":") for line in text.splitlines())}
 
 
+@pytest.mark.root
 def test_root_container_with_no_new_privileges():
     status = run_sequence(0, True, list(DEFAULT_CAPABILITIES), [])
     mask = names_to_mask(list(DEFAULT_CAPABILITIES))
@@ -74,6 +75,7 @@ def test_root_container_with_no_new_privileges():
     assert status["UNSHARE"] == "denied"
 
 
+@pytest.mark.root
 def test_non_root_user_without_no_new_privileges_keeps_its_ambient_caps():
     wanted = ["CAP_NET_BIND_SERVICE", "CAP_CHOWN"]
     status = run_sequence(1000, False, wanted, wanted)

@@ -25,6 +25,7 @@ def disk(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.root
 @pytest.mark.skipif(not os.path.exists("/dev/loop-control"), reason="no /dev/loop-control")
 def test_attach_loop_is_read_only_and_detaches(disk: Path) -> None:
     device = attach_loop(disk)
