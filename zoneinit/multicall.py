@@ -1,10 +1,10 @@
 """One binary, three programs: the zone's init, the Styrolite CLI and the in-zone ``zone`` tool.
 
-Nuitka compiles this module into a single standalone executable (zonebuild.initrd, through its entry
-build/entry/multicall.py). The initramfs installs it once as ``/lib/zone/zone-init`` and points
-``/lib/zone/init``, ``/bin/styrolite`` and ``/bin/zone`` at it (symlinks); which program runs is chosen by
-the name it was started under (``basename(argv[0])``), busybox style. ``zone-init APPLET ARGS...`` also works
-(``zone-init selftest`` checks a build's lazy imports).
+Nuitka builds this module into a single standalone executable (zonebuild.initrd, through its entry
+build/entry/multicall.py; our packages go into it as bytecode, zonebuild.initrd_compile). The initramfs
+installs it once as ``/lib/zone/zone-init`` and points ``/lib/zone/init``, ``/bin/styrolite`` and ``/bin/zone``
+at it (symlinks); which program runs is chosen by the name it was started under (``basename(argv[0])``),
+busybox style. ``zone-init APPLET ARGS...`` also works (``zone-init selftest`` checks a build's lazy imports).
 
 Applets are imported lazily so PID 1 never pays for the CLI's imports, and a module missing from a build is a
 clear one-line message, not a traceback.

@@ -176,8 +176,9 @@ def netns(zone: Zone) -> None:
 
 
 def network(zone: Zone) -> None:
-    """The NIC's driver if it is missing (virtio_net lives in addons), then links, addresses, routes and the
-    name files, in a forked child: pyroute2 never becomes resident in PID 1."""
+    """The NIC's driver if it is missing (virtio_net or xen_netfront, from the boot-modules cpio: no addons
+    needed), then links, addresses, routes and the name files, in a forked child: the rtnetlink client
+    (zoneinit.rtnetlink) never becomes resident in PID 1."""
     import os
 
     from zoneinit.isolate import in_child

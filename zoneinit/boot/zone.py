@@ -2,8 +2,9 @@
 
 A phase that fails is reported (one console line, an IDM ``zone.error`` event, an entry in the ready
 event's ``errors``) and the boot goes on as far as it can, so the host can always ask what went wrong.
-Everything heavy (the IDM server, Styrolite's runtime, pyroute2...) is imported by the phase that needs it;
-the types below are imported for annotations only.
+Everything heavy (the IDM server, Styrolite's runtime, lzma/zstandard...) is imported by the phase that needs
+it, and the config parser, disk hashing and the network's rtnetlink client run in forked children; the types
+below are imported for annotations only.
 """
 
 from __future__ import annotations
