@@ -6,10 +6,11 @@ At the sandbox's Create the shim boots one zone for the pod (``PodZone.boot``):
    ``zone.json``, ``idm.sock``, ``qmp.sock``, ``console.log``, ``qemu.log``, the config disk);
 2. the pod network: ``host.pod.network.connect_zone_nic`` in the pod netns containerd + CNI made -- a tap
    beside the CNI veth, tc ``mirred`` both ways -- and the pod's DNS from the ``resolv.conf`` CRI wrote;
-3. boot inputs as ``zonehost`` prepares them (``host.images``: the kernel OCI image unpacked and verified,
-   our initrd + the kernel's boot modules), and a config disk with the pod's name and hostname, its
-   network, the ``addons`` disk, **no containers** and ``poweroff_on_exit: false`` (the zone lives as long as
-   the pod, whatever its containers do);
+3. boot inputs as ``zonehost`` prepares them (``host.launch.prepare_kernel_only``: the kernel OCI image read
+   as ``zonehost run --kernel`` reads it, unpacked and verified; our initrd + the kernel's boot modules), and a
+   config disk with the pod's name and hostname, its network, the ``addons`` disk, the kernel's ``components``
+   record, **no containers** and ``poweroff_on_exit: false`` (the zone lives as long as the pod, whatever its
+   containers do);
 4. QEMU, as ``host.backends.qemu`` builds its command line, plus the pod NIC (``-netdev tap,fd=N`` with the
    veth's MAC and MTU); its pid is the one containerd sees for every task of the pod;
 5. one ``host.link.ZoneLink`` for the zone's life, opened once QEMU's IDM socket exists; the boot ends at

@@ -8,7 +8,7 @@ Read from one file, TOML (``*.toml``) or JSON (anything else), found in this ord
 3. ``/etc/zone/shim.toml`` if it exists;
 4. else the defaults below.
 
-    kernel        = ""           # the kernel OCI image (layout directory); "" = zonebuild's, cached
+    kernel        = ""           # the kernel OCI image (a layout directory that exists); "" = zonebuild's, cached
     initrd        = ""           # our zone initrd; "" = the one built from this installation, cached
     memory_mib    = 512          # each pod zone's memory
     vcpus         = 1
