@@ -23,7 +23,7 @@ def test_module_not_built_in_is_loaded_from_addons(zonehost):
 
 
 def test_network_is_configured_and_visible_in_the_container(zonehost):
-    """--net: PID 1 configures eth0 with pyroute2 (QEMU user networking); containers share the zone's network."""
+    """--net: PID 1 configures eth0 over rtnetlink (QEMU user networking); containers share the zone's network."""
     name = "netzone"
     result = zonehost.run("--rm", "--net", "--name", name, "busybox", "--",
                           "sh", "-c", "ip -o addr show dev eth0; ip route; cat /etc/resolv.conf")

@@ -177,12 +177,12 @@ def _reached(start: str) -> set[str]:
 
 def test_pid1_first_import_stays_lean():
     """``import zoneinit.init`` (PID 1's start) reaches none of the heavy modules: the IDM server and msgpack,
-    Styrolite's runtime, the config parser, pyroute2, the system extensions' handling are imported by the phases
-    that need them (extensions: only when the config has some)."""
+    Styrolite's runtime, the config parser, the network's rtnetlink client (a forked helper's), the system
+    extensions' handling are imported by the phases that need them (extensions: only when the config has some)."""
     heavy = {m for m in _reached("zoneinit.init")
              if m.startswith(("idm", "styrolite.api", "styrolite.lifecycle", "styrolite.spec", "zoneinit.config.parser",
                               "zoneinit.idm", "zoneinit.containers", "zoneinit.mounts.extensions",
-                              "zoneinit.modules.firmware"))}
+                              "zoneinit.modules.firmware", "zoneinit.rtnetlink"))}
     assert not heavy, sorted(heavy)
 
 
