@@ -126,7 +126,7 @@ class QemuBackend:
                 result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=False,
                                         pass_fds=pass_fds)
                 if result.returncode != 0:
-                    raise BackendError(f"start QEMU for zone {definition.name!r}: {_last_line(log_path)}")
+                    raise BackendError(f"start QEMU for zone {definition.name!r}: {last_line(log_path)}")
                 pid = self.zone.pid()
                 if pid is None:
                     raise BackendError(f"QEMU for zone {definition.name!r} wrote no pidfile")
@@ -142,7 +142,7 @@ class QemuBackend:
         deadline = time.monotonic() + timeout
         while not self.zone.idm_socket.exists():
             if not self.alive():
-                raise BackendError(f"QEMU for zone {self.zone.name!r} exited: {_last_line(log_path)}")
+                raise BackendError(f"QEMU for zone {self.zone.name!r} exited: {last_line(log_path)}")
             if time.monotonic() > deadline:
                 raise BackendError(f"QEMU for zone {self.zone.name!r} did not open {self.zone.idm_socket}")
             time.sleep(0.02)
@@ -217,7 +217,8 @@ class QemuBackend:
         raise BackendError(f"QEMU (pid {pid}) of zone {self.zone.name!r} did not exit")
 
 
-def _last_line(path: Path) -> str:
+def last_line(path: Path) -> str:
+    """The last non-blank line of a log (QEMU's, a console's), or "no output": what a failure message quotes."""
     try:
         lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:

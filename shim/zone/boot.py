@@ -39,6 +39,7 @@ from typing import Any
 
 from host import images
 from host.backends import Backend
+from host.backends.qemu import last_line
 from host.errors import HostError
 from host.lifecycle import last_console_line, wait_ready
 from host.link import ZoneInfo, ZoneLink
@@ -259,7 +260,7 @@ class PodZone:
 def _not_up(zone: ZoneDir, process: subprocess.Popen[bytes], detail: str) -> str:
     console = last_console_line(zone)
     if console == "no console output":
-        console += f" (QEMU: {_last_line(zone.path / 'qemu.log')})"
+        console += f" (QEMU: {last_line(zone.path / 'qemu.log')})"
     if process.poll() is not None or _wait_exit(process, 2.0):
         return f"zone {zone.name} stopped during boot (QEMU exit {process.returncode}); console: {console}"
     return f"zone {zone.name} did not become ready ({detail}); console: {console}"
@@ -288,14 +289,6 @@ def _log_console(zone: ZoneDir, lines: int = 30) -> None:
         with contextlib.suppress(OSError):
             for line in path.read_text(errors="replace").splitlines()[-lines:]:
                 log.warning("zone %s %s: %s", zone.name, name, line)
-
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return "no output"
-    return lines[-1] if lines else "no output"
 
 
 def cleanup_zone(record: ZoneRecord) -> None:

@@ -133,14 +133,24 @@ def _attach_addons(zone: Zone) -> None:
 
 
 def _use_firmware(zone: Zone, firmware: str) -> None:
+    """The addons' firmware on the kernel's search path. When the extensions phase already made the joined tree
+    (addons mounted later than it, on first need), the addons' files are linked into that tree, which stays the
+    search path (a file an extension also carries is then the extension's); otherwise the path is the addons'
+    own ``firmware/``."""
     import os
 
-    if os.path.isdir(firmware):
-        try:
+    if not os.path.isdir(firmware):
+        return
+    try:
+        if os.path.isdir(zone.paths.firmware) and os.listdir(zone.paths.firmware):
+            from zoneinit.modules.firmware import link_tree
+
+            link_tree([firmware], zone.paths.firmware)
+        else:
             with open("/sys/module/firmware_class/parameters/path", "w") as f:
                 f.write(firmware)
-        except OSError as e:
-            zone.log.warn(f"firmware from {firmware}: {e}")
+    except OSError as e:
+        zone.log.warn(f"firmware from {firmware}: {e}")
 
 
 def extensions(zone: Zone) -> None:
