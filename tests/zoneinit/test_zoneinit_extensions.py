@@ -233,3 +233,25 @@ def test_a_zone_exec_names_no_container() -> None:
     assert ExecRequest.from_request(Req({"command": ["ls"], "zone": True})).zone   # type: ignore[arg-type]
     with pytest.raises(ValueError, match="names no container"):
         ExecRequest.from_request(Req({"command": ["ls"], "zone": True, "container": "main"}))  # type: ignore[arg-type]
+
+
+def test_addons_mounted_after_the_extensions_join_their_firmware_tree(tmp_path: Path) -> None:
+    """Deferred addons (mounted on first need, after the extensions phase made the joined firmware tree) link
+    their files into that tree: the search path keeps the extensions' firmware."""
+    from types import SimpleNamespace
+
+    from zoneinit.boot.phases import _use_firmware
+    from zoneinit.modules.firmware import link_tree
+
+    extension = tmp_path / "ext" / "firmware"
+    (extension / "vendor").mkdir(parents=True)
+    (extension / "vendor" / "nic.bin").write_bytes(b"ext")
+    addons = tmp_path / "addons" / "firmware"
+    (addons / "vendor").mkdir(parents=True)
+    (addons / "vendor" / "gpu.bin").write_bytes(b"addons")
+    joined = tmp_path / "joined"
+    link_tree([str(extension)], str(joined))
+    zone = SimpleNamespace(paths=SimpleNamespace(firmware=str(joined)), log=None)
+    _use_firmware(zone, str(addons))   # type: ignore[arg-type]
+    assert (joined / "vendor" / "nic.bin").read_bytes() == b"ext"
+    assert (joined / "vendor" / "gpu.bin").read_bytes() == b"addons"
