@@ -11,10 +11,12 @@ The cache is zonebuild's (``zonebuild.cachedir``: ``$ZONE_CACHE``, else /var/cac
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,16 +166,23 @@ def default_initrd(dev: bool = False) -> Path:
                 shutil.rmtree(work, ignore_errors=True)
 
     path = cached_file(target, build)
+    with contextlib.suppress(OSError):
+        os.utime(path)   # its last use: what prune goes by
     prune(target.parent, keep=4)
     return path
 
 
-def prune(directory: Path, keep: int) -> None:
-    """Drop all but the ``keep`` newest cached files (each source change makes a new initrd)."""
+def prune(directory: Path, keep: int, unused_for: float = 24 * 3600) -> None:
+    """Drop cached files (each source change makes a new initrd) beyond the ``keep`` most recently used, and only
+    those unused for ``unused_for`` seconds: a zone, a shim config or a benchmark may still boot from a file
+    another checkout's build made older (several trees share the one cache)."""
     files = sorted((p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")),
                    key=lambda p: p.stat().st_mtime, reverse=True)
+    now = time.time()
     for old in files[keep:]:
-        old.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            if now - old.stat().st_mtime >= unused_for:
+                old.unlink()
 
 
 @dataclass(frozen=True)
