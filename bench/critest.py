@@ -13,6 +13,7 @@ Prints both pass counts and every spec that passes on runc but not on edera, wit
 where it is one, why a zone cannot pass it (it needs the node's own kernel, namespaces or file systems).
 
     python3 bench/critest.py [--focus RE] [--skip RE] [--out DIR] [--memory MiB] [--handlers runc,edera]
+                             [--kernel LAYOUT] [--initrd FILE]
 """
 
 from __future__ import annotations
@@ -138,6 +139,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--memory", type=int, default=384, help="each pod zone's memory (MiB)")
     parser.add_argument("--handlers", default="runc,edera")
+    parser.add_argument("--kernel", default=None, help="kernel image layout (default: built here, cached)")
+    parser.add_argument("--initrd", default=None, help="zone initrd (default: this tree's, cached)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # a stopped run still stops its lab
     from host import images
@@ -145,8 +148,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="zct", dir="/tmp"))
     out = args.out or work / "results"
     print(f"critest side by side: work {work}, results {out}", file=sys.stderr)
-    shim = ShimOptions(kernel=str(images.default_kernel_image()), initrd=str(images.default_initrd()),
-                       memory_mib=args.memory)
+    shim = ShimOptions(kernel=args.kernel or str(images.default_kernel_image()),
+                       initrd=args.initrd or str(images.default_initrd()), memory_mib=args.memory)
     lab = Lab(work / "lab", shim, images=build_images(work / "images"), portmap=True)
     results: dict[str, dict[str, Any]] = {}
     try:
