@@ -14,8 +14,8 @@ A second pull of the same image transfers no blob or manifest bytes (one HEAD re
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,6 +54,7 @@ class PulledImage:
 
 
 Progress = Callable[[str], None]
+Job = tuple[str, Descriptor]   # a blob to fetch and what to call it in messages
 
 
 def _manifest_bytes(store: ContentStore, client: RegistryClient, ref: Reference, desc: Descriptor,
@@ -116,20 +117,43 @@ def _fetch_blobs(store: ContentStore, client: RegistryClient, ref: Reference, wa
     for round_waits in (False, True):
         if not missing:
             return
-        with ThreadPoolExecutor(max_workers=client.parallel, thread_name_prefix="pull") as pool:
-            futures: dict[Future[bool], tuple[str, Descriptor]] = {
-                pool.submit(fetch, label, d, round_waits): (label, d) for label, d in missing}
-            done, not_done = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in not_done:
-                future.cancel()
-            for future in done:
-                error = future.exception()
-                if error is not None:
-                    for other in not_done:  # let running downloads finish before the executor closes
-                        other.cancel()
-                    raise error
-            wait(not_done)
-            missing = [futures[f] for f in futures if not f.cancelled() and f.result() is False]
+        missing = _in_parallel(missing, lambda job, waits=round_waits: fetch(*job, waits), client.parallel)
+
+
+
+def _in_parallel(jobs: list[Job], work: Callable[[Job], bool], parallel: int) -> list[Job]:
+    """``work(job)`` for every job on up to ``parallel`` threads; returns the jobs for which it returned False.
+    The first exception stops jobs from starting; those running finish (their files are cleaned up), then it is
+    raised. Plain threads: concurrent.futures (and the logging it imports) is more than this needs."""
+    lock = threading.Lock()
+    pending = iter(jobs)
+    declined: list[Job] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        while True:
+            with lock:
+                job = None if errors else next(pending, None)
+            if job is None:
+                return
+            try:
+                done = work(job)
+            except BaseException as e:  # handed to the calling thread, which raises it
+                with lock:
+                    errors.append(e)
+                return
+            if not done:
+                with lock:
+                    declined.append(job)
+
+    threads = [threading.Thread(target=worker, name=f"pull-{i}") for i in range(min(parallel, len(jobs)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return declined
 
 
 def pull(ref: Reference | str, store: ContentStore, client: RegistryClient, *,
