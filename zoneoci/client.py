@@ -300,10 +300,13 @@ class RegistryClient:
 
     # ---- reading -----------------------------------------------------------------------------------------
 
-    def resolve(self, ref: Reference) -> Descriptor | FetchedManifest:
+    def resolve(self, ref: Reference, *, fetch: bool = False) -> Descriptor | FetchedManifest:
         """What ``ref`` names now: a HEAD gives the descriptor without the body; a registry that does not
-        say the digest on HEAD gets a GET (and the fetched manifest comes back, so nothing is fetched twice)."""
+        say the digest on HEAD gets a GET (and the fetched manifest comes back, so nothing is fetched twice).
+        ``fetch=True`` GETs it at once, one round trip instead of two when the caller wants the body anyway."""
         try:
+            if fetch:
+                return self.get_manifest(ref, ref.target)
             response, _ = self.request("HEAD", ref, f"manifests/{ref.target}",
                                        headers={"Accept": mediatypes.ACCEPT_MANIFESTS})
         except RegistryError as e:

@@ -1,7 +1,8 @@
 """Pull an image by reference into the content store: the path ``zonehost pull`` and ``zonehost run REF`` take.
 
-1. resolve the reference once (HEAD; by digest if pinned): everything after is fetched by digest, so a tag
-   that moves during the pull cannot mix two images;
+1. resolve the reference once (by digest if pinned): a HEAD for a name the store already has, else a GET of the
+   manifest itself; everything after is fetched by digest, so a tag that moves during the pull cannot mix two
+   images;
 2. the manifest (or index, then the manifest for our platform) comes from the store when present, else the
    registry, verified;
 3. the config and layers the store lacks are fetched in parallel, each verified while streaming and renamed
@@ -161,13 +162,19 @@ def pull(ref: Reference | str, store: ContentStore, client: RegistryClient, *,
     """Pull ``ref`` for ``platform`` (default: this host's) into ``store`` and name it there."""
     reference = parse_reference(ref) if isinstance(ref, str) else ref
     want = platform or host_platform()
+    # pinned: named by digest (a tag next to a digest is ignored, as docker does)
+    name = f"{reference.name}@{reference.digest}" if reference.digest else str(reference)
     try:
         with store.lease():
             if reference.digest and store.has(reference.digest):  # pinned and present: no registry round trip
                 data = store.read_blob(reference.digest)
                 document = parse_manifest(data)
                 top = Descriptor(document.media_type, reference.digest, len(data))
-            elif isinstance(resolved := client.resolve(reference), FetchedManifest):  # no digest on HEAD
+            # a name the store has is asked with a HEAD (unchanged: nothing downloaded); a new name or a digest the
+            # store lacks is fetched at once (one round trip, not a HEAD and then a GET); a GET also follows a HEAD
+            # that did not say the digest
+            elif isinstance(resolved := client.resolve(reference, fetch=bool(reference.digest)
+                                                       or not store.has_name(name)), FetchedManifest):
                 document = parse_manifest(resolved.data, resolved.descriptor.media_type)
                 top = Descriptor(document.media_type, resolved.descriptor.digest, resolved.descriptor.size)
                 store.put_bytes(resolved.data, top.digest)
@@ -185,8 +192,6 @@ def pull(ref: Reference | str, store: ContentStore, client: RegistryClient, *,
             wanted = [("config", image.config)] + [(f"layer {i}", layer) for i, layer in enumerate(image.layers)]
             _fetch_blobs(store, client, reference, wanted, progress)
             _check_config(image, want, store.read_blob(image.config.digest, MAX_CONFIG_BYTES))
-            # pinned: named by digest (a tag next to a digest is ignored, as docker does)
-            name = f"{reference.name}@{reference.digest}" if reference.digest else str(reference)
             record = store.set_ref(name, top, manifest_desc.digest, str(want))
     except OCIError as e:
         raise PullError(f"pull {reference}") from e

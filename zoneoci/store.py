@@ -274,6 +274,10 @@ class ContentStore:
                                    notes.get(ANNOTATION_PLATFORM, ""), notes.get(ANNOTATION_PULLED, "")))
         return out
 
+    def has_name(self, name: str) -> bool:
+        """Is there an image named exactly ``name`` (a full reference, as :meth:`set_ref` was given it)?"""
+        return any((entry.get("annotations") or {}).get(REF_NAME) == name for entry in self._read_index())
+
     def lookup(self, name: str) -> ImageRecord:
         """By full reference, familiar name (``busybox:latest``), digest, or a unique digest prefix."""
         records = self.records()

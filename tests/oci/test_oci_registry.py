@@ -43,6 +43,7 @@ def test_pull_then_second_pull_downloads_nothing(fmt: str, registry: Registry, i
     assert image.record.target.media_type == expected
     assert image.record.platform == "linux/amd64"
     assert client.stats.blobs == 3 and client.stats.blob_bytes > 500_000
+    assert client.stats.requests == 4  # a new name: the manifest GET (no HEAD first), then config and two layers
     assert image.digest == json.loads(subprocess.run(
         ["skopeo", "inspect", "--cert-dir", str(registry.certs_d / registry.host), "--creds",
          "zoneuser:s3cret-pass", f"docker://{ref}"], capture_output=True, text=True, check=True).stdout)["Digest"]
