@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import ssl
 import threading
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +78,8 @@ def load_registries_conf(path: Path | None = None) -> list[RegistryRule]:
     if dropins.is_dir():
         files += sorted(p for p in dropins.glob("*.conf") if p.is_file())
     rules: list[RegistryRule] = []
+    if files:
+        import tomllib  # only when there is a file to read: most pulls on a host without containers-common have none
     for file in files:
         try:
             document = tomllib.loads(file.read_text())
