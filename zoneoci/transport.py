@@ -115,6 +115,8 @@ class Transport:
         if scheme != "https" or not _verification_failed(error):
             return False
         with self._lock:
+            if netloc in self._widened:  # another thread widened it while our handshake on the old pool failed
+                return True
             if netloc not in self._narrow:
                 return False
             self._narrow.discard(netloc)
