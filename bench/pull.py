@@ -3,21 +3,27 @@
 Starts Debian's docker-registry (TLS with a CA made here, htpasswd auth) on 127.0.0.1, pushes a multi-layer
 image with skopeo, then measures:
 
-  * pull time of the image into an empty content store (`python -m zoneoci pull`, the real interpreter, no
-    shim) against `skopeo copy` of the same image into an empty directory: medians and their ratio (goal <= 1);
-    each measurement starts after a sync, since ours fsyncs every blob (skopeo's dir: does not) and would
-    otherwise pay for the previous contender's dirty pages;
+  * pull time of the image into an empty content store by the two command lines users run,
+    `python -m zoneoci pull` and `zonehost pull` (the console script beside this interpreter, else
+    `python -m host.cli`; both the real interpreter, never a pyenv shim), against `skopeo copy` of the same
+    image into an empty directory: medians and their ratios (goal <= 1); each measurement starts after a sync,
+    since ours fsyncs every blob (skopeo's dir: does not) and would otherwise pay for the previous
+    contender's dirty pages; the packages timed are byte-compiled first, as an installed package is (with
+    PYTHONDONTWRITEBYTECODE set every run would otherwise compile them from source);
   * the same pull through the library in a warm process (what `zonehost run REF` does);
   * a second pull of the same image: bytes downloaded (goal 0);
   * two concurrent pulls (separate processes) into one empty store: blob bytes downloaded by each, and their
     sum against the image's size (goal: equal, each blob once).
 
-    python3 bench/pull.py [--runs 5] [--layers 6] [--layer-mib 8]
+    .venv/bin/python bench/pull.py [--runs 5] [--layers 6] [--layer-mib 8]
+
+Run it with the interpreter zonehost is installed for (the venv's): the CLI is timed with sys.executable.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
@@ -55,10 +61,21 @@ with RegistryClient(RegistryHosts([], (Path(certs),)), auth_paths=[Path(auth)]) 
 """
 
 
+# the children import this tree's packages (not another checkout an editable install may point at)
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+
+
+def zonehost_command() -> list[str]:
+    """``zonehost`` as users run it: the console script installed beside this interpreter (its shebang is this
+    interpreter), else the same entry point through ``-m``."""
+    script = Path(sys.executable).parent / "zonehost"
+    return [str(script)] if script.is_file() and os.access(script, os.X_OK) else [sys.executable, "-m", "host.cli"]
+
+
 def timed(argv: list[str]) -> tuple[float, str]:
     os.sync()  # start each measurement with no dirty pages left by the previous one (our fsyncs would pay for them)
     start = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=CHILD_ENV)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{argv[0]} {argv[1] if len(argv) > 1 else ''} failed: {done.stderr.strip()}")
@@ -74,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     skopeo = shutil.which("skopeo")
     if skopeo is None or shutil.which("docker-registry") is None:
         raise SystemExit("needs Debian's skopeo and docker-registry")
+    for package in ("zoneoci", "host", "idm", "styrolite"):  # what `zonehost pull` imports
+        compileall.compile_dir(REPO / package, quiet=1)
+    zonehost = zonehost_command()
+    print(f"timing {sys.executable} -m zoneoci and {' '.join(zonehost)}")
     with tempfile.TemporaryDirectory(prefix="bench-pull-") as tmp:
         work = Path(tmp)
         registry = start_registry(work / "registry", make_pki(work / "pki"))
@@ -88,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             size = manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
             print(f"image: {len(manifest['layers'])} layers, {size / 1e6:.1f} MB (gzip), registry {registry.host}")
 
-            ours_cli, theirs, ours_lib = [], [], []
+            ours_cli, ours_zonehost, theirs, ours_lib = [], [], [], []
             hosts = RegistryHosts([], (registry.certs_d,))
+            options = ["--cert-dir", str(registry.certs_d), "--authfile", str(registry.authfile), ref]
             for run in range(args.runs):
                 out = work / f"skopeo-{run}"
                 elapsed, _ = timed([skopeo, "copy", "--quiet", "--src-cert-dir", str(registry.certs_d / registry.host),
@@ -97,9 +119,11 @@ def main(argv: list[str] | None = None) -> int:
                 theirs.append(elapsed)
                 shutil.rmtree(out)
                 store = work / f"store-{run}"
-                elapsed, _ = timed([sys.executable, "-m", "zoneoci", "-q", "pull", "--store", str(store),
-                                    "--cert-dir", str(registry.certs_d), "--authfile", str(registry.authfile), ref])
+                elapsed, _ = timed([sys.executable, "-m", "zoneoci", "-q", "pull", "--store", str(store), *options])
                 ours_cli.append(elapsed)
+                shutil.rmtree(store)
+                elapsed, _ = timed([*zonehost, "-q", "pull", "--store", str(store), *options])
+                ours_zonehost.append(elapsed)
                 shutil.rmtree(store)
                 with RegistryClient(hosts, auth_paths=[registry.authfile]) as client:
                     os.sync()
@@ -116,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             # two processes at once into one empty store
             shared = work / "shared-store"
             procs = [subprocess.Popen([sys.executable, "-c", PULL_AND_COUNT, ref, str(registry.certs_d),
-                                       str(registry.authfile), str(shared)], cwd=REPO, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True) for _ in range(2)]
+                                       str(registry.authfile), str(shared)], cwd=REPO, env=CHILD_ENV,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
             results = []
             for proc in procs:
                 stdout, stderr = proc.communicate(timeout=600)
@@ -131,10 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         return statistics.median(samples)
 
     print(f"skopeo copy docker:// -> dir:     median {med(theirs):.3f} s  {[round(s, 3) for s in theirs]}")
-    print(f"zoneoci pull (CLI, cold store)    median {med(ours_cli):.3f} s  {[round(s, 3) for s in ours_cli]}")
+    print(f"python -m zoneoci pull (CLI)      median {med(ours_cli):.3f} s  {[round(s, 3) for s in ours_cli]}")
+    print(f"zonehost pull (CLI)               median {med(ours_zonehost):.3f} s  "
+          f"{[round(s, 3) for s in ours_zonehost]}")
     print(f"zoneoci pull (library, warm proc) median {med(ours_lib):.3f} s  {[round(s, 3) for s in ours_lib]}")
-    print(f"ratio CLI / skopeo: {med(ours_cli) / med(theirs):.2f}   library / skopeo: "
-          f"{med(ours_lib) / med(theirs):.2f}   (goal <= 1.0)")
+    print(f"ratio to skopeo: zoneoci CLI {med(ours_cli) / med(theirs):.2f}   zonehost CLI "
+          f"{med(ours_zonehost) / med(theirs):.2f}   library {med(ours_lib) / med(theirs):.2f}   (goal <= 1.0)")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"second pull: {second} bytes downloaded, {second_requests} request(s)   (goal 0 bytes)")
     blob_bytes = [r["blob_bytes"] for r in results]
     print(f"two concurrent pulls: blob bytes {blob_bytes}, sum {sum(blob_bytes)} vs image {size}   "

@@ -145,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"zonehost: {describe(e)}", file=sys.stderr)
             return EXIT_FAILURE
         args.prog = "zonehost"
-        return image_commands.run(args)
+        code = image_commands.run(args)
+        if argv is None:  # a program run, about to exit
+            image_commands.exit_quickly()
+        return code
     from host import commands  # after parsing: `--help` and usage errors stay fast
     try:
         return commands.dispatch(args)

@@ -21,7 +21,6 @@ Unknown keys and wrong types are errors naming the key: a typo must not silently
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,14 +62,23 @@ def load_host_config(path: Path | None = None) -> HostConfig:
     values: dict[str, object] = {}
     source = None
     try:
-        document = tomllib.loads(path.read_text())
-        source = str(path)
+        text = path.read_text()
     except FileNotFoundError:
         if os.environ.get("ZONE_HOST_CONFIG"):
             raise HostConfigError(f"host config {path} (ZONE_HOST_CONFIG): no such file") from None
-        document = {}
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        text = None
+    except (OSError, UnicodeDecodeError) as e:
         raise HostConfigError(f"host config {path}: {e}") from None
+    if text is None:
+        document: dict[str, object] = {}
+    else:
+        import tomllib  # only when there is a file: every zonehost image verb reads the config, most hosts have none
+
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise HostConfigError(f"host config {path}: {e}") from None
+        source = str(path)
     for section, content in document.items():
         if section not in SCHEMA or not isinstance(content, dict):
             raise HostConfigError(f"host config {path}: unknown section [{section}] (have: {', '.join(SCHEMA)})")

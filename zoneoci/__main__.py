@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import NoReturn
 
-from zoneoci.commands import register, run
+from zoneoci.commands import exit_quickly, register, run
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     register(verbs)
     args = parser.parse_args(argv)
     args.prog = parser.prog
-    return run(args)
+    code = run(args)
+    if argv is None:  # a program run, about to exit (not a caller in a long-lived process)
+        exit_quickly()
+    return code
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from zoneoci.transport import RETRY_STATUSES, RetryPolicy, Transport, finish
 
 CHUNK = 1 << 20
 READ_SIZE = 64 << 10  # below glibc's mmap threshold: buffers are reused instead of page-faulted in afresh
+WRITE_SIZE = 256 << 10  # blob bytes are hashed and written in batches of this (see fetch_blob)
 MAX_ERROR_BODY = 64 << 10
 MAX_TOKEN_BODY = 1 << 20
 DEFAULT_CHUNKED_THRESHOLD = 512 << 20  # blobs above this are uploaded in chunks of DEFAULT_UPLOAD_CHUNK
@@ -299,10 +300,13 @@ class RegistryClient:
 
     # ---- reading -----------------------------------------------------------------------------------------
 
-    def resolve(self, ref: Reference) -> Descriptor | FetchedManifest:
+    def resolve(self, ref: Reference, *, fetch: bool = False) -> Descriptor | FetchedManifest:
         """What ``ref`` names now: a HEAD gives the descriptor without the body; a registry that does not
-        say the digest on HEAD gets a GET (and the fetched manifest comes back, so nothing is fetched twice)."""
+        say the digest on HEAD gets a GET (and the fetched manifest comes back, so nothing is fetched twice).
+        ``fetch=True`` GETs it at once, one round trip instead of two when the caller wants the body anyway."""
         try:
+            if fetch:
+                return self.get_manifest(ref, ref.target)
             response, _ = self.request("HEAD", ref, f"manifests/{ref.target}",
                                        headers={"Accept": mediatypes.ACCEPT_MANIFESTS})
         except RegistryError as e:
@@ -367,15 +371,19 @@ class RegistryClient:
                 out.seek(0)
                 out.truncate()
                 verifier = Verifier(descriptor.digest, descriptor.size, label)
+            pending = bytearray()
             try:
-                # read1: whatever arrived (up to READ_SIZE), so bytes before a dropped connection are kept for the
-                # Range resume (read(amt) would discard a partial chunk with the error)
+                # read1: whatever arrived (one TLS record, at most READ_SIZE), so bytes before a dropped connection
+                # are kept for the Range resume (read(amt) would discard a partial chunk with the error). They are
+                # hashed and written WRITE_SIZE at a time: per 16 KiB record, the calls into hashlib and write()
+                # (each a GIL release and reacquire, contended by the other downloads) cost more than the work.
                 while chunk := response.read1(READ_SIZE):
-                    verifier.update(chunk)
-                    out.write(chunk)
-                    received += len(chunk)
-                    self.stats.add(blob_bytes=len(chunk))
+                    pending += chunk
+                    if len(pending) >= WRITE_SIZE:
+                        received += self._keep(pending, verifier, out)
+                received += self._keep(pending, verifier, out)
             except Urllib3Error as e:
+                received += self._keep(pending, verifier, out)
                 if attempt == attempts - 1:
                     raise RegistryError(f"{label}: connection lost after {verifier.count} of {descriptor.size} "
                                         f"bytes ({type(e).__name__}), {attempts} attempts") from None
@@ -388,6 +396,16 @@ class RegistryClient:
             self.stats.add(blobs=1)
             return received
         raise AssertionError("unreachable")
+
+    def _keep(self, pending: bytearray, verifier: Verifier, out: IO[bytes]) -> int:
+        """Hash and write the blob bytes in ``pending`` (in order: a Range resume starts after them), empty it and
+        return how many there were."""
+        count = len(pending)
+        verifier.update(pending)
+        out.write(pending)
+        self.stats.add(blob_bytes=count)
+        pending.clear()
+        return count
 
     def blob_exists(self, ref: Reference, digest: str, actions: str = "pull") -> bool:
         response, _ = self.request("HEAD", ref, f"blobs/{digest}", actions=actions, ok=(200, 404))

@@ -56,6 +56,16 @@ def register(verbs: argparse._SubParsersAction) -> None:
     add_registry_options(p)
 
 
+def exit_quickly() -> None:
+    """For a command line that is done and about to exit: hide every object that exists now from the cyclic
+    garbage collector (gc.freeze), so the collections of interpreter shutdown do not walk the thousands of
+    objects the imports and the verb made (~15 ms after a pull: urllib3, ssl, http.client). Shutdown itself
+    is unchanged: modules are torn down, files flushed and closed, atexit handlers run."""
+    import gc
+
+    gc.freeze()
+
+
 def store_from_args(args: argparse.Namespace) -> ContentStore:
     from zoneoci.store import ContentStore
 

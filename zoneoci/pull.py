@@ -1,7 +1,8 @@
 """Pull an image by reference into the content store: the path ``zonehost pull`` and ``zonehost run REF`` take.
 
-1. resolve the reference once (HEAD; by digest if pinned): everything after is fetched by digest, so a tag
-   that moves during the pull cannot mix two images;
+1. resolve the reference once (by digest if pinned): a HEAD for a name the store already has, else a GET of the
+   manifest itself; everything after is fetched by digest, so a tag that moves during the pull cannot mix two
+   images;
 2. the manifest (or index, then the manifest for our platform) comes from the store when present, else the
    registry, verified;
 3. the config and layers the store lacks are fetched in parallel, each verified while streaming and renamed
@@ -14,8 +15,8 @@ A second pull of the same image transfers no blob or manifest bytes (one HEAD re
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,6 +55,7 @@ class PulledImage:
 
 
 Progress = Callable[[str], None]
+Job = tuple[str, Descriptor]   # a blob to fetch and what to call it in messages
 
 
 def _manifest_bytes(store: ContentStore, client: RegistryClient, ref: Reference, desc: Descriptor,
@@ -116,20 +118,43 @@ def _fetch_blobs(store: ContentStore, client: RegistryClient, ref: Reference, wa
     for round_waits in (False, True):
         if not missing:
             return
-        with ThreadPoolExecutor(max_workers=client.parallel, thread_name_prefix="pull") as pool:
-            futures: dict[Future[bool], tuple[str, Descriptor]] = {
-                pool.submit(fetch, label, d, round_waits): (label, d) for label, d in missing}
-            done, not_done = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in not_done:
-                future.cancel()
-            for future in done:
-                error = future.exception()
-                if error is not None:
-                    for other in not_done:  # let running downloads finish before the executor closes
-                        other.cancel()
-                    raise error
-            wait(not_done)
-            missing = [futures[f] for f in futures if not f.cancelled() and f.result() is False]
+        missing = _in_parallel(missing, lambda job, waits=round_waits: fetch(*job, waits), client.parallel)
+
+
+
+def _in_parallel(jobs: list[Job], work: Callable[[Job], bool], parallel: int) -> list[Job]:
+    """``work(job)`` for every job on up to ``parallel`` threads; returns the jobs for which it returned False.
+    The first exception stops jobs from starting; those running finish (their files are cleaned up), then it is
+    raised. Plain threads: concurrent.futures (and the logging it imports) is more than this needs."""
+    lock = threading.Lock()
+    pending = iter(jobs)
+    declined: list[Job] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        while True:
+            with lock:
+                job = None if errors else next(pending, None)
+            if job is None:
+                return
+            try:
+                done = work(job)
+            except BaseException as e:  # handed to the calling thread, which raises it
+                with lock:
+                    errors.append(e)
+                return
+            if not done:
+                with lock:
+                    declined.append(job)
+
+    threads = [threading.Thread(target=worker, name=f"pull-{i}") for i in range(min(parallel, len(jobs)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return declined
 
 
 def pull(ref: Reference | str, store: ContentStore, client: RegistryClient, *,
@@ -137,13 +162,19 @@ def pull(ref: Reference | str, store: ContentStore, client: RegistryClient, *,
     """Pull ``ref`` for ``platform`` (default: this host's) into ``store`` and name it there."""
     reference = parse_reference(ref) if isinstance(ref, str) else ref
     want = platform or host_platform()
+    # pinned: named by digest (a tag next to a digest is ignored, as docker does)
+    name = f"{reference.name}@{reference.digest}" if reference.digest else str(reference)
     try:
         with store.lease():
             if reference.digest and store.has(reference.digest):  # pinned and present: no registry round trip
                 data = store.read_blob(reference.digest)
                 document = parse_manifest(data)
                 top = Descriptor(document.media_type, reference.digest, len(data))
-            elif isinstance(resolved := client.resolve(reference), FetchedManifest):  # no digest on HEAD
+            # a name the store has is asked with a HEAD (unchanged: nothing downloaded); a new name or a digest the
+            # store lacks is fetched at once (one round trip, not a HEAD and then a GET); a GET also follows a HEAD
+            # that did not say the digest
+            elif isinstance(resolved := client.resolve(reference, fetch=bool(reference.digest)
+                                                       or not store.has_name(name)), FetchedManifest):
                 document = parse_manifest(resolved.data, resolved.descriptor.media_type)
                 top = Descriptor(document.media_type, resolved.descriptor.digest, resolved.descriptor.size)
                 store.put_bytes(resolved.data, top.digest)
@@ -161,8 +192,6 @@ def pull(ref: Reference | str, store: ContentStore, client: RegistryClient, *,
             wanted = [("config", image.config)] + [(f"layer {i}", layer) for i, layer in enumerate(image.layers)]
             _fetch_blobs(store, client, reference, wanted, progress)
             _check_config(image, want, store.read_blob(image.config.digest, MAX_CONFIG_BYTES))
-            # pinned: named by digest (a tag next to a digest is ignored, as docker does)
-            name = f"{reference.name}@{reference.digest}" if reference.digest else str(reference)
             record = store.set_ref(name, top, manifest_desc.digest, str(want))
     except OCIError as e:
         raise PullError(f"pull {reference}") from e

@@ -11,8 +11,10 @@ Layout on disk (the store is itself a valid OCI image layout, so any OCI tool ca
     <root>/views/<hex>/            a one-image OCI layout per manifest (blobs -> ../../blobs) for readers that
                                    take a layout directory (zonebuild's image reader)
 
-Rules: a blob appears under its digest only after it was verified and fsynced (temp file + fsync + rename +
-fsync of the directory), so nothing half-written is ever visible; index.json is replaced the same way. A
+Rules: a blob appears under its digest only after it was verified and fsynced (temp file + fsync + rename), so
+nothing half-written is ever visible; the renames are made durable by one fsync of the blob directory before a
+name is written (:meth:`ContentStore.set_ref`), not one per blob, so no name outlives a crash that lost a blob
+it reaches (such a blob is just absent: the next pull fetches it); index.json is replaced atomically too. A
 per-blob ``flock`` makes concurrent pulls, in threads or in processes, download each blob once: the second
 waits for the first and then finds the blob present. Locks die with their process, so a crashed pull leaves
 only ``ingest/`` debris, which the next garbage collection removes.
@@ -179,8 +181,7 @@ class ContentStore:
                     os.fsync(f.fileno())
                 os.chmod(partial, 0o444)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                os.rename(partial, target)
-                _fsync_dir(target.parent)
+                os.rename(partial, target)  # the directory is fsynced once, before a name refers to it (set_ref)
             except OSError as e:
                 raise StoreError(f"content store: cannot write blob {short(digest)} ({e.strerror or e})") from None
             finally:
@@ -273,6 +274,10 @@ class ContentStore:
                                    notes.get(ANNOTATION_PLATFORM, ""), notes.get(ANNOTATION_PULLED, "")))
         return out
 
+    def has_name(self, name: str) -> bool:
+        """Is there an image named exactly ``name`` (a full reference, as :meth:`set_ref` was given it)?"""
+        return any((entry.get("annotations") or {}).get(REF_NAME) == name for entry in self._read_index())
+
     def lookup(self, name: str) -> ImageRecord:
         """By full reference, familiar name (``busybox:latest``), digest, or a unique digest prefix."""
         records = self.records()
@@ -302,9 +307,14 @@ class ContentStore:
         raise NotFoundError(f"no image {name!r} in the content store {self.root}")
 
     def set_ref(self, name: str, target: Descriptor, manifest: str, platform: str) -> ImageRecord:
-        """Point ``name`` at ``target`` (atomically replacing what it pointed at). The content must be present."""
+        """Point ``name`` at ``target`` (atomically replacing what it pointed at). The content must be present.
+        First the blob directories are fsynced: the renames that made the blobs present (by this process or by a
+        concurrent pull) are then durable before the name is."""
         if not self.has(target.digest) or not self.has(manifest):
             raise StoreError(f"cannot name {name}: its manifest is not in the store")
+        for algorithm_dir in self.blobs.iterdir():
+            if algorithm_dir.is_dir():
+                _fsync_dir(algorithm_dir)
         pulled = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         annotations = {REF_NAME: name, ANNOTATION_MANIFEST: manifest, ANNOTATION_PLATFORM: platform,
                        ANNOTATION_PULLED: pulled}

@@ -1,6 +1,8 @@
 """HTTP for the registry client: urllib3 connection pools, retries with backoff, and a strict redirect policy.
 
 * one pool per (scheme, host, port), shared by the client's threads; TLS contexts from :mod:`zoneoci.hosts`;
+  a registry with its own CA in certs.d is first verified against it alone, and against the system CAs as
+  well only if that fails (loading the system bundle costs a command-line pull ~35 ms);
 * 429 (honouring ``Retry-After``, capped), 500/502/503/504, refused or reset connections and timeouts are
   retried with exponential backoff and jitter; everything else is returned to the caller at once;
 * redirects (blob downloads are often redirected to object storage) are followed up to 5 hops; the
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -75,6 +78,8 @@ class Transport:
         self.user_agent = user_agent
         self._pools: dict[tuple[str, str], urllib3.HTTPConnectionPool] = {}
         self._lock = threading.Lock()
+        self._narrow: set[str] = set()   # https origins whose pool trusts their certs.d CAs only (hosts.ssl_context)
+        self._widened: set[str] = set()  # ... and those that failed verification so and now trust the system's too
         self.retries = 0
 
     def _pool(self, scheme: str, netloc: str) -> urllib3.HTTPConnectionPool:
@@ -85,8 +90,12 @@ class Transport:
                 parts = urlsplit(f"{scheme}://{netloc}")
                 host, port = parts.hostname or "", parts.port
                 if scheme == "https":
+                    # a registry with its own CA in certs.d first tries without the system CAs (cheaper to load)
+                    narrow = netloc not in self._widened and self.hosts.own_cas(netloc)
+                    context = self.hosts.ssl_context(netloc, system_cas=not narrow)
+                    (self._narrow.add if narrow else self._narrow.discard)(netloc)
                     pool = urllib3.HTTPSConnectionPool(host, port or 443, maxsize=self.pool_size, timeout=self.timeout,
-                                                       retries=False, ssl_context=self.hosts.ssl_context(netloc))
+                                                       retries=False, ssl_context=context)
                 else:
                     pool = urllib3.HTTPConnectionPool(host, port or 80, maxsize=self.pool_size, timeout=self.timeout,
                                                       retries=False)
@@ -98,6 +107,24 @@ class Transport:
             for pool in self._pools.values():
                 pool.close()
             self._pools.clear()
+
+    def _widen_trust(self, url: str, error: Urllib3Error) -> bool:
+        """After a failed TLS verification against an origin's certs.d CAs alone: trust the system CAs too from
+        now on (a new pool) and say so, so the request is sent again; False if there is nothing to widen."""
+        scheme, netloc = origin(url)
+        if scheme != "https" or not _verification_failed(error):
+            return False
+        with self._lock:
+            if netloc in self._widened:  # another thread widened it while our handshake on the old pool failed
+                return True
+            if netloc not in self._narrow:
+                return False
+            self._narrow.discard(netloc)
+            self._widened.add(netloc)
+            pool = self._pools.pop((scheme, netloc), None)
+        if pool is not None:
+            pool.close()
+        return True
 
     def _send_once(self, method: str, url: str, headers: dict[str, str], body: Body) -> urllib3.BaseHTTPResponse:
         scheme, netloc = origin(url)
@@ -144,13 +171,23 @@ class Transport:
             url = target
         raise RegistryError(f"{method} {url}: more than {MAX_REDIRECTS} redirects")
 
+    def _send_verified(self, method: str, url: str, headers: dict[str, str], body: Body) -> urllib3.BaseHTTPResponse:
+        """:meth:`_send_once`; if the certificate did not verify against the origin's certs.d CAs alone, once
+        more with the system CAs added (not a retry: the handshake failed, nothing was sent)."""
+        try:
+            return self._send_once(method, url, headers, body)
+        except SSLError as e:
+            if not self._widen_trust(url, e):
+                raise
+        return self._send_once(method, url, headers, body)
+
     def _send_with_retries(self, method: str, url: str, headers: dict[str, str], body: Body,
                            retry: bool) -> urllib3.BaseHTTPResponse:
         attempts = self.retry.attempts if retry else 1
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                response = self._send_once(method, url, headers, body)
+                response = self._send_verified(method, url, headers, body)
             except Urllib3Error as e:
                 if last or isinstance(e, SSLError):  # a TLS failure does not get better by trying again
                     tries = f" (after {attempts} attempts)" if attempts > 1 and not isinstance(e, SSLError) else ""
@@ -166,6 +203,17 @@ class Transport:
                 continue
             return response
         raise AssertionError("unreachable")
+
+
+def _verification_failed(error: BaseException) -> bool:
+    """Is this (urllib3-wrapped) TLS error a certificate that did not verify?"""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or \
+                any(isinstance(arg, ssl.SSLCertVerificationError) for arg in seen.args):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(error)
 
 
 def _short_url(url: str) -> str:

@@ -7,7 +7,7 @@ import hashlib
 import json
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -233,30 +233,46 @@ def test_tag_moves_during_pull(server: HostileServer, content: Content, client: 
                                store: ContentStore) -> None:
     first = content.tags["1"]
     second = content.add_image([b"another image"])
+    older = content.add_image([b"an older image"])
+    ref = f"{server.host}/app:1"
 
-    def move_after_head(h: Handler) -> bool:
-        if h.command == "HEAD" and h.path.endswith("/manifests/1"):
-            digest = content.tags["1"]
-            media_type, data = content.manifests[digest]
-            h.send(200, b"", {"Content-Type": media_type, "Docker-Content-Digest": digest}, length=len(data))
-            content.tags["1"] = second  # moved right after we resolved it
-            return True
-        return False
-    server.hooks.append(move_after_head)
-    image = pull(f"{server.host}/app:1", store, client)
-    assert image.digest == first  # one consistent image: the one the tag named when the pull began
+    def move_after(method: str) -> Callable[[Handler], bool]:
+        def hook(h: Handler) -> bool:
+            if h.command == method and h.path.endswith("/manifests/1"):
+                digest = content.tags["1"]
+                media_type, data = content.manifests[digest]
+                h.send(200, data, {"Content-Type": media_type, "Docker-Content-Digest": digest}, length=len(data))
+                content.tags["1"] = second  # moved right after we resolved it
+                return True
+            return False
+        return hook
+
+    # a new name is resolved by GETting its manifest: one consistent image, the one the tag named then
+    server.hooks.append(move_after("GET"))
+    assert pull(ref, store, client).digest == first
     assert not store.has(sha(b"another image"))
-    # moved and the old manifest deleted: a clear error, nothing named
+    # a name the store has is resolved with a HEAD, then fetched by digest: the same holds
+    server.hooks.clear()
+    known, deleted = (ContentStore(store.root.parent / name) for name in ("known", "deleted"))
+    content.tags["1"] = older
+    pull(ref, known, client)
+    pull(ref, deleted, client)
     content.tags["1"] = first
-    fresh = ContentStore(store.root.parent / "fresh")
+    server.hooks.append(move_after("HEAD"))
+    assert pull(ref, known, client).digest == first
+    assert not known.has(sha(b"another image"))
+    # moved and the manifest the HEAD named deleted: a clear error; the name keeps what it named before
+    content.tags["1"] = first
 
     def move_and_delete(h: Handler) -> bool:
-        answered = move_after_head(h)
+        answered = move_after("HEAD")(h)
         if answered:
             content.manifests.pop(first, None)
         return answered
     server.hooks[:] = [move_and_delete]
-    assert_refused(fresh, client, f"{server.host}/app:1", f"manifests/{first}: 404 Not Found (MANIFEST_UNKNOWN")
+    with pytest.raises(PullError, match=rf"manifests/{first}: 404 Not Found \(MANIFEST_UNKNOWN"):
+        pull(ref, deleted, client)
+    assert deleted.lookup(ref).target.digest == older
 
 
 def test_index_without_our_platform(server: HostileServer, content: Content, client: RegistryClient,
@@ -312,7 +328,8 @@ def test_403_429_500(server: HostileServer, client: RegistryClient, store: Conte
     fresh = ContentStore(store.root.parent / "fresh")
     server.hooks[:] = [lambda h: "/manifests/" in h.path and (h.error_json(429, "TOOMANYREQUESTS", "slow down",
                                                                             {"Retry-After": "0"}) or True)]
-    assert_refused(fresh, client, f"{server.host}/app:1", "HEAD", "manifests/1: 429 Too Many Requests after 3 attempts")
+    assert_refused(fresh, client, f"{server.host}/app:1", "GET", "manifests/1: 429 Too Many Requests "
+                   "(TOOMANYREQUESTS: slow down) after 3 attempts")  # a new name: its manifest GET, with the reason
     server.hooks[:] = [lambda h: "/blobs/" in h.path and (h.error_json(500, "UNKNOWN", "boom") or True)]
     assert_refused(fresh, client, f"{server.host}/app:1", "500 Internal Server Error (UNKNOWN: boom) after 3 attempts")
     server.hooks[:] = [lambda h: h.path == "/v2/" and (h.send(401, b"", {"WWW-Authenticate": "Negotiate"}) or True)]

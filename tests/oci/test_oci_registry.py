@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from ocisupport import REPO, PushedImages, random_layer
-from registrylab import LayoutBuilder, Registry
+from registrylab import LayoutBuilder, Registry, make_pki
 
 from zoneoci.client import RegistryClient
 from zoneoci.errors import AuthError, OCIError, RegistryError
@@ -43,6 +43,7 @@ def test_pull_then_second_pull_downloads_nothing(fmt: str, registry: Registry, i
     assert image.record.target.media_type == expected
     assert image.record.platform == "linux/amd64"
     assert client.stats.blobs == 3 and client.stats.blob_bytes > 500_000
+    assert client.stats.requests == 4  # a new name: the manifest GET (no HEAD first), then config and two layers
     assert image.digest == json.loads(subprocess.run(
         ["skopeo", "inspect", "--cert-dir", str(registry.certs_d / registry.host), "--creds",
          "zoneuser:s3cret-pass", f"docker://{ref}"], capture_output=True, text=True, check=True).stdout)["Digest"]
@@ -102,6 +103,27 @@ def test_auth_and_trust_errors_are_one_line(registry: Registry, images: PushedIm
         pull(f"{registry.host}/test/app:no-such-tag", store, c)
     assert "manifest unknown" in str(missing.value)
     assert store.records() == []
+
+
+def test_certs_d_ca_first_then_the_system_cas(registry: Registry, images: PushedImages, store: ContentStore,
+                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry with a CA of its own in certs.d is first verified against that CA alone (the system bundle is
+    not loaded); when that fails the system CAs are added, so trust is certs.d's CAs and the system's, as
+    before. SSL_CERT_FILE stands in for the system bundle here."""
+    ref = f"{registry.host}/{images.repos['oci']}"
+    with RegistryClient(RegistryHosts([], (registry.certs_d,)), auth_paths=[registry.authfile]) as own:
+        pull(ref, store, own)
+        assert registry.host in own.transport._narrow and not own.transport._widened
+    other = tmp_path / "other-certs.d"
+    (other / registry.host).mkdir(parents=True)
+    (other / registry.host / "ca.crt").write_bytes(make_pki(tmp_path / "other-pki").ca_cert.read_bytes())
+    with RegistryClient(RegistryHosts([], (other,)), auth_paths=[registry.authfile]) as wrong_ca, \
+            pytest.raises(PullError, match="TLS certificate not trusted"):
+        pull(ref, ContentStore(tmp_path / "s1"), wrong_ca)
+    monkeypatch.setenv("SSL_CERT_FILE", str(registry.certs_d / registry.host / "ca.crt"))
+    with RegistryClient(RegistryHosts([], (other,)), auth_paths=[registry.authfile]) as system:
+        pull(ref, ContentStore(tmp_path / "s2"), system)
+        assert registry.host in system.transport._widened and registry.host not in system.transport._narrow
 
 
 def _pull_counting(ref: str, store_root: Path, registry: Registry, out: dict, key: str) -> None:

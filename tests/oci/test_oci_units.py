@@ -202,3 +202,41 @@ def test_store_lookup_by_name_digest_and_pinned_reference(tmp_path: Path) -> Non
     assert store.lookup(digest[7:19]).target.digest == digest
     with pytest.raises(NotFoundError):
         store.lookup(f"127.0.0.1:5000/other:1@{digest}")
+
+
+def test_store_blob_renames_are_durable_before_a_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each blob's data is fsynced before its rename; the blob directory once, before index.json names it."""
+    import os
+
+    from zoneoci import store as store_module
+    from zoneoci.manifest import Descriptor
+    from zoneoci.store import ContentStore
+
+    store = ContentStore(tmp_path / "store")
+    events: list[str] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    def rename(source: Path, target: Path) -> None:
+        events.append(f"rename {Path(target).name}")
+        real_rename(source, target)
+
+    def fsync_dir(path: Path) -> None:
+        events.append(f"dirsync {path.name}")
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            real_fsync(fd)
+        finally:
+            os.close(fd)
+
+    monkeypatch.setattr(store_module.os, "fsync", fsync)
+    monkeypatch.setattr(store_module.os, "rename", rename)
+    monkeypatch.setattr(store_module, "_fsync_dir", fsync_dir)
+    blobs = [store.put_bytes(data) for data in (b"one", b"two")]
+    assert events == ["fsync", f"rename {blobs[0][7:]}", "fsync", f"rename {blobs[1][7:]}"]
+    events.clear()
+    store.set_ref("127.0.0.1:5000/app:1", Descriptor(mediatypes.OCI_MANIFEST, blobs[0], 3), blobs[0], "linux/amd64")
+    assert events == ["dirsync sha256", "fsync", "rename index.json", "dirsync store"]
