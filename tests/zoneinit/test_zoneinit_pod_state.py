@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -111,3 +112,166 @@ def test_file_volumes_and_emptydirs(tmp_path):
                                                   "medium": "memory"}]), owner)
     pod.remove_container("c1")
     assert not (tmp_path / "files/c1").exists() and cache.exists()
+
+
+# The pod's pid namespace, for real, in a pid namespace of the test's own (``unshare --pid --fork``): the
+# scenario is pid 1 there, as PID 1 is in a zone, so the holder is its orphan and nothing outlives the test.
+PID_SCENARIO = textwrap.dedent("""
+    import fcntl, json, os, shutil, signal, subprocess, sys, time
+    from styrolite.errors import StateError
+    from zoneinit.config.plan import ContainerPlan
+    from zoneinit.containers.bundle import container_config
+    from zoneinit.containers.pod import Pod
+    from zoneinit.containers.podspec import parse_pod_spec
+    from zoneinit.mounts.table import MountTable
+
+    base, template, fixture, cgroup_parent = sys.argv[1:5]
+    SHIFT = 65536
+    NS_GET_USERNS = 0xB701
+    found = {}
+    pod = Pod(base, None, "web-0", MountTable())
+
+    def ns_id(path):
+        info = os.stat(path)
+        return [info.st_dev, info.st_ino]
+
+    def status(pid, key):
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith(key + ":"):
+                return line.split()[1:]
+
+    def styrolite(*args, check=True):
+        # files, not pipes: a detached container keeps the stdio it was given
+        with open(f"{base}/out", "w+") as out, open(f"{base}/err", "w+") as err:
+            code = subprocess.run([sys.executable, "-m", "styrolite.cli", "--root", f"{base}/state", *args],
+                                  stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=60).returncode
+            out.seek(0)
+            err.seek(0)
+            result = subprocess.CompletedProcess(args, code, out.read(), err.read())
+        if check and result.returncode != 0:
+            raise SystemExit(f"styrolite {args}: {result.stderr}")
+        return result
+
+    def bundle(cid, args):
+        \"\"\"A pod container as the zone makes one: containerd's CRI config for a container sharing the pod's
+        pid namespace (the tty fixture), merged by the zone's pod path; the root a copy of busybox owned by
+        the pod's root.\"\"\"
+        oci = json.load(open(fixture))
+        oci["mounts"] = [m for m in oci["mounts"] if m["type"] != "bind"]
+        oci["process"].update(args=args, terminal=False)
+        spec = parse_pod_spec({"oci": oci})
+        plan = ContainerPlan(cid, image="rootfs0", args=args, oci=spec.oci, volumes=spec.volumes)
+        config, merged = container_config(plan, hostname="web-0", owner_shift=SHIFT, pod=pod)
+        pod.ensure_namespaces(SHIFT)
+        if "pid" in merged.shared:
+            pod.ensure_pid_namespace()
+        config["linux"]["cgroupsPath"] = f"/{cgroup_parent}/{cid}"
+        directory = f"{base}/bundles/{cid}"
+        shutil.copytree(template, f"{directory}/rootfs", symlinks=True)
+        for root, dirs, files in os.walk(f"{directory}/rootfs"):
+            for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                info = os.lstat(name)
+                os.lchown(name, info.st_uid + SHIFT, info.st_gid + SHIFT)
+        json.dump(config, open(f"{directory}/config.json", "w"))
+        return directory, config
+
+    _, c1 = bundle("c1", ["sleep", "1000"])
+    holder = pod.pid_holder
+    pod.ensure_pid_namespace()                  # made once
+    found["same_holder"] = pod.pid_holder == holder
+    found["pid_entry"] = [ns for ns in c1["linux"]["namespaces"] if ns["type"] == "pid"]
+    found["holder_nspid"] = status(holder, "NSpid")
+    found["holder_ppid"] = status(holder, "PPid")
+    found["holder_comm"] = open(f"/proc/{holder}/comm").read().strip()
+    found["holder_fds"] = sorted(os.readlink(f"/proc/{holder}/fd/{fd}") for fd in os.listdir(f"/proc/{holder}/fd"))
+    found["holder_uid"] = status(holder, "Uid")
+    pin = os.open(pod.paths.pid, os.O_RDONLY)
+    owner = fcntl.ioctl(pin, NS_GET_USERNS)
+    found["owned_by_pod_userns"] = [os.fstat(owner).st_dev, os.fstat(owner).st_ino] == ns_id(pod.paths.user)
+    os.close(owner)
+    os.close(pin)
+    os.kill(holder, signal.SIGTERM)             # ignored, as every catchable signal
+    os.kill(holder, signal.SIGINT)
+    time.sleep(0.2)
+    found["alive_after_sigterm"] = status(holder, "State")[0] not in ("Z", "X")
+    # the pod's root may not read the holder (a copy of PID 1's memory): it is not dumpable
+    peek = subprocess.run(["nsenter", f"--user={pod.paths.user}", "cat", f"/proc/{holder}/environ"],
+                          capture_output=True, text=True)
+    found["pod_root_reads_holder"] = peek.returncode == 0
+
+    c1_dir, _ = bundle("c1x", ["sleep", "1000"])
+    styrolite("run", "-d", "-b", c1_dir, "c1")
+    c1_pid = json.loads(styrolite("state", "c1").stdout)["pid"]
+    found["c1_nspid"] = status(c1_pid, "NSpid")
+    found["c1_in_pod_pidns"] = ns_id(f"/proc/{c1_pid}/ns/pid") == ns_id(pod.paths.pid)
+    # c2: the same pod pid namespace: it sees c1's sleep and the holder as pid 1; an orphan it leaves (the
+    # subshell's sleep) is re-parented to the holder and reaped by it
+    script = ("(sleep 0.3 &); sleep 1.5; cat /proc/1/comm; "
+              "for p in /proc/[0-9]*; do echo \\"$(cat $p/stat)\\"; done")
+    c2_dir, _ = bundle("c2", ["sh", "-c", script])
+    out = styrolite("run", "-b", c2_dir, "c2").stdout.splitlines()
+    found["c2_pid1"] = out[0]
+    stats = [line.rpartition(")")[0].split(" (", 1) + line.rpartition(")")[2].split()[:1] for line in out[1:]]
+    found["c2_sees"] = sorted(comm for _pid, comm, _state in stats)
+    found["zombies"] = [comm for _pid, comm, state in stats if state == "Z"]
+
+    os.kill(holder, signal.SIGKILL)             # the holder dies: c1 with it (a pid namespace without its pid 1)
+    time.sleep(0.3)
+    try:
+        pod.check_pid_namespace()               # exiting or a zombie, not reaped yet
+        found["zombie_error"] = None
+    except StateError as e:
+        found["zombie_error"] = str(e)
+    while True:                                 # PID 1's reaper
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.05)
+    try:
+        bundle("c3", ["true"])
+        found["dead_error"] = None
+    except StateError as e:
+        found["dead_error"] = str(e)
+    found["c1_after"] = json.loads(styrolite("state", "c1").stdout)["status"]
+    styrolite("delete", "--force", "c1", check=False)
+    print(json.dumps(found))
+""")
+
+
+@pytest.mark.root
+def test_the_pods_pid_namespace_is_shared_held_and_refused_once_its_holder_died(busybox_rootfs):
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        pytest.skip("needs root and util-linux's unshare and nsenter")
+    from conftest import CGROUP_PARENT
+
+    top = Path(tempfile.mkdtemp(prefix="podpid-", dir="/tmp"))   # the pod's root must reach the bundles:
+    os.chmod(top, 0o711)                                         # pytest's directories are root's alone
+    base = top / "pod"
+    try:
+        result = subprocess.run(["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
+                                 "--mount-proc", sys.executable, "-c", PID_SCENARIO, str(base), str(busybox_rootfs),
+                                 str(REPO / "tests/zoneinit/fixtures/containerd-1.6-cri-tty.json"), CGROUP_PARENT],
+                                capture_output=True, text=True, timeout=120, cwd=REPO,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["same_holder"]
+    assert found["pid_entry"] == [{"type": "pid", "path": str(base / "ns/pid")}]
+    assert found["holder_nspid"][1:] == ["1"] and found["holder_ppid"] == ["1"]   # pid 1 there; PID 1's orphan
+    assert found["holder_comm"] == "pod-pid-holder"
+    assert found["holder_fds"] == ["/dev/null"] * 3
+    assert found["holder_uid"] == ["65536"] * 4            # the pod's root, not the zone's
+    assert found["owned_by_pod_userns"]
+    assert found["alive_after_sigterm"]
+    assert not found["pod_root_reads_holder"]
+    assert found["c1_in_pod_pidns"] and found["c1_nspid"][-1] != "1"
+    assert found["c2_pid1"] == "pod-pid-holder"
+    assert "sleep" in found["c2_sees"] and "pod-pid-holder" in found["c2_sees"], found["c2_sees"]
+    assert found["zombies"] == []
+    for error in (found["zombie_error"], found["dead_error"]):
+        assert error is not None and "shared pid namespace" in error and "has exited" in error, found
+    assert found["c1_after"] == "stopped"
