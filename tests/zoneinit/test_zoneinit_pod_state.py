@@ -7,16 +7,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
+from styrolite.errors import StateError
 from zoneinit.containers.pod import Pod
 from zoneinit.containers.podspec import parse_volumes
+from zoneinit.errors import ZoneInitError
 from zoneinit.mounts.table import MountTable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -275,3 +279,108 @@ def test_the_pods_pid_namespace_is_shared_held_and_refused_once_its_holder_died(
     for error in (found["zombie_error"], found["dead_error"]):
         assert error is not None and "shared pid namespace" in error and "has exited" in error, found
     assert found["c1_after"] == "stopped"
+
+
+# --- the pid namespace's mechanics through the syscall seam (RecordingSyscalls: no root, no namespace; the
+# forks are real, so the holder is a real process, in our pid namespace) ------------------------------------
+
+def _holder_facts(pid: int) -> dict:
+    fds = os.listdir(f"/proc/{pid}/fd")
+    return {"comm": Path(f"/proc/{pid}/comm").read_text().strip(),
+            "fds": sorted(os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds),
+            "sid": os.getsid(pid) == pid, "cwd": os.readlink(f"/proc/{pid}/cwd")}
+
+
+def test_the_holder_is_made_pinned_and_ignores_every_signal_it_can(tmp_path):
+    from styrolite.syscalls import constants as k
+    from styrolite.syscalls.fake import RecordingSyscalls
+    from zoneinit.containers.pod import make_pod_pid_namespace, pid_holder_problem
+
+    fake = RecordingSyscalls()
+    pin = tmp_path / "ns" / "pid"
+    holder = make_pod_pid_namespace(str(pin), None, fake)
+    try:
+        assert fake.of("mount") == [(f"/proc/{holder}/ns/pid", str(pin), None, k.MS_BIND, None)]
+        assert pin.exists() and oct(pin.stat().st_mode & 0o777) == "0o400"
+        time.sleep(0.2)
+        assert _holder_facts(holder) == {"comm": "pod-pid-holder", "fds": ["/dev/null"] * 3, "sid": True, "cwd": "/"}
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD, signal.SIGTSTP):
+            os.kill(holder, signum)
+        time.sleep(0.2)
+        state = Path(f"/proc/{holder}/stat").read_text().rpartition(")")[2].split()[0]
+        assert state == "S"                                      # neither ended nor stopped
+        # the pin is a plain file here (the fake mounted nothing): the holder does not hold what it names
+        assert pid_holder_problem(holder, str(pin)) == f"has exited (pid {holder} is another process now)"
+    finally:
+        os.kill(holder, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(("fails", "expected"), [
+    ("unshare", "make the pod's pid namespace: unshare the pid namespace: "),
+    ("setns", "make the pod's pid namespace: enter the pod's user namespace "),
+])
+def test_a_pid_namespace_that_cannot_be_made_is_an_error_naming_the_step(tmp_path, fails, expected):
+    from styrolite.syscalls.fake import RecordingSyscalls
+    from zoneinit.containers.pod import make_pod_pid_namespace
+
+    fake = RecordingSyscalls()
+    fake.fail_on(fails)
+    (tmp_path / "user").touch()
+    with pytest.raises(ZoneInitError) as error:
+        make_pod_pid_namespace(str(tmp_path / "pid"), str(tmp_path / "user"), fake)
+    assert expected in str(error.value)
+    assert fake.of("mount") == []
+
+
+def test_a_holder_that_cannot_be_pinned_is_killed(tmp_path):
+    from styrolite.syscalls.fake import RecordingSyscalls
+    from zoneinit.containers.pod import make_pod_pid_namespace
+
+    fake = RecordingSyscalls()
+    fake.fail_on("mount")
+    before = _children_named("pod-pid-holder")
+    with pytest.raises(ZoneInitError, match=r"pin the pod's pid namespace \(holder pid \d+\) at "):
+        make_pod_pid_namespace(str(tmp_path / "pid"), None, fake)
+    deadline = time.monotonic() + 5
+    while _children_named("pod-pid-holder") - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _children_named("pod-pid-holder") - before
+
+
+def _children_named(comm: str) -> set[int]:
+    """Live processes called ``comm`` that are this user's (zombies are dead)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                text = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            name = text[text.index("(") + 1:text.rindex(")")]
+            if name == comm and text.rpartition(")")[2].split()[0] not in ("Z", "X"):
+                found.add(int(entry))
+    return found
+
+
+def test_the_pid_namespace_is_made_once_after_the_user_namespace_and_checked(tmp_path, monkeypatch):
+    from zoneinit.containers import pod as pod_module
+
+    pod = Pod(str(tmp_path), None, "web-0", MountTable())
+    with pytest.raises(ZoneInitError, match="after its user namespace"):
+        pod.ensure_pid_namespace()
+    made = []
+    monkeypatch.setattr("zoneinit.isolate.in_child", lambda function, *args: made.append((function, args)) or 4242)
+    monkeypatch.setattr(pod_module, "pid_holder_problem", lambda holder, pin: None)
+    pod.shift = 65536
+    pod.ensure_pid_namespace()
+    pod.ensure_pid_namespace()
+    assert made == [(pod_module.make_pod_pid_namespace, (str(tmp_path / "ns/pid"), str(tmp_path / "ns/user"),
+                                                         pod.sys))]
+    assert pod.pid_holder == 4242
+    monkeypatch.setattr(pod_module, "pid_holder_problem", lambda holder, pin: "has exited")
+    with pytest.raises(StateError, match="its pid 1, the holder process 4242, has exited; no container can join"):
+        pod.ensure_pid_namespace()
+    unshifted = Pod(str(tmp_path / "other"), None, "web-0", MountTable())
+    unshifted.shift = 0
+    unshifted.ensure_pid_namespace()
+    assert made[-1][1][1] is None                                # no user namespace: the zone's own owns it
