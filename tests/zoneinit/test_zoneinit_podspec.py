@@ -112,10 +112,11 @@ def test_a_pid_path_is_the_pods_pid_namespace_whatever_it_names(host_path):
 
 def test_without_a_pid_path_the_container_has_its_own_pid_namespace():
     oci = without_host_mounts(cri("tty"))
-    oci["linux"]["namespaces"][0] = {"type": "pid", "path": ""}   # an empty path is no path (runc's reading)
-    config = {"process": {}, "root": {"path": "rootfs", "readonly": False}, "linux": {}}
-    merged = merge(config, check_oci(oci, []), PATHS, owner_shift=0)
-    assert {"type": "pid"} in config["linux"]["namespaces"] and "pid" not in merged.shared
+    for no_path in ("", None):   # an empty path is no path (runc's reading)
+        oci["linux"]["namespaces"][0] = {"type": "pid", "path": no_path}
+        config = {"process": {}, "root": {"path": "rootfs", "readonly": False}, "linux": {}}
+        merged = merge(config, check_oci(oci, []), PATHS, owner_shift=0)
+        assert {"type": "pid"} in config["linux"]["namespaces"] and "pid" not in merged.shared
 
 
 def test_volumes_are_checked():

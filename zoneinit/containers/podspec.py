@@ -171,9 +171,9 @@ def namespace_modes(entries: Any, path: str) -> dict[str, str]:
             raise ZoneConfigError(f"{path}[{i}].type", "expected a string")
         if kind in given:
             raise ZoneConfigError(f"{path}[{i}].type", f"duplicate namespace type {kind!r}")
-        ns_path = entry.get("path", "")
+        ns_path = entry.get("path") or ""    # absent, null or "": no path (runc's reading)
         if not isinstance(ns_path, str) or "\0" in ns_path:
-            raise ZoneConfigError(f"{path}[{i}].path", f"expected a path (a string), got {ns_path!r}")
+            raise ZoneConfigError(f"{path}[{i}].path", f"expected a path (a string), got {ns_path!r:.80}")
         given[kind] = bool(ns_path)
     for kind in given:
         if kind not in ("pid", "ipc", "uts", "mount", "network", "cgroup", "user", "time"):
