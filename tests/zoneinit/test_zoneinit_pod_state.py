@@ -4,6 +4,7 @@ this host), file volumes with their owners and modes, emptyDirs shared by name (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -248,19 +250,22 @@ PID_SCENARIO = textwrap.dedent("""
 def test_the_pods_pid_namespace_is_shared_held_and_refused_once_its_holder_died(busybox_rootfs):
     if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("nsenter") is None:
         pytest.skip("needs root and util-linux's unshare and nsenter")
-    from conftest import CGROUP_PARENT
-
+    cgroup_parent = f"styrolite-test-podpid-{uuid.uuid4().hex[:12]}"   # this test's containers' cgroups
     top = Path(tempfile.mkdtemp(prefix="podpid-", dir="/tmp"))   # the pod's root must reach the bundles:
     os.chmod(top, 0o711)                                         # pytest's directories are root's alone
     base = top / "pod"
     try:
         result = subprocess.run(["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
                                  "--mount-proc", sys.executable, "-c", PID_SCENARIO, str(base), str(busybox_rootfs),
-                                 str(REPO / "tests/zoneinit/fixtures/containerd-1.6-cri-tty.json"), CGROUP_PARENT],
+                                 str(REPO / "tests/zoneinit/fixtures/containerd-1.6-cri-tty.json"), cgroup_parent],
                                 capture_output=True, text=True, timeout=120, cwd=REPO,
                                 env={**os.environ, "PYTHONPATH": str(REPO)})
     finally:
         shutil.rmtree(top, ignore_errors=True)
+        for parent in Path("/sys/fs/cgroup").glob(f"**/{cgroup_parent}"):
+            for directory in sorted(parent.glob("**/"), key=lambda d: -len(d.parts)):
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     assert found["same_holder"]
