@@ -57,8 +57,6 @@ KNOWN_GAPS = [
     (r"support portforward \[", "containerd's CRI port-forward dials localhost inside the pod network "
                                 "namespace on the host, where nothing listens: the pod's processes are in "
                                 "the zone (Kata has the same limitation)"),
-    (r"PodPID", "shareProcessNamespace (one pid namespace for the pod's containers): the zone side refuses a "
-                "pid namespace path (zoneinit/containers/podspec.py)"),
 ]
 
 

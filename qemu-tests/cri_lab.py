@@ -45,6 +45,7 @@ BUSYBOX_IMAGE = "docker.io/library/busybox:1.36"
 MIRRORED = ("registry.k8s.io", "docker.io", "gcr.io", "k8s.gcr.io", "quay.io")
 SHIM = "containerd-shim-zone-v2"
 SUBNET = "10.77.0.0/24"   # inside the lab's own network namespace: no clash with the machine's networks
+PID_POD = 0                # CRI NamespaceMode POD (the proto default): the pod's pid namespace
 PID_CONTAINER = 1          # CRI NamespaceMode CONTAINER
 
 

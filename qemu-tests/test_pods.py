@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cri_lab import BUSYBOX_IMAGE, Lab, ShimOptions, missing_tools
+from cri_lab import BUSYBOX_IMAGE, PID_POD, Lab, ShimOptions, missing_tools
 
 MISSING = missing_tools()
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
@@ -304,6 +304,25 @@ def test_two_containers_in_one_zone(node: Lab) -> None:
     # the shim dies: `crictl rmp -f` still removes the pod and everything its zone held
     os.kill(shims.pop(), signal.SIGKILL)
     lab.crictl("rmp", "-f", pod)
+
+
+def test_a_pod_sharing_its_pid_namespace(node: Lab) -> None:
+    """shareProcessNamespace: kubelet sets CRI's POD pid mode on the sandbox and every container; containerd
+    names the sandbox's pid namespace in each container's config; in the zone they share the pod's, whose pid
+    1 is its holder (docs/pods-contract.md). A container of the same pod in CONTAINER mode sees only its own."""
+    lab = node
+    shared = {"security_context": {"namespace_options": {"pid": PID_POD}}}
+    pod = lab.crictl("runp", "--runtime", "edera", lab.pod_config("pids", linux=shared)).strip()
+    start_container(lab, pod, "pids", "sleeper", ["sleep", "4242"], linux=shared)
+    looker = start_container(lab, pod, "pids", "looker", SLEEPER, linux=shared)
+    alone = start_container(lab, pod, "pids", "alone", SLEEPER)
+    wait_for(lambda: "hello-from-the-zone" in logs(lab, looker), 120, "the looker's start")
+    seen = lab.crictl("exec", "-s", looker, "ps", "-o", "pid,args")
+    assert "sleep 4242" in seen, seen
+    assert lab.crictl("exec", "-s", looker, "cat", "/proc/1/comm").strip() == "pod-pid-holder"
+    own = lab.crictl("exec", "-s", alone, "ps", "-o", "pid,args")
+    assert "sleep 4242" not in own and "pod-pid-holder" not in own, own
+    lab.crictl("rmp", "-f", pod)   # the holder is no container: the zone stops with the pod (node: no leftovers)
 
 
 def test_a_zone_that_cannot_boot_fails_the_pod_with_its_reason(node: Lab) -> None:

@@ -6,7 +6,8 @@ host.pod.rootfs (erofs, owners shifted) is hot-plugged over QMP and announced wi
 are created from containerd 1.6's CRI config for runc (tests/zoneinit/fixtures, captured from a real
 ``crictl create``) turned into a create request as a shim would turn it (host bind mounts become volumes):
 attach from the first byte, stdin, exec with a tty and with additional gids, pause/resume, update, stats,
-OOM (container.oom + 137), two containers over localhost, file and emptyDir volumes, the termination log;
+OOM (container.oom + 137), two containers over localhost, two sharing the pod's pid namespace
+(shareProcessNamespace), file and emptyDir volumes, the termination log;
 then delete, detach the disk (unplugged: DEVICE_DELETED), shut down. Nothing is left behind.
 """
 
@@ -292,6 +293,43 @@ def test_two_containers_share_localhost_and_an_emptydir(pod: Pod) -> None:
     assert server.finish()["exit_code"] == 0
     for name in ("client", "server"):
         pod.link.delete(name)
+
+
+def test_two_containers_share_the_pods_pid_namespace(pod: Pod) -> None:
+    """shareProcessNamespace: containerd's config for the tty container names the sandbox's pid namespace; in
+    the zone both containers join the pod's, whose pid 1 is its holder, and see each other's processes. A
+    container with its own pid namespace (the app config) sees neither."""
+    def shared(name: str, args: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        oci, volumes = cri_request("containerd-1.6-cri-tty.json", name, args)
+        assert oci["linux"]["namespaces"][0]["type"] == "pid" and oci["linux"]["namespaces"][0]["path"]
+        oci["process"]["terminal"] = False
+        return oci, volumes
+
+    oci, volumes = shared("first", ["sleep", "4242"])
+    pod.link.create({"name": "first", "image": "rootfs0"}, oci=oci, volumes=volumes, start=True)
+    oci, volumes = shared("second", ["sh", "-c", "cat /proc/1/comm; ps -o pid,args; ls /proc"])
+    pod.link.create({"name": "second", "image": "rootfs0"}, oci=oci, volumes=volumes, attach=True, start=True)
+    second = Attached(pod.link.attach("second"))
+    assert second.finish()["exit_code"] == 0
+    out = bytes(second.data["stdout"]).decode()
+    assert out.splitlines()[0] == "pod-pid-holder", out           # pid 1 of the pod's pid namespace
+    assert "sleep 4242" in out and "ps -o pid,args" in out, out   # the first container's process, and its own
+    oci, volumes = cri_request("containerd-1.6-cri-app.json", "own", ["ps", "-o", "pid,args"])
+    pod.link.create({"name": "own", "image": "rootfs0"}, oci=oci, volumes=volumes, attach=True, start=True)
+    own = Attached(pod.link.attach("own"))
+    assert own.finish()["exit_code"] == 0
+    assert "sleep 4242" not in own.data["stdout"].decode() and "pod-pid-holder" not in own.data["stdout"].decode()
+    pod.link.signal("first", "SIGKILL")
+    assert pod.link.wait("first", timeout=60)["exit_code"] == 137
+    for name in ("first", "second", "own"):
+        pod.link.delete(name)
+    # the pod's pid namespace outlives its containers (its holder is no container: the zone still powers off
+    # at the end, test_zz), and the next container sharing it joins the same one
+    oci, volumes = shared("third", ["cat", "/proc/1/comm"])
+    pod.link.create({"name": "third", "image": "rootfs0"}, oci=oci, volumes=volumes, attach=True, start=True)
+    third = Attached(pod.link.attach("third"))
+    assert third.finish()["exit_code"] == 0 and bytes(third.data["stdout"]) == b"pod-pid-holder\n"
+    pod.link.delete("third")
 
 
 def test_refusals_name_what_cannot_be_honoured(pod: Pod) -> None:

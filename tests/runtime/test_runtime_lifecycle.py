@@ -141,6 +141,28 @@ def test_exec_into_running_container(make_bundle, styrolite):
 
 
 @pytest.mark.root
+def test_a_container_joins_another_ones_pid_namespace_by_path(make_bundle, styrolite):
+    """runc's semantics for a pid namespace path (docker's --pid=container:, CRI's POD and TARGET modes):
+    setns, then the container's init is forked into it; it sees the other's processes, and the other's init
+    stays pid 1 there."""
+    styrolite("run", "-d", "-b", str(make_bundle(["sleep", "4242"])), "c1", check=True)
+    pid = state_of(styrolite, "c1")["pid"]
+
+    def join(config: dict) -> None:
+        config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"] if ns["type"] != "pid"] + [
+            {"type": "pid", "path": f"/proc/{pid}/ns/pid"}]
+
+    bundle = make_bundle(["sh", "-c", "readlink /proc/self/ns/pid; cat /proc/1/cmdline | tr '\\0' ' '; echo; "
+                          "ps -o pid,args"], edit=join)
+    result = styrolite("run", "-b", str(bundle), "c2")
+    assert result.returncode == 0, err(result)
+    lines = out(result).splitlines()
+    assert lines[0] == os.readlink(f"/proc/{pid}/ns/pid")
+    assert lines[1].strip() == "sleep 4242"
+    assert any(line.split(None, 1) == ["1", "sleep 4242"] for line in lines[2:]), lines
+
+
+@pytest.mark.root
 def test_exec_with_process_json(make_bundle, styrolite, tmp_path):
     bundle = make_bundle(["sleep", "100"])
     styrolite("run", "-d", "-b", str(bundle), "c1", check=True)

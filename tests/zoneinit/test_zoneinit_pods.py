@@ -277,3 +277,28 @@ def test_refusals_leave_nothing_behind(zone):
         assert error.value.code == "invalid-argument" and expected in str(error.value), error.value
     assert zone.call("container.list")["containers"] == [] and zone.runtime.calls == []
     assert not (zone.tmp / "bundles").exists()
+
+
+def test_a_dead_pid_namespace_holder_refuses_sharing_containers_by_name(zone):
+    """The pod's pid namespace was made and its holder died (any exit PID 1 reaps, a container's or not, is
+    no container's exit): a container sharing it is refused before anything of it exists, never run in a pid
+    namespace of its own; one with its own pid namespace still runs."""
+    create(zone, "steady", ["sleep", "30"])
+    holder = os.fork()
+    if holder == 0:  # pragma: no cover - the "holder"
+        os._exit(0)
+    zone.pump(lambda: holder not in zone.runtime.pids.values() and not os.path.exists(f"/proc/{holder}"))
+    zone.side.pod.pid_holder = holder
+    assert not zone.take(lambda msg: msg.type == "container.exit")      # the stray exit stopped nothing
+    assert zone.containers.get("steady").status == "running"
+    shared = oci(["true"])
+    shared["linux"]["namespaces"][0]["path"] = "/proc/20480/ns/pid"    # the sandbox's: CRI's POD mode
+    with pytest.raises(RemoteError) as error:
+        zone.call("container.create", {"container": {"name": "joiner", "image": "rootfs0"}, "oci": shared})
+    assert error.value.code == "invalid-argument"
+    assert f"shared pid namespace (shareProcessNamespace) is gone: its pid 1, the holder process {holder}, has " \
+           "exited" in str(error.value)
+    assert [c["id"] for c in zone.call("container.list")["containers"]] == ["steady"]
+    assert not (zone.tmp / "bundles" / "joiner").exists()
+    create(zone, "own", ["true"])                                        # its own pid namespace: unaffected
+    zone.call("container.signal", {"id": "steady", "signal": "KILL"})

@@ -5,7 +5,7 @@ fixtures/containerd-1.6-cri-*.json are the config.json files containerd 1.6's CR
 pod made with ``crictl runp`` + ``crictl create``: ``app`` (user 1000:3000 with supplemental group 2000,
 NET_ADMIN added and MKNOD dropped, CPU and memory limits, oom_score_adj, RuntimeDefault seccomp, hostPath and
 termination-log mounts, its own pid namespace) and ``tty`` (a terminal, read-only root, unconfined, the pod's
-pid namespace: ``shareProcessNamespace``).
+pid namespace: ``shareProcessNamespace``, which the zone gives it with a pid namespace of the pod's).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from zoneinit.mounts.table import MountTable
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PATHS = PodPaths("/run/zone/netns/workload", "/run/zone/pod/ns/ipc", "/run/zone/pod/ns/uts",
-                 "/run/zone/pod/ns/user")
+                 "/run/zone/pod/ns/user", "/run/zone/pod/ns/pid")
 
 
 def cri(name: str = "app") -> dict:
@@ -69,7 +69,10 @@ def test_a_host_bind_mount_is_refused_by_name():
 @pytest.mark.parametrize(("edit", "expected"), [
     (lambda c: c.update(hooks={"prestart": [{"path": "/usr/bin/x"}]}), "$.oci.hooks: hooks run programs on the host"),
     (lambda c: c["linux"]["namespaces"].pop(0), "hostPID"),
-    (lambda c: c["linux"]["namespaces"][0].update(path="/proc/1/ns/pid"), "shareProcessNamespace"),
+    (lambda c: c["linux"]["namespaces"][0].update(path=["/proc/1/ns/pid"]), "$.oci.linux.namespaces[0].path: "
+                                                                            "expected a path"),
+    (lambda c: c["linux"]["namespaces"][0].update(path="/proc/1/ns/pid\0x"), "$.oci.linux.namespaces[0].path"),
+    (lambda c: c["linux"]["namespaces"][1].update(path=7), "$.oci.linux.namespaces[1].path: expected a path"),
     (lambda c: c["linux"]["namespaces"].append({"type": "time"}), "time namespaces"),
     (lambda c: c["linux"]["namespaces"][3].update(path="/proc/1/ns/mnt"), "mount namespace of its own"),
     (lambda c: c["linux"].update(intelRdt={"closID": "x"}), "$.oci.linux.intelRdt: not supported"),
@@ -91,8 +94,29 @@ def test_empty_hooks_and_lsm_labels_are_no_refusal():
     assert spec.warnings == ["$.oci.process.apparmorProfile: the zone kernel has no such security module; ignored"]
 
 
-def test_shared_pid_namespace_of_the_tty_container_is_refused():
-    assert "shareProcessNamespace" in refusal(without_host_mounts(cri("tty")))
+@pytest.mark.parametrize("host_path", ["/proc/20480/ns/pid", "/proc/1/ns/pid", "/proc/self/ns/pid", "../../ns/pid",
+                                       "ns/pid", "/dev/null"])
+def test_a_pid_path_is_the_pods_pid_namespace_whatever_it_names(host_path):
+    """shareProcessNamespace (CRI's POD mode, and TARGET's, whose pid is the VMM's too): the pod's pid namespace,
+    never the path the host gave (a host path; in the zone it could name PID 1's own namespace)."""
+    oci = without_host_mounts(cri("tty"))
+    oci["linux"]["namespaces"][0]["path"] = host_path
+    checked = check_oci(oci, [])
+    assert checked["linux"]["namespaces"]["pid"] == POD
+    config = {"process": {}, "root": {"path": "rootfs", "readonly": False}, "linux": {}}
+    merged = merge(config, checked, PATHS, owner_shift=65536)
+    assert {"type": "pid", "path": "/run/zone/pod/ns/pid"} in config["linux"]["namespaces"]
+    assert not any(ns.get("path") == host_path for ns in config["linux"]["namespaces"])
+    assert merged.shared == {"user", "pid", "ipc", "uts"}
+
+
+def test_without_a_pid_path_the_container_has_its_own_pid_namespace():
+    oci = without_host_mounts(cri("tty"))
+    for no_path in ("", None):   # an empty path is no path (runc's reading)
+        oci["linux"]["namespaces"][0] = {"type": "pid", "path": no_path}
+        config = {"process": {}, "root": {"path": "rootfs", "readonly": False}, "linux": {}}
+        merged = merge(config, check_oci(oci, []), PATHS, owner_shift=0)
+        assert {"type": "pid"} in config["linux"]["namespaces"] and "pid" not in merged.shared
 
 
 def test_volumes_are_checked():

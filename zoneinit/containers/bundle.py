@@ -137,7 +137,8 @@ def check_config(config: dict[str, Any]) -> None:
 def check_plan(plan: ContainerPlan, disks: DiskStore, pod: Pod, *, hostname: str | None = None,
                name_files: dict[str, str] | None = None, netns: str | None = None) -> None:
     """A pod container (an OCI config or volumes from the host) is refused before anything of it exists if its
-    image is not a root disk, its owner shift is not the pod's, or the runtime would refuse its config.json."""
+    image is not a root disk, its owner shift is not the pod's, it shares the pod's pid namespace and that
+    one's holder has died, or the runtime would refuse its config.json."""
     role = disks.role_of(plan.image) if plan.image else None
     if role != "root":
         roots = [name for name in disks.disks if disks.role_of(name) == "root"]
@@ -153,6 +154,8 @@ def check_plan(plan: ContainerPlan, disks: DiskStore, pod: Pod, *, hostname: str
         from zoneinit.containers.ocimerge import check_pod_sysctls
 
         check_pod_sysctls(merged.pod_sysctls)
+        if "pid" in merged.shared:
+            pod.check_pid_namespace()
 
 
 def prepare_bundle(plan: ContainerPlan, disks: DiskStore, mounts: MountTable, *, bundles: str = "/run/zone/bundles",
@@ -173,6 +176,8 @@ def prepare_bundle(plan: ContainerPlan, disks: DiskStore, mounts: MountTable, *,
     if merged is not None and pod is not None:
         if plan.oci is not None:
             pod.ensure_namespaces(owner_shift)
+        if "pid" in merged.shared:
+            pod.ensure_pid_namespace()
         pod.prepare_volumes(plan.id, plan.volumes, owner_shift)
         pod.apply_sysctls(merged.pod_sysctls)
         for warning in merged.warnings:

@@ -8,8 +8,9 @@ kernel file systems, and of ``linux``: resources, sysctl, seccomp (as given: abs
 what the pod asked), masked and read-only paths (absent: the zone's defaults), devices that exist in the
 zone, rootfsPropagation, personality. The zone decides the rest itself: the root (its overlay of the
 attached image), the namespaces (``podspec.namespace_modes``: the pod's ipc, uts and network are the ones
-PID 1 keeps; pid, mount and cgroup are the container's own; a user namespace when the image is
-owner-shifted: the pod's, ``pod.Pod``), the cgroup path.
+PID 1 keeps, and so is its pid namespace when the host gives a pid path (shareProcessNamespace), which a
+holder process keeps alive as its pid 1; mount and cgroup are the container's own; a user namespace when
+the image is owner-shifted: the pod's, ``pod.Pod``), the cgroup path.
 
 Sysctls of a namespace the pod shares (net.* always, ipc ones when the pod's ipc namespace is shared) are
 not the container's to set from inside its user namespace: they are returned as pod sysctls, which PID 1
@@ -35,12 +36,13 @@ class PodPaths(NamedTuple):
     ipc: str
     uts: str
     user: str                # the pod's user namespace, which containers on owner-shifted images join
+    pid: str                 # the pod's pid namespace (its holder is its pid 1), for shareProcessNamespace
 
 
 class Merged(NamedTuple):
     warnings: list[str]
     pod_sysctls: dict[str, dict[str, str]]    # "network" / "ipc" / "uts" -> {sysctl: value}
-    shared: set[str]                          # the pod namespaces this container joins ("ipc", "uts")
+    shared: set[str]                          # the pod namespaces this container joins ("ipc", "uts", "pid")
 
 
 def sysctl_namespace(key: str) -> str | None:

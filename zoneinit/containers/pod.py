@@ -8,6 +8,12 @@ image joins instead of making its own, as Kubernetes' user-namespaced pods do: c
 capabilities over the pod's ipc and uts namespaces (it mounts its mqueue, sets the pod's ipc sysctls) and
 over nothing of the zone's. All three are pinned by bind mounts of their nsfs files like the network one.
 A forked helper makes them (``make_pod_namespaces``), so PID 1 never moves.
+A container whose OCI config names a pid namespace path (CRI's POD mode: ``shareProcessNamespace``) joins the
+pod's **pid namespace**, made on first use inside the pod's user namespace (``make_pod_pid_namespace``) and
+kept alive by a holder process that is its pid 1, as Kubernetes' pause container is: PID 1's orphan for the
+zone's life, it ignores every signal it can and lets the kernel reap what is re-parented to it; the zone's
+power-off kills it with everything else. A pid namespace whose pid 1 has died takes no new process: a
+container asking for it then fails by name (``check_pid_namespace``), never runs in a namespace of its own.
 emptyDir volumes are directories of the zone named by the pod's volume name, so every container naming it
 sees the same files, for the pod's life; ``medium: memory`` gives one its own tmpfs (with its size limit).
 File volumes (configMaps, secrets, /etc/hosts, a termination log) are written per container and removed
@@ -19,9 +25,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import stat
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
+from styrolite.errors import StateError
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls import constants as k
 from zoneinit.containers.ocimerge import PodPaths
@@ -33,6 +41,9 @@ if TYPE_CHECKING:
 
 NAMESPACE_FLAGS = {"ipc": k.CLONE_NEWIPC, "uts": k.CLONE_NEWUTS, "network": k.CLONE_NEWNET}
 FILE_OPTIONS = ["rbind", "nosuid", "nodev"]   # /run's own flags, which a user namespace cannot drop
+PR_SET_DUMPABLE = 4
+PF_EXITING = 0x4                              # /proc/<pid>/stat flags: the process is in exit
+HOLDER_NAME = b"pod-pid-holder"               # its /proc/<pid>/comm (15 bytes at most)
 
 
 def make_pod_namespaces(paths: PodPaths, shift: int, hostname: str | None, sys: Syscalls = LINUX) -> None:
@@ -90,6 +101,114 @@ def make_pod_namespaces(paths: PodPaths, shift: int, hostname: str | None, sys: 
         os.waitpid(pid, 0)
 
 
+def make_pod_pid_namespace(pin: str, user: str | None, sys: Syscalls = LINUX) -> int:
+    """The pod's pid namespace, pinned at ``pin``; returns the zone pid of its holder (its pid 1). Run in a
+    forked helper of PID 1: a child of ours enters the pod's user namespace ``user`` as its root (when the pod
+    has one: the pid namespace is then owned by it, so container root may join it and mount its /proc),
+    unshares the pid namespace, forks the holder into it and exits, which leaves the holder to PID 1 (an
+    orphan its loop reaps like any other). We pin the namespace."""
+    os.makedirs(os.path.dirname(pin), mode=0o711, exist_ok=True)
+    os.close(os.open(pin, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o400))
+    owner = os.open(user, os.O_RDONLY | os.O_CLOEXEC) if user is not None else None
+    result_r, result_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child that makes the namespace
+        step = "start"
+        try:
+            os.close(result_r)
+            with contextlib.suppress(OSError):   # the holder's name, while /proc/self is still ours to write
+                comm = os.open("/proc/self/comm", os.O_WRONLY | os.O_CLOEXEC)
+                os.write(comm, HOLDER_NAME)
+                os.close(comm)
+            if owner is not None:
+                step = f"enter the pod's user namespace {user}"
+                sys.setns(owner, k.CLONE_NEWUSER)
+                sys.setresgid(0)
+                sys.setresuid(0)
+            step = "make the holder undumpable"   # it is a copy of PID 1's memory: no one in the pod may read it
+            sys.prctl(PR_SET_DUMPABLE, 0)
+            step = "unshare the pid namespace"
+            sys.unshare(k.CLONE_NEWPID)
+            step = "fork the holder"
+            holder = os.fork()
+            if holder == 0:
+                hold_pid_namespace()
+            os.write(result_w, str(holder).encode())
+        except BaseException as e:
+            with contextlib.suppress(BaseException):
+                os.write(result_w, f"!{step}: {e}".encode()[:4000])
+        finally:
+            os._exit(0)
+    os.close(result_w)
+    if owner is not None:
+        os.close(owner)
+    chunks = []
+    try:
+        while chunk := os.read(result_r, 4096):   # EOF: the child exited and the holder closed its copy
+            chunks.append(chunk)
+    finally:
+        os.close(result_r)
+        _, status = os.waitpid(pid, 0)
+    text = b"".join(chunks).decode(errors="replace")
+    if not text.isdigit():
+        raise ZoneInitError("make the pod's pid namespace: " + (
+            text[1:] if text.startswith("!") else f"its helper died (wait status {status:#x})"))
+    holder = int(text)
+    try:
+        sys.mount(f"/proc/{holder}/ns/pid", pin, None, k.MS_BIND)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.kill(holder, signal.SIGKILL)   # no pin, no pod pid namespace: PID 1 reaps it
+        raise ZoneInitError(f"pin the pod's pid namespace (holder pid {holder}) at {pin}") from e
+    return holder
+
+
+def hold_pid_namespace() -> NoReturn:  # pragma: no cover - runs as the holder, pid 1 of the pod's pid namespace
+    """Hold the pod's pid namespace for the zone's life, as Kubernetes' pause container does: every signal
+    that can be is ignored (as pid 1 of its namespace, nothing inside it can then end it; the zone's SIGKILL at
+    power-off does), SIGCHLD included, so the kernel reaps every orphan re-parented to it; no inherited
+    descriptor, its own session, "/" as its directory. Nothing is imported: it is a forked copy of PID 1, and
+    what it does not touch stays shared with it."""
+    try:
+        for signum in signal.valid_signals():
+            if signum not in (signal.SIGKILL, signal.SIGSTOP):
+                with contextlib.suppress(OSError, ValueError):   # the C library's own real-time signals
+                    signal.signal(signum, signal.SIG_IGN)
+        os.setsid()
+        os.chdir("/")
+        os.closerange(0, max(os.sysconf("SC_OPEN_MAX"), 1024))
+        try:
+            null = os.open("/dev/null", os.O_RDWR)   # 0, 1, 2: nothing is ever written
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+        except OSError:
+            pass
+        while True:
+            signal.pause()
+    finally:
+        os._exit(1)
+
+
+def pid_holder_problem(holder: int, pin: str) -> str | None:
+    """None while ``holder`` lives and is pid 1 of the pid namespace pinned at ``pin``; else what is wrong."""
+    try:
+        with open(f"/proc/{holder}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        state, flags = fields[0], int(fields[6])
+        held = os.stat(f"/proc/{holder}/ns/pid")
+    except (OSError, IndexError, ValueError):
+        return "has exited"
+    if state in (b"Z", b"X", b"x") or flags & PF_EXITING:   # exiting: it waits for its namespace to empty
+        return "has exited"
+    try:
+        pinned = os.stat(pin)
+    except OSError as e:
+        return f"is alive, but the namespace's pin {pin} is gone ({e.strerror})"
+    if (held.st_dev, held.st_ino) != (pinned.st_dev, pinned.st_ino):
+        return f"has exited (pid {holder} is another process now)"
+    return None
+
+
 def write_sysctls(kind: str, pin: str, values: dict[str, str], user: str | None = None,
                   sys: Syscalls = LINUX) -> None:
     """Set ``values`` inside the namespace pinned at ``pin`` (run in a forked helper: setns moves the caller).
@@ -124,12 +243,13 @@ class Pod:
                  sys: Syscalls = LINUX) -> None:
         self.base = base
         self.paths = PodPaths(network, os.path.join(base, "ns", "ipc"), os.path.join(base, "ns", "uts"),
-                              os.path.join(base, "ns", "user"))
+                              os.path.join(base, "ns", "user"), os.path.join(base, "ns", "pid"))
         self.hostname = hostname
         self.mounts = mounts
         self.sys = sys
         self.emptydirs: dict[str, Volume] = {}      # name -> the volume that made it
         self.shift: int | None = None                # the pod's user namespace (0: none), once it is made
+        self.pid_holder: int | None = None           # pid 1 of the pod's pid namespace, once it is made
 
     # --- namespaces ---------------------------------------------------------------------------------------
     def check_shift(self, shift: int) -> None:
@@ -149,6 +269,29 @@ class Pod:
 
         in_child(make_pod_namespaces, self.paths, shift, self.hostname, self.sys)
         self.shift = shift
+
+    def ensure_pid_namespace(self) -> None:
+        """Make the pod's pid namespace on first use (one forked helper; after ``ensure_namespaces``: it
+        belongs to the pod's user namespace when there is one). StateError if its holder has died since."""
+        if self.pid_holder is not None:
+            self.check_pid_namespace()
+            return
+        if self.shift is None:
+            raise ZoneInitError("the pod's pid namespace is made after its user namespace (ensure_namespaces)")
+        from zoneinit.isolate import in_child
+
+        self.pid_holder = in_child(make_pod_pid_namespace, self.paths.pid,
+                                   self.paths.user if self.shift else None, self.sys)
+
+    def check_pid_namespace(self) -> None:
+        """StateError if the pod's pid namespace was made and its holder has died: the namespace takes no new
+        process, and a container sharing it must not run anywhere else."""
+        if self.pid_holder is None:
+            return
+        problem = pid_holder_problem(self.pid_holder, self.paths.pid)
+        if problem is not None:
+            raise StateError(f"the pod's shared pid namespace (shareProcessNamespace) is gone: its pid 1, the "
+                             f"holder process {self.pid_holder}, {problem}; no container can join it in this zone")
 
     def apply_sysctls(self, sysctls: dict[str, dict[str, str]]) -> None:
         from zoneinit.isolate import in_child

@@ -157,7 +157,10 @@ def _check_linux(linux: dict[str, Any], path: str) -> dict[str, Any]:
 
 def namespace_modes(entries: Any, path: str) -> dict[str, str]:
     """linux.namespaces -> {type: OWN or POD}. Paths are host paths: a path means "share the pod's", which in
-    a zone is the pod's namespace PID 1 keeps, never a host one."""
+    a zone is the pod's namespace PID 1 keeps, never a host one. A pid path is CRI's POD mode (a pod with
+    ``shareProcessNamespace``, or a container config without namespace options): the pod's pid namespace.
+    CRI's TARGET mode (an ephemeral container in another container's pid namespace) names the target's pid,
+    which the host only knows as the VMM's, like the sandbox's: it is the pod's pid namespace too."""
     if not isinstance(entries, list):
         raise ZoneConfigError(path, "expected a list")
     given: dict[str, bool] = {}
@@ -168,21 +171,22 @@ def namespace_modes(entries: Any, path: str) -> dict[str, str]:
             raise ZoneConfigError(f"{path}[{i}].type", "expected a string")
         if kind in given:
             raise ZoneConfigError(f"{path}[{i}].type", f"duplicate namespace type {kind!r}")
-        given[kind] = bool(entry.get("path"))
+        ns_path = entry.get("path") or ""    # absent, null or "": no path (runc's reading)
+        if not isinstance(ns_path, str) or "\0" in ns_path:
+            raise ZoneConfigError(f"{path}[{i}].path", f"expected a path (a string), got {ns_path!r:.80}")
+        given[kind] = bool(ns_path)
     for kind in given:
         if kind not in ("pid", "ipc", "uts", "mount", "network", "cgroup", "user", "time"):
             raise ZoneConfigError(path, f"unknown namespace type {kind!r}")
     if "pid" not in given:
         raise ZoneConfigError(path, "no pid namespace: sharing the host's (hostPID) is not possible in a zone pod")
-    if given["pid"]:
-        raise ZoneConfigError(path, "pid with a path: sharing a pid namespace between a pod's containers "
-                              "(shareProcessNamespace) is not supported in a zone pod")
     if given.get("mount", False) or "mount" not in given:
         raise ZoneConfigError(path, "the container needs a mount namespace of its own")
     if "time" in given:
         raise ZoneConfigError(path, "time namespaces are not supported in a zone pod")
     return {
-        "pid": OWN, "mount": OWN, "cgroup": OWN,
+        "pid": POD if given["pid"] else OWN,
+        "mount": OWN, "cgroup": OWN,
         "ipc": OWN if given.get("ipc") is False else POD,
         "uts": OWN if given.get("uts") is False else POD,
         "network": POD,      # the pod's network is the zone's workload namespace, whatever the host says
