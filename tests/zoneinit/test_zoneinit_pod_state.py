@@ -83,6 +83,36 @@ def test_the_pods_namespaces_are_made_once_and_pinned(tmp_path):
     assert found["tmpfs"] == 1 and found["shm_owner"] == 65536
 
 
+UNWRITABLE = textwrap.dedent("""
+    import sys
+    from zoneinit.containers.pod import Pod
+    from zoneinit.errors import ZoneInitError
+    from zoneinit.mounts.table import MountTable
+
+    pod = Pod(sys.argv[1], None, "web-0", MountTable(), sysctls={"net.ipv4.ip_forward": "1"})
+    for attempt in (1, 2):   # never written (no network namespace): every container of the pod is refused
+        try:
+            pod.ensure_namespaces(65536)
+        except ZoneInitError as e:
+            print(attempt, e)
+    print("shift", pod.shift, "written", pod.sysctls_written)
+""")
+
+
+@pytest.mark.root
+def test_pod_sysctls_that_cannot_be_written_fail_every_container(tmp_path):
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and util-linux's unshare")
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", UNWRITABLE,
+                             str(tmp_path / "pod")], capture_output=True, text=True, timeout=60, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "1 sysctls net.ipv4.ip_forward: the zone has no pod network namespace",
+        "2 sysctls net.ipv4.ip_forward: the zone has no pod network namespace",
+        "shift 65536 written False"]
+
+
 def test_a_pod_of_unshifted_images_refuses_a_shifted_one(tmp_path):
     pod = Pod(str(tmp_path), None, "web-0", MountTable())
     pod.shift = 0
