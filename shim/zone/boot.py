@@ -91,7 +91,7 @@ def _kernel_and_initrd(config: ShimConfig) -> tuple[str, str]:
 
 
 def zone_document(pod: PodSandbox, network: dict[str, Any] | None, grace: float) -> dict[str, Any]:
-    """The pod zone's config: its identity and network; no containers; it outlives them. (``host.launch``
+    """The pod zone's config: its identity, network and sysctls; no containers; it outlives them. (``host.launch``
     adds the kernel's addons disk, pinned, and validates it with the zone's own parser.)"""
     document: dict[str, Any] = {
         "version": 1,
@@ -103,6 +103,8 @@ def zone_document(pod: PodSandbox, network: dict[str, Any] | None, grace: float)
     }
     if network is not None:
         document["network"] = network
+    if pod.sysctls:
+        document["sysctls"] = dict(pod.sysctls)
     return document
 
 

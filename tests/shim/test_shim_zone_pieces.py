@@ -17,12 +17,14 @@ from shim.protos import runtimeoptions_pb2
 from shim.runtime_options import config_path
 from shim.ttrpc.status import Code, RpcError
 from shim.zone import config as shim_config
+from shim.zone.boot import zone_document
 from shim.zone.sandbox import pod_sandbox, zone_name_of
 from shim.zone.stats import container_stats, zone_stats
 from shim.zone.streams import PendingStream
 from shim.zone.translate import container_request, exec_request
 from shim.zone.volumes import FILES_LIMIT, classify
 from shim.zone_backend import ContainerSpec, ExecSpec, SandboxSpec
+from zoneinit.config.parser import parse_zone_config
 
 SANDBOX_ID = "a" * 64
 
@@ -114,6 +116,33 @@ def test_host_namespaces_are_refused(tmp_path: Path, missing: str, what: str) ->
         pod_sandbox(sandbox_spec(tmp_path, kinds, netns="/nonexistent"))
     assert info.value.code == Code.INVALID_ARGUMENT and what in info.value.message
     assert "zt/web" in info.value.message
+
+
+def test_the_pods_sysctls_go_into_the_zone_config(tmp_path: Path) -> None:
+    spec = sandbox_spec(tmp_path)
+    sysctls = {"kernel.shm_rmid_forced": "1", "fs.mqueue.msg_max": "100", "net.ipv4.ip_unprivileged_port_start": "0"}
+    spec.spec["linux"]["sysctl"] = sysctls
+    pod = pod_sandbox(spec)
+    assert pod.sysctls == sysctls
+    document = zone_document(pod, None, 5.0)
+    assert document["sysctls"] == sysctls
+    assert parse_zone_config(document).sysctls == sysctls   # what the zone's own parser reads
+    assert "sysctls" not in zone_document(pod_sandbox(sandbox_spec(tmp_path)), None, 5.0)
+
+
+@pytest.mark.parametrize(("sysctls", "message"), [
+    ({"kernel.pid_max": "4096"}, "pod zt/web: sysctl 'kernel.pid_max' is not namespaced: setting it would change "
+                                 "the whole zone kernel, not the pod"),
+    ({"vm.swappiness": "1"}, "'vm.swappiness' is not namespaced"),
+    ({"net.core.somaxconn": 1024}, "pod zt/web: linux.sysctl of the sandbox is not an object of strings"),
+])
+def test_a_sysctl_outside_the_pods_namespaces_fails_the_sandbox(tmp_path: Path, sysctls: dict[str, Any],
+                                                                 message: str) -> None:
+    spec = sandbox_spec(tmp_path)
+    spec.spec["linux"]["sysctl"] = sysctls
+    with pytest.raises(RpcError) as info:
+        pod_sandbox(spec)
+    assert info.value.code == Code.INVALID_ARGUMENT and message in info.value.message
 
 
 # --- volumes -------------------------------------------------------------------------------------------------

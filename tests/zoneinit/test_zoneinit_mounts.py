@@ -166,3 +166,20 @@ def test_root_is_rootfs_reads_the_first_mount_of_slash(tmp_path):
     info.write_text("25 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n")
     assert not root_is_rootfs(str(info))
     assert not root_is_rootfs(str(tmp_path / "missing"))
+
+
+def test_a_containers_overlay_root_keeps_setuid_and_its_image_does_not(tmp_path):
+    """The overlay is the container's root: setuid binaries work there as under runc (noNewPrivileges is what
+    stops them); the read-only image under it stays nosuid and nodev (exec goes through the overlay)."""
+    from styrolite.syscalls.constants import MS_NODEV, MS_NOSUID
+    from zoneinit.mounts.images import mount_overlay
+
+    fake = RecordingSyscalls()
+    table = MountTable(fake)
+    (tmp_path / "img").write_bytes(b"\0" * 1024 + (0xE0F5E1E2).to_bytes(4, "little") + b"\0" * 40000)
+    mount_image(table, str(tmp_path / "img"), str(tmp_path / "images/root0"))
+    (tmp_path / "images/root0").mkdir(parents=True, exist_ok=True)
+    mount_overlay(table, [str(tmp_path / "images/root0")], str(tmp_path / "scratch/c1"), str(tmp_path / "rootfs"))
+    (image, overlay) = fake.of("mount")
+    assert image[2] == "erofs" and image[3] & MS_NOSUID and image[3] & MS_NODEV
+    assert overlay[2] == "overlay" and not overlay[3] & MS_NOSUID

@@ -1,11 +1,14 @@
+import json
+
 import pytest
 
 from styrolite.errors import describe
 from zoneinit.config.diskformat import encode_config_disk
+from zoneinit.config.document import dumps
 from zoneinit.config.parser import parse_zone_config
 from zoneinit.config.plan import ContainerPlan
 from zoneinit.containers.bundle import build_config
-from zoneinit.errors import ConfigDiskError
+from zoneinit.errors import ConfigDiskError, ZoneConfigError
 from zoneinit.mounts.configdisk import read_plan
 
 DIGEST = "sha256:" + "ab" * 32
@@ -47,6 +50,28 @@ def test_config_disk_to_launch_plan(tmp_path):
     assert (c.id, c.image, c.args, c.cwd, c.uid, c.gid, c.additional_gids, c.main) == (
         "app", "root0", ["/bin/sh", "-c", "echo hi"], "/srv", 1000, 100, [5], True)
     assert (c.memory_limit, c.cpus, c.pids_limit) == (67108864, 0.5, 128)
+
+
+def test_the_pods_sysctls_go_from_the_config_to_the_plan(tmp_path):
+    sysctls = {"kernel.shm_rmid_forced": "1", "fs.mqueue.msg_max": "100", "net.ipv4.ip_forward": "1"}
+    disk = tmp_path / "config.img"
+    disk.write_bytes(encode_config_disk(parse_zone_config({**CONFIG, "sysctls": sysctls})))
+    assert read_plan(str(disk)).sysctls == sysctls
+    assert "sysctls" not in json.loads(dumps(parse_zone_config(CONFIG)))   # none: the document has no key
+
+
+@pytest.mark.parametrize(("sysctls", "message"), [
+    ({"kernel.pid_max": "4096"}, "$.sysctls['kernel.pid_max']: sysctl is not namespaced: setting it would change "
+                                 "the whole zone kernel"),
+    ({"kernel.hostname": "x"}, "$.sysctls['kernel.hostname']: sysctl is not namespaced"),
+    ({"net.ipv4.ip_forward": 1}, "$.sysctls['net.ipv4.ip_forward']: expected a string"),
+    ({"net..ipv4": "1"}, "$.sysctls['net..ipv4']: not a sysctl name"),
+    ({"net/../kernel/x": "1"}, "not a sysctl name"),
+])
+def test_a_sysctl_that_is_not_the_pods_is_refused_by_name(sysctls, message):
+    with pytest.raises(ZoneConfigError) as info:
+        parse_zone_config({**CONFIG, "sysctls": sysctls})
+    assert message in describe(info.value)
 
 
 def test_bad_config_disks_fail_with_the_reason(tmp_path):

@@ -35,8 +35,8 @@ SCENARIO = textwrap.dedent("""
 
     base = sys.argv[1]
     mounts = MountTable()
-    pod = Pod(base, None, "web-0", mounts)
-    pod.ensure_namespaces(65536)
+    pod = Pod(base, None, "web-0", mounts, sysctls={"kernel.shm_rmid_forced": "1", "fs.mqueue.msg_max": "100"})
+    pod.ensure_namespaces(65536)          # the pod's sysctls written into its new namespaces
     pod.ensure_namespaces(65536)          # made once
     pod.apply_sysctls({"ipc": {"kernel.shmmax": "123456789"}})
     ns = pod.paths
@@ -55,6 +55,9 @@ SCENARIO = textwrap.dedent("""
         "uid_map": inside("cat", "/proc/self/uid_map").split(),
         "shmmax": inside("cat", "/proc/sys/kernel/shmmax"),
         "host_shmmax": open("/proc/sys/kernel/shmmax").read().strip(),
+        "pod_sysctls": [inside("cat", "/proc/sys/kernel/shm_rmid_forced"),
+                        inside("cat", "/proc/sys/fs/mqueue/msg_max")],
+        "host_msg_max": open("/proc/sys/fs/mqueue/msg_max").read().strip(),
         "pinned": [p for p in (ns.user, ns.ipc, ns.uts) if p in mounted],
         "tmpfs": sum(1 for line in open("/proc/self/mountinfo") if f"{base}/emptydir/shm" in line),
         "shm_owner": os.stat(f"{base}/emptydir/shm").st_uid,
@@ -75,8 +78,39 @@ def test_the_pods_namespaces_are_made_once_and_pinned(tmp_path):
     assert found["hostname"] == "web-0"
     assert found["uid_map"] == ["0", "65536", "65536"]
     assert found["shmmax"] == "123456789" and found["host_shmmax"] != "123456789"
+    assert found["pod_sysctls"] == ["1", "100"] and found["host_msg_max"] != "100"
     assert found["pinned"] == [str(base / "ns/user"), str(base / "ns/ipc"), str(base / "ns/uts")]
     assert found["tmpfs"] == 1 and found["shm_owner"] == 65536
+
+
+UNWRITABLE = textwrap.dedent("""
+    import sys
+    from zoneinit.containers.pod import Pod
+    from zoneinit.errors import ZoneInitError
+    from zoneinit.mounts.table import MountTable
+
+    pod = Pod(sys.argv[1], None, "web-0", MountTable(), sysctls={"net.ipv4.ip_forward": "1"})
+    for attempt in (1, 2):   # never written (no network namespace): every container of the pod is refused
+        try:
+            pod.ensure_namespaces(65536)
+        except ZoneInitError as e:
+            print(attempt, e)
+    print("shift", pod.shift, "written", pod.sysctls_written)
+""")
+
+
+@pytest.mark.root
+def test_pod_sysctls_that_cannot_be_written_fail_every_container(tmp_path):
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and util-linux's unshare")
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", UNWRITABLE,
+                             str(tmp_path / "pod")], capture_output=True, text=True, timeout=60, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "1 sysctls net.ipv4.ip_forward: the zone has no pod network namespace",
+        "2 sysctls net.ipv4.ip_forward: the zone has no pod network namespace",
+        "shift 65536 written False"]
 
 
 def test_a_pod_of_unshifted_images_refuses_a_shifted_one(tmp_path):

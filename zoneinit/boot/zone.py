@@ -199,7 +199,7 @@ class Zone:
             from zoneinit.containers.pod import Pod
 
             self.pod = Pod(self.paths.pod, self.workload_netns, self.plan.hostname or self.plan.name, self.mounts,
-                           self.sys)
+                           self.sys, sysctls=self.plan.sysctls)
         return self.pod
 
     def _hostname(self) -> str:

@@ -113,6 +113,7 @@ class ZoneConfig:
     version: int = SCHEMA_VERSION
     extensions: list[Extension] = field(default_factory=list)
     components: list[Component] = field(default_factory=list)
+    sysctls: dict[str, str] = field(default_factory=dict)   # the pod's, for its shared namespaces
 
     def disk(self, name: str) -> Disk:
         for disk in self.disks:
@@ -131,11 +132,12 @@ class ZoneConfig:
         return _drop_defaults(asdict(self))
 
 
-OPTIONAL_LISTS = ("annotations", "extensions", "components")   # left out when empty: older documents stay equal
+# left out when empty: older documents stay equal
+OPTIONAL_LISTS = ("annotations", "extensions", "components", "sysctls")
 
 
 def _drop_defaults(value: Any) -> Any:
-    """None, and the empty annotations, extensions and components, are left out: the document says only what
+    """None, and the empty annotations, extensions, components and sysctls, are left out: the document says only what
     was asked (and a config without extensions has the bytes it had before they existed)."""
     if isinstance(value, dict):
         return {k: _drop_defaults(v) for k, v in value.items()

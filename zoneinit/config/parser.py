@@ -26,6 +26,7 @@ from zoneinit.config.document import (
     ZoneConfig,
 )
 from zoneinit.config.idrange import owner_shift_problem
+from zoneinit.config.sysctls import sysctl_namespace
 from zoneinit.errors import ZoneConfigError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -208,6 +209,22 @@ def _annotations(obj: _Object | None) -> dict[str, str]:
     return dict(obj.value)
 
 
+def _sysctls(obj: _Object | None) -> dict[str, str]:
+    """The pod's sysctls: string values, each of a namespace the pod has (never one of the whole kernel)."""
+    if obj is None:
+        return {}
+    for key, value in obj.value.items():
+        if not isinstance(value, str):
+            raise ZoneConfigError(f"{obj.path}[{key!r}]", "expected a string")
+        if "/" in key or "" in key.split(".") or ".." in key:
+            raise ZoneConfigError(f"{obj.path}[{key!r}]", "not a sysctl name")
+        if sysctl_namespace(key) is None:
+            raise ZoneConfigError(f"{obj.path}[{key!r}]", "sysctl is not namespaced: setting it would change the "
+                                  "whole zone kernel, not the pod (only net.*, the IPC ones, fs.mqueue.* and "
+                                  "kernel.domainname are a pod's)")
+    return dict(obj.value)
+
+
 def _container(obj: _Object) -> Container:
     name = obj.text("name", required=True)
     if not NAME_RE.match(name):
@@ -293,6 +310,7 @@ def parse_zone_config(document: Any) -> ZoneConfig:
     modules = _matching(root, "modules", MODULE_RE, "a module name")
     extensions = [_extension(e) for e in root.children("extensions")]
     components = [_component(c) for c in root.children("components")]
+    sysctls = _sysctls(root.child("sysctls"))
     options_obj = root.child("options")
     options = Options()
     if options_obj is not None:
@@ -302,7 +320,8 @@ def parse_zone_config(document: Any) -> ZoneConfig:
         options = Options(options_obj.flag("poweroff_on_exit", True), grace, options_obj.flag("debug", False))
         options_obj.done()
     root.done()
-    config = ZoneConfig(name, hostname, network, disks, containers, modules, options, version, extensions, components)
+    config = ZoneConfig(name, hostname, network, disks, containers, modules, options, version, extensions, components,
+                        sysctls)
     _check_references(config)
     return config
 

@@ -78,6 +78,7 @@ class LaunchPlan:
     containers: list[ContainerPlan] = field(default_factory=list)
     extensions: list[ExtensionPlan] = field(default_factory=list)
     components: list[dict[str, Any]] = field(default_factory=list)   # as the config has them, for zone.info
+    sysctls: dict[str, str] = field(default_factory=dict)   # the pod's: written into its namespaces when made
 
     def main_container(self) -> ContainerPlan | None:
         for c in self.containers:
@@ -118,4 +119,4 @@ def plan_from_config(config: ZoneConfig) -> LaunchPlan:
                       debug=options.debug, poweroff_on_exit=options.poweroff_on_exit,
                       shutdown_grace=options.shutdown_grace, network=network, disks=disks,
                       containers=[container_plan(c, hostname) for c in config.containers],
-                      extensions=extensions, components=components)
+                      extensions=extensions, components=components, sysctls=dict(config.sysctls))

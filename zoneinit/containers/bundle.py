@@ -151,9 +151,11 @@ def check_plan(plan: ContainerPlan, disks: DiskStore, pod: Pod, *, hostname: str
                                       owner_shift=shift, pod=pod)
     check_config(config)
     if merged is not None:
+        from zoneinit.config.sysctls import by_namespace
         from zoneinit.containers.ocimerge import check_pod_sysctls
 
         check_pod_sysctls(merged.pod_sysctls)
+        check_pod_sysctls(by_namespace(pod.sysctls))
         if "pid" in merged.shared:
             pod.check_pid_namespace()
 

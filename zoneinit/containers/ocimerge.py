@@ -23,10 +23,8 @@ import os
 import stat
 from typing import Any, NamedTuple
 
+from zoneinit.config.sysctls import sysctl_namespace
 from zoneinit.containers.podspec import OWN
-
-IPC_SYSCTLS = frozenset({"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
-                         "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"})
 
 
 class PodPaths(NamedTuple):
@@ -43,17 +41,6 @@ class Merged(NamedTuple):
     warnings: list[str]
     pod_sysctls: dict[str, dict[str, str]]    # "network" / "ipc" / "uts" -> {sysctl: value}
     shared: set[str]                          # the pod namespaces this container joins ("ipc", "uts", "pid")
-
-
-def sysctl_namespace(key: str) -> str | None:
-    """The namespace a sysctl belongs to (None: not namespaced)."""
-    if key.startswith("net."):
-        return "network"
-    if key in IPC_SYSCTLS or key.startswith("fs.mqueue."):
-        return "ipc"
-    if key == "kernel.domainname":
-        return "uts"
-    return None
 
 
 def merge(config: dict[str, Any], oci: dict[str, Any], pod: PodPaths, *, owner_shift: int,

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, NoReturn
 from styrolite.errors import StateError
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls import constants as k
+from zoneinit.config.sysctls import by_namespace
 from zoneinit.containers.ocimerge import PodPaths
 from zoneinit.containers.podspec import Volume
 from zoneinit.errors import ZoneInitError
@@ -240,8 +241,10 @@ class Pod:
     """The zone's pod: shared namespaces, emptyDir volumes, per-container file volumes (under ``base``)."""
 
     def __init__(self, base: str, network: str | None, hostname: str | None, mounts: MountTable,
-                 sys: Syscalls = LINUX) -> None:
+                 sys: Syscalls = LINUX, sysctls: dict[str, str] | None = None) -> None:
         self.base = base
+        self.sysctls = dict(sysctls or {})   # the pod's (the zone config's), written when its namespaces are made
+        self.sysctls_written = False
         self.paths = PodPaths(network, os.path.join(base, "ns", "ipc"), os.path.join(base, "ns", "uts"),
                               os.path.join(base, "ns", "user"), os.path.join(base, "ns", "pid"))
         self.hostname = hostname
@@ -261,14 +264,17 @@ class Pod:
                                 "for containers without one)"))
 
     def ensure_namespaces(self, shift: int) -> None:
-        """Make the pod's user, ipc and uts namespaces on first use (one forked helper)."""
+        """Make the pod's user, ipc and uts namespaces on first use (one forked helper), and write the pod's
+        sysctls into them (and into the pod's network namespace)."""
         self.check_shift(shift)
-        if self.shift is not None:
-            return
-        from zoneinit.isolate import in_child
+        if self.shift is None:
+            from zoneinit.isolate import in_child
 
-        in_child(make_pod_namespaces, self.paths, shift, self.hostname, self.sys)
-        self.shift = shift
+            in_child(make_pod_namespaces, self.paths, shift, self.hostname, self.sys)
+            self.shift = shift
+        if not self.sysctls_written:   # until they are: a failed write fails every container of the pod
+            self.apply_sysctls(by_namespace(self.sysctls))
+            self.sysctls_written = True
 
     def ensure_pid_namespace(self) -> None:
         """Make the pod's pid namespace on first use (one forked helper; after ``ensure_namespaces``: it

@@ -51,7 +51,7 @@ def mount_image(table: MountTable, device: str, target: str, fstype: str | None 
 
 def mount_overlay(table: MountTable, lowers: list[str], scratch: str, target: str) -> MountRecord | None:
     """A writable view of read-only ``lowers`` (first is topmost): upper and work dirs live in ``scratch``
-    (a directory on tmpfs), so writes vanish with the zone."""
+    (a directory on tmpfs), so writes vanish with the zone. Setuid bits count on it (not ``nosuid``)."""
     upper = os.path.join(scratch, "upper")
     work = os.path.join(scratch, "work")
     for d in (upper, work, target):
@@ -66,6 +66,9 @@ def mount_overlay(table: MountTable, lowers: list[str], scratch: str, target: st
     except OSError as e:
         raise ZoneInitError(f"give the overlay upper dir {upper} the owner of {lowers[0]}") from e
     try:
-        return table.mount("overlay", target, "overlay", MS_NOSUID, data)
+        # not nosuid: the overlay is the container's root, whose setuid binaries work as under runc; a
+        # container that must not gain privileges says so (process.noNewPrivileges, which the runtime sets).
+        # The read-only image below stays nosuid: exec goes through the overlay's mount, never the image's.
+        return table.mount("overlay", target, "overlay", 0, data)
     except OSError as e:
         raise ZoneInitError(f"mount overlay on {target} over {', '.join(lowers)}") from e
