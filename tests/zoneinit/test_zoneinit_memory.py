@@ -38,3 +38,13 @@ def test_a_dropped_module_imports_again_fresh():
 
 def test_trim_heap_returns_whether_pages_went_back():
     assert memory.trim_heap() in (True, False)
+
+
+def test_pid1_boot_paths_leave_pickle_and_ctypes_out():
+    """PID 1 reads its helpers' results with pickle's C half and hands bpf() its buffers through the seam's cffi:
+    pickle.py and ctypes would each stay resident for the zone's life (~0.4 MB of heap apiece)."""
+    code = ("import sys\nimport zoneinit.init, zoneinit.isolate, zoneinit.idm.service, zoneinit.containers.manager\n"
+            "import styrolite.api, styrolite.lifecycle.create, styrolite.cgroups.v2, styrolite.cgroups.bpf\n"
+            "print(sorted({'pickle', 'ctypes'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
