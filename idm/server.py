@@ -22,7 +22,6 @@ import select
 import selectors
 import socket
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +52,14 @@ MAX_STREAMS = 1024  # open streams per connection
 
 Handler = Callable[["Request"], Any]
 
+
+
+def _format_exc() -> str:
+    """The exception being handled, formatted. traceback (with linecache and tokenize) is imported on the first
+    one: a long-lived server (the zone's PID 1) does not carry it while nothing fails."""
+    import traceback
+
+    return traceback.format_exc()
 
 class Request:
     """One request being handled. Reply now (return a value, or call ``reply``/``fail``) or later."""
@@ -338,7 +345,7 @@ class IdmServer:
         except IdmError as e:  # the handler's own answer: its wire code and message
             req.fail(e.code, e.message)
         except Exception as e:  # a bug in a handler: reported, never fatal to the server
-            self.log(f"idm: handler for {msg.type!r} crashed:\n{traceback.format_exc()}")
+            self.log(f"idm: handler for {msg.type!r} crashed:\n{_format_exc()}")
             req.fail(HANDLER_FAILED, f"{type(e).__name__}: {e}")
         else:
             if result is not None:
@@ -483,4 +490,4 @@ class IdmServer:
         try:
             fn()
         except Exception:
-            self.log(f"idm: callback failed:\n{traceback.format_exc()}")
+            self.log(f"idm: callback failed:\n{_format_exc()}")

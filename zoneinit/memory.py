@@ -1,8 +1,9 @@
 """PID 1's own memory: what the boot leaves behind that PID 1 never uses again goes back to the kernel.
 
 * ``drop_startup_modules()``: a Nuitka program imports ``inspect`` at start-up, before any of our code runs, to
-  patch it for compiled functions (Nuitka's InspectPatcher.c, unconditionally) — and with it ``ast`` and
-  ``dis``: about 0.7 MB of PID 1's heap. PID 1's code is bytecode and never uses them, so they are removed from
+  patch it for compiled functions (Nuitka's InspectPatcher.c, unconditionally) — and with it ``ast``, ``dis``,
+  ``linecache`` and ``tokenize``: about 0.7 MB of PID 1's heap. PID 1's code is bytecode and never uses them (it
+  imports ``traceback``, which needs linecache, only to format a failure), so they are removed from
   ``sys.modules``, their namespaces cleared (Nuitka keeps a reference to the ``inspect`` module object, so
   dropping the name alone would free nothing) and the cycles they leave collected; the boot's own imports then
   fill the freed space. A later ``import inspect`` loads a fresh copy.
@@ -16,9 +17,8 @@ from __future__ import annotations
 import sys
 
 # imported at start-up by Nuitka's inspect patch alone (a Nuitka build of `pass` imports exactly these on top of
-# what any interpreter start imports); re, enum, collections, linecache and tokenize stay: PID 1 needs them (json,
-# signal, traceback)
-STARTUP_ONLY_MODULES = ("inspect", "ast", "dis", "opcode")
+# what any interpreter start imports); re, enum, collections, keyword stay: PID 1 needs them (json, signal, socket)
+STARTUP_ONLY_MODULES = ("inspect", "ast", "dis", "opcode", "linecache", "tokenize", "token")
 
 
 def drop_startup_modules(modules: tuple[str, ...] = STARTUP_ONLY_MODULES) -> list[str]:

@@ -30,21 +30,25 @@ def test_a_dropped_module_imports_again_fresh():
     # in a child interpreter: dropping the real inspect here would pull it from under pytest
     code = ("import inspect, sys\nfrom zoneinit.memory import drop_startup_modules\n"
             "print(drop_startup_modules())\nimport inspect as again\n"
-            "print(again is not inspect, callable(again.signature), 'ast' in sys.modules)")
+            "print(again is not inspect, callable(again.signature), 'ast' in sys.modules)\n"
+            "import traceback\ntry:\n    again.signature(None)\nexcept TypeError:\n"
+            "    print('return Signature.from_callable(' in traceback.format_exc())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
-    assert out[0] == "['inspect', 'ast', 'dis', 'opcode']"
+    assert out[0] == "['inspect', 'ast', 'dis', 'opcode', 'linecache', 'tokenize', 'token']"
     assert out[1] == "True True True"
+    assert out[2] == "True"   # a traceback still shows its source line (linecache imported afresh)
 
 
 def test_trim_heap_returns_whether_pages_went_back():
     assert memory.trim_heap() in (True, False)
 
 
-def test_pid1_boot_paths_leave_pickle_and_ctypes_out():
+def test_pid1_boot_paths_leave_pickle_ctypes_and_traceback_out():
     """PID 1 reads its helpers' results with pickle's C half and hands bpf() its buffers through the seam's cffi:
-    pickle.py and ctypes would each stay resident for the zone's life (~0.4 MB of heap apiece)."""
+    pickle.py and ctypes would each stay resident for the zone's life (~0.4 MB of heap apiece); traceback and
+    cgroup v1's driver are imported only when a failure is formatted, on a v1 host."""
     code = ("import sys\nimport zoneinit.init, zoneinit.isolate, zoneinit.idm.service, zoneinit.containers.manager\n"
             "import styrolite.api, styrolite.lifecycle.create, styrolite.cgroups.v2, styrolite.cgroups.bpf\n"
-            "print(sorted({'pickle', 'ctypes'} & set(sys.modules)))")
+            "print(sorted({'pickle', 'ctypes', 'traceback', 'styrolite.cgroups.v1'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
