@@ -14,13 +14,13 @@ durable ones (``container.exit``...) are kept until a client acknowledges them (
 
 from __future__ import annotations
 
+import _socket  # the C module under socket, whose IntEnums would cost a long-lived server (PID 1) ~0.37 MB
 import contextlib
 import heapq
 import itertools
 import os
 import select
 import selectors
-import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -145,7 +145,7 @@ class IdmServer:
             "events.ack": self._events_ack,
         }
         self._conns: list[Connection] = []
-        self._listeners: list[socket.socket] = []
+        self._listeners: list[_socket.socket] = []
         self._timers: list[tuple[float, int, Timer]] = []
         self._timer_seq = itertools.count()
         self._seq = 0
@@ -186,13 +186,13 @@ class IdmServer:
         """Accept local clients (``/bin/zone``) on a unix socket."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK)
         sock.bind(path)
         os.chmod(path, mode)
         sock.listen(8)
         self.add_listener(sock)
 
-    def add_listener(self, sock: socket.socket) -> None:
+    def add_listener(self, sock: _socket.socket) -> None:
         sock.setblocking(False)
         self._listeners.append(sock)
         self._sel.register(sock, selectors.EVENT_READ, lambda _mask: self._accept(sock))
@@ -455,9 +455,10 @@ class IdmServer:
         self.log(f"idm: {name} peer is back; new session")
         self.add_transport(transport, name=name, persistent=True)
 
-    def _accept(self, listener: socket.socket) -> None:
+    def _accept(self, listener: _socket.socket) -> None:
         try:
-            sock, _addr = listener.accept()
+            fd, _addr = listener._accept()   # what socket.socket.accept wraps (accept4 with SOCK_CLOEXEC)
+            sock = _socket.socket(fileno=fd)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:

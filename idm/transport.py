@@ -20,10 +20,10 @@ writable, and stays readable until the notification is consumed:
 
 from __future__ import annotations
 
+import _socket  # the C module under socket, whose IntEnums would cost a long-lived server (PID 1) ~0.37 MB
 import contextlib
 import errno
 import os
-import socket
 import tty
 from typing import Protocol, runtime_checkable
 
@@ -64,7 +64,7 @@ class Transport(Protocol):
 class SocketTransport:
     """A connected stream socket: socketpair in tests, a unix socket (QEMU chardev socket, /run/zone/idm.sock)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
 
@@ -86,7 +86,7 @@ class SocketTransport:
     def close(self) -> None:
         if self.sock.fileno() >= 0:
             with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked on this socket
+                self.sock.shutdown(_socket.SHUT_RDWR)  # wakes a thread blocked on this socket
             self.sock.close()
 
 
@@ -140,12 +140,16 @@ class FdTransport:
 
 def socket_pair() -> tuple[SocketTransport, SocketTransport]:
     """Two connected transports (tests, and a zone-local loopback)."""
+    import socket
+
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     return SocketTransport(a), SocketTransport(b)
 
 
 def connect_unix(path: str, timeout: float = 10.0) -> SocketTransport:
     """Connect to a unix socket (QEMU's virtio-serial chardev socket or the zone's /run/zone/idm.sock)."""
+    import socket
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sock.settimeout(timeout)
     try:

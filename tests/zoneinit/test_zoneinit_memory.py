@@ -49,6 +49,6 @@ def test_pid1_boot_paths_leave_pickle_ctypes_and_traceback_out():
     cgroup v1's driver are imported only when a failure is formatted, on a v1 host."""
     code = ("import sys\nimport zoneinit.init, zoneinit.isolate, zoneinit.idm.service, zoneinit.containers.manager\n"
             "import styrolite.api, styrolite.lifecycle.create, styrolite.cgroups.v2, styrolite.cgroups.bpf\n"
-            "print(sorted({'pickle', 'ctypes', 'traceback', 'styrolite.cgroups.v1'} & set(sys.modules)))")
+            "print(sorted({'pickle', 'ctypes', 'traceback', 'styrolite.cgroups.v1', 'socket'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
