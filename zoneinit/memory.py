@@ -7,6 +7,10 @@
   ``sys.modules``, their namespaces cleared (Nuitka keeps a reference to the ``inspect`` module object, so
   dropping the name alone would free nothing) and the cycles they leave collected; the boot's own imports then
   fill the freed space. A later ``import inspect`` loads a fresh copy.
+* ``datetime_from_c()``: ``datetime.py`` first defines the whole pure-Python implementation, then replaces it with
+  its C module's (``from _datetime import *``), whose public names are exactly the same. PID 1 imports datetime
+  only through msgpack (its Timestamp type, its C extension's datetime C API), so it takes ``_datetime`` as
+  ``datetime`` directly: about 0.35 MB of heap, measured in a zone.
 * ``trim_heap()``: ``malloc_trim(0)`` once the boot is done. Boot leaves free chunks in the C heap (the
   unmarshalled code of modules, transient buffers); glibc returns only the top of the heap by itself, this hands
   every free page back (about 1 MB after a boot, measured in a zone).
@@ -35,6 +39,19 @@ def drop_startup_modules(modules: tuple[str, ...] = STARTUP_ONLY_MODULES) -> lis
 
         gc.collect()   # their classes and functions sit in reference cycles: only the collector frees them
     return dropped
+
+
+def datetime_from_c() -> bool:
+    """Make ``import datetime`` give the C module ``_datetime`` (its public names are the same); False if datetime
+    is already imported (then nothing changes) or this interpreter has no ``_datetime``."""
+    if "datetime" in sys.modules:
+        return False
+    try:
+        import _datetime
+    except ImportError:
+        return False
+    sys.modules["datetime"] = _datetime
+    return True
 
 
 def trim_heap() -> bool:

@@ -39,6 +39,19 @@ def test_a_dropped_module_imports_again_fresh():
     assert out[2] == "True"   # a traceback still shows its source line (linecache imported afresh)
 
 
+def test_datetime_from_c_serves_msgpack_and_the_same_names():
+    code = ("import sys\nfrom zoneinit.memory import datetime_from_c\nprint(datetime_from_c(), datetime_from_c())\n"
+            "import datetime, msgpack\nprint(datetime.__name__)\n"
+            "now = datetime.datetime.now(datetime.timezone.utc)\n"
+            "print(msgpack.unpackb(msgpack.packb(now, datetime=True), timestamp=3) == now)\n"
+            "print(sorted(n for n in dir(datetime) if not n.startswith('_')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:3] == ["True False", "_datetime", "True"]
+    full = subprocess.run([sys.executable, "-c", "import datetime\nprint(sorted(n for n in dir(datetime) if not "
+                           "n.startswith('_') and n != 'sys'))"], capture_output=True, text=True, check=True).stdout
+    assert out[3] == full.strip()   # the public names of datetime.py, every one
+
+
 def test_trim_heap_returns_whether_pages_went_back():
     assert memory.trim_heap() in (True, False)
 
