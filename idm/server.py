@@ -24,7 +24,6 @@ import selectors
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from idm import messages as m
 from idm.connection import Connection
@@ -43,6 +42,10 @@ from idm.framing import DEFAULT_MAX_FRAME
 from idm.streams import DEFAULT_WINDOW, MAX_WINDOW, Stream, negotiate_window
 from idm.transport import SocketTransport, Transport
 
+TYPE_CHECKING = False  # typing itself is not imported: it would cost PID 1 ~0.5 MB
+if TYPE_CHECKING:
+    from typing import Any
+
 DURABLE_EVENTS = frozenset({"container.exit", "container.oom", "zone.ready"})
 OUTPUT_HIGH_WATER = 4 << 20  # stop reading a peer's requests while this much output waits for it
 PROBE_INTERVAL = 0.25  # seconds between checks for a device peer coming back
@@ -50,7 +53,7 @@ MAX_LOCAL_CLIENTS = 16
 MAX_UNACKED = 65536
 MAX_STREAMS = 1024  # open streams per connection
 
-Handler = Callable[["Request"], Any]
+Handler = Callable[["Request"], "Any"]
 
 
 

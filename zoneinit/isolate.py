@@ -13,14 +13,17 @@ import os
 import signal
 from _pickle import dumps, loads  # pickle's C half: pickle.py itself would cost PID 1 ~0.45 MB of heap
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from zoneinit import errors as zerrors
 
+TYPE_CHECKING = False  # typing itself is not imported: it would cost PID 1 ~0.5 MB
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
+
 if TYPE_CHECKING:
     from zoneinit.supervisor.loop import Supervisor
-
-T = TypeVar("T")
 
 
 def _child(function: Callable[..., Any], args: tuple[Any, ...], write_fd: int) -> None:

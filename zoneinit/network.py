@@ -19,12 +19,15 @@ import errno
 import fcntl
 import os
 import struct
-from typing import Any
 
 from styrolite.records import field, record
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls import constants as k
 from zoneinit.errors import ZoneInitError
+
+TYPE_CHECKING = False  # typing itself is not imported: it would cost PID 1 ~0.5 MB
+if TYPE_CHECKING:
+    from typing import Any
 
 IFA_F_NODAD = 0x02  # the address is usable at once (no duplicate address detection wait under a VM)
 # Docker's per-container defaults: a container root in a user namespace has no CAP_NET_BIND_SERVICE or
