@@ -28,6 +28,14 @@ NOT_NEEDED: dict[str, str] = {
     "bz2": "an optional archive format of shutil (modules use lzma, zlib, zstandard)",
 }
 
+# A package's other implementation, imported by the package itself only when the one the binary has (its C
+# extension) cannot be: its own import of it is guarded, anyone else's is an error like the ones above.
+FALLBACKS: dict[str, str] = {
+    "msgpack.fallback": "msgpack's pure-Python codec, imported only when its C extension (in the binary) is not",
+    "zstandard.backend_cffi": "zstandard's cffi backend, imported only under PyPy or PYTHON_ZSTANDARD_IMPORT_POLICY"
+                              "=cffi: CPython uses the C one",
+}
+
 # Included by Nuitka only "as part of the standard library": no import of the zone's program reaches them.
 UNREACHED = (
     "__hello__", "__phello__", "_aix_support", "_bootsubprocess", "_markupbase", "_osx_support", "_pyio",
@@ -42,7 +50,7 @@ UNREACHED = (
     "encodings.punycode", "encodings.rot_13",
 )
 
-LEFT_OUT = (*sorted(NOT_NEEDED), *UNREACHED)
+LEFT_OUT = (*sorted(NOT_NEEDED), *UNREACHED, *sorted(FALLBACKS))
 
 
 def nofollow_flags() -> tuple[str, ...]:
@@ -60,6 +68,8 @@ def imports_of_left_out(report: Path, packages: tuple[str, ...]) -> list[str]:
             continue
         for usage in module.iter("module_usage"):
             target = usage.get("name", "")
+            if target in FALLBACKS and name.split(".")[0] == target.split(".")[0]:
+                continue   # the package's own guarded import of its other implementation
             if usage.get("finding") == "excluded" and any(target == m or target.startswith(f"{m}.")
                                                            for m in left_out):
                 found.append(f"{name} imports {target} (line {usage.get('line', '?')})")

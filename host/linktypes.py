@@ -91,6 +91,8 @@ class ContainerLogs(TypedDict):
 class ZoneMetrics(TypedDict, total=False):
     uptime: float | None
     init_rss: int | None
+    init_memory: dict[str, int]
+    init_mappings: list[dict[str, object]]
     memory: dict[str, int]
     cpu: dict[str, object]
     load: dict[str, float | int]

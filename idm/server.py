@@ -14,18 +14,16 @@ durable ones (``container.exit``...) are kept until a client acknowledges them (
 
 from __future__ import annotations
 
+import _socket  # the C module under socket, whose IntEnums would cost a long-lived server (PID 1) ~0.37 MB
 import contextlib
 import heapq
 import itertools
 import os
 import select
 import selectors
-import socket
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from idm import messages as m
 from idm.connection import Connection
@@ -44,6 +42,10 @@ from idm.framing import DEFAULT_MAX_FRAME
 from idm.streams import DEFAULT_WINDOW, MAX_WINDOW, Stream, negotiate_window
 from idm.transport import SocketTransport, Transport
 
+TYPE_CHECKING = False  # typing itself is not imported: it would cost PID 1 ~0.5 MB
+if TYPE_CHECKING:
+    from typing import Any
+
 DURABLE_EVENTS = frozenset({"container.exit", "container.oom", "zone.ready"})
 OUTPUT_HIGH_WATER = 4 << 20  # stop reading a peer's requests while this much output waits for it
 PROBE_INTERVAL = 0.25  # seconds between checks for a device peer coming back
@@ -51,8 +53,16 @@ MAX_LOCAL_CLIENTS = 16
 MAX_UNACKED = 65536
 MAX_STREAMS = 1024  # open streams per connection
 
-Handler = Callable[["Request"], Any]
+Handler = Callable[["Request"], "Any"]
 
+
+
+def _format_exc() -> str:
+    """The exception being handled, formatted. traceback (with linecache and tokenize) is imported on the first
+    one: a long-lived server (the zone's PID 1) does not carry it while nothing fails."""
+    import traceback
+
+    return traceback.format_exc()
 
 class Request:
     """One request being handled. Reply now (return a value, or call ``reply``/``fail``) or later."""
@@ -138,7 +148,7 @@ class IdmServer:
             "events.ack": self._events_ack,
         }
         self._conns: list[Connection] = []
-        self._listeners: list[socket.socket] = []
+        self._listeners: list[_socket.socket] = []
         self._timers: list[tuple[float, int, Timer]] = []
         self._timer_seq = itertools.count()
         self._seq = 0
@@ -179,13 +189,13 @@ class IdmServer:
         """Accept local clients (``/bin/zone``) on a unix socket."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK)
         sock.bind(path)
         os.chmod(path, mode)
         sock.listen(8)
         self.add_listener(sock)
 
-    def add_listener(self, sock: socket.socket) -> None:
+    def add_listener(self, sock: _socket.socket) -> None:
         sock.setblocking(False)
         self._listeners.append(sock)
         self._sel.register(sock, selectors.EVENT_READ, lambda _mask: self._accept(sock))
@@ -338,7 +348,7 @@ class IdmServer:
         except IdmError as e:  # the handler's own answer: its wire code and message
             req.fail(e.code, e.message)
         except Exception as e:  # a bug in a handler: reported, never fatal to the server
-            self.log(f"idm: handler for {msg.type!r} crashed:\n{traceback.format_exc()}")
+            self.log(f"idm: handler for {msg.type!r} crashed:\n{_format_exc()}")
             req.fail(HANDLER_FAILED, f"{type(e).__name__}: {e}")
         else:
             if result is not None:
@@ -448,9 +458,10 @@ class IdmServer:
         self.log(f"idm: {name} peer is back; new session")
         self.add_transport(transport, name=name, persistent=True)
 
-    def _accept(self, listener: socket.socket) -> None:
+    def _accept(self, listener: _socket.socket) -> None:
         try:
-            sock, _addr = listener.accept()
+            fd, _addr = listener._accept()   # what socket.socket.accept wraps (accept4 with SOCK_CLOEXEC)
+            sock = _socket.socket(fileno=fd)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:
@@ -483,4 +494,4 @@ class IdmServer:
         try:
             fn()
         except Exception:
-            self.log(f"idm: callback failed:\n{traceback.format_exc()}")
+            self.log(f"idm: callback failed:\n{_format_exc()}")

@@ -10,10 +10,13 @@ therefore bounded by one window per channel, whatever the producer does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
 
 from idm import messages as m
 from idm.errors import CREDIT_EXCEEDED, IdmError
+
+TYPE_CHECKING = False  # typing itself is not imported: it would cost PID 1 ~0.5 MB
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 DEFAULT_WINDOW = 1 << 20  # bytes in flight per stream channel: TCG latency makes a small window the bottleneck
 MAX_WINDOW = 1 << 20

@@ -20,14 +20,19 @@ writable, and stays readable until the notification is consumed:
 
 from __future__ import annotations
 
+import _socket  # the C module under socket, whose IntEnums would cost a long-lived server (PID 1) ~0.37 MB
 import contextlib
 import errno
 import os
-import socket
 import tty
-from typing import Protocol, runtime_checkable
 
 from idm.errors import ConnectionClosed
+
+TYPE_CHECKING = False  # typing itself is not imported: it would cost PID 1 ~0.5 MB
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    Protocol = object
 
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.EIO, errno.ENOTCONN, errno.ESHUTDOWN, errno.ENODEV, errno.ENXIO)
 
@@ -50,8 +55,7 @@ def _write_error(e: OSError, what: str) -> int:
     raise e
 
 
-@runtime_checkable
-class Transport(Protocol):
+class Transport(Protocol):   # structural: any object with these four methods (a plain base class at run time)
     def fileno(self) -> int: ...
 
     def read(self, max_bytes: int) -> bytes | None: ...
@@ -64,7 +68,7 @@ class Transport(Protocol):
 class SocketTransport:
     """A connected stream socket: socketpair in tests, a unix socket (QEMU chardev socket, /run/zone/idm.sock)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
 
@@ -86,7 +90,7 @@ class SocketTransport:
     def close(self) -> None:
         if self.sock.fileno() >= 0:
             with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked on this socket
+                self.sock.shutdown(_socket.SHUT_RDWR)  # wakes a thread blocked on this socket
             self.sock.close()
 
 
@@ -140,12 +144,16 @@ class FdTransport:
 
 def socket_pair() -> tuple[SocketTransport, SocketTransport]:
     """Two connected transports (tests, and a zone-local loopback)."""
+    import socket
+
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     return SocketTransport(a), SocketTransport(b)
 
 
 def connect_unix(path: str, timeout: float = 10.0) -> SocketTransport:
     """Connect to a unix socket (QEMU's virtio-serial chardev socket or the zone's /run/zone/idm.sock)."""
+    import socket
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sock.settimeout(timeout)
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import traceback
 from collections.abc import Callable
 
 CONSOLE = "/dev/console"
@@ -59,6 +58,8 @@ class ConsoleLog:
             line = f"{message}: {describe(error)}"
         self._write(f"{self.prefix}: error: {line}\n")
         if error is not None and self.debug:
+            import traceback  # imported on the first one: with linecache and tokenize, ~0.2 MB PID 1 rarely needs
+
             self._write("".join(traceback.format_exception(error)))
         self._emit("zone.error", {"message": line})
 
@@ -70,4 +71,6 @@ class ConsoleLog:
             sink(event, body)
         except Exception:  # the IDM link being down is not a reason to stop logging
             if self.debug:
+                import traceback
+
                 self._write("".join(traceback.format_exception(*sys.exc_info())))

@@ -13,6 +13,7 @@ import sys
 
 from zoneinit.boot.phases import boot, supervise
 from zoneinit.boot.zone import Zone
+from zoneinit.memory import datetime_from_c, drop_startup_modules
 
 
 def main() -> int:
@@ -21,6 +22,8 @@ def main() -> int:
         print("zone-init: refusing to boot: not PID 1 (this is the zone's init, run by the kernel)",
               file=sys.stderr)
         return 2
+    drop_startup_modules()   # inspect, ast, dis...: imported by Nuitka's start-up, never used by PID 1
+    datetime_from_c()        # msgpack's datetime without datetime.py's pure-Python half
     zone = Zone()
     try:
         boot(zone)

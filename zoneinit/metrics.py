@@ -76,9 +76,32 @@ def process_memory(pid: int | str = "self", proc: str = "/proc") -> dict[str, in
     return result
 
 
+def process_mappings(pid: int | str = "self", proc: str = "/proc", top: int = 16) -> list[dict[str, object]]:
+    """Where a process's resident pages are: /proc/PID/smaps summed per mapped file and permissions
+    (``/lib/zone/zone-init r--p``, ``[heap] rw-p``; ``[anon]`` for an anonymous mapping without a name), the
+    ``top`` largest; bytes. ``rss`` counts every resident page, ``anon`` the private copies among them (heap,
+    allocator arenas, written data); the rest of a file's pages are its page cache (PID 1's binary, mapped from
+    the initramfs, is its RssShmem)."""
+    sums: dict[str, list[int]] = {}
+    current: list[int] | None = None
+    for line in _read(f"{proc}/{pid}/smaps").splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        if not fields[0].endswith(":"):   # a mapping's header: range perms offset dev inode [path]
+            name = f"{fields[5] if len(fields) > 5 else '[anon]'} {fields[1] if len(fields) > 1 else ''}"
+            current = sums.setdefault(name, [0, 0, 0])
+            current[2] += 1
+        elif current is not None and fields[0] in ("Rss:", "Anonymous:") and len(fields) > 1:
+            current[0 if fields[0] == "Rss:" else 1] += int(fields[1]) * 1024
+    rows = sorted(sums.items(), key=lambda item: -item[1][0])[:top]
+    return [{"name": name, "rss": rss, "anon": anon, "mappings": count} for name, (rss, anon, count) in rows]
+
+
 def zone_metrics(proc: str = "/proc") -> dict[str, object]:
     return {"memory": meminfo(proc), "cpu": cpu_times(proc), "load": loadavg(proc), "uptime": uptime(proc),
-            "init_rss": process_rss("self", proc), "init_memory": process_memory("self", proc)}
+            "init_rss": process_rss("self", proc), "init_memory": process_memory("self", proc),
+            "init_mappings": process_mappings("self", proc)}
 
 
 def pid1_resources(proc: str = "/proc") -> dict[str, object]:

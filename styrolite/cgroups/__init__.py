@@ -14,7 +14,6 @@ hybrid cgroup2 at ``<root>/unified`` for what only it offers).
 from __future__ import annotations
 
 from styrolite.cgroups.base import CgroupError, CgroupManager, empty_stats
-from styrolite.cgroups.v1 import V1Manager
 from styrolite.cgroups.v2 import V2Manager
 from styrolite.syscalls import LINUX
 
@@ -28,12 +27,13 @@ __all__ = [
     "empty_stats", "from_record", "open_cgroup", "parse_cgroups_path", "record_of",
 ]
 _LAZY = {"CgroupLayout": "layout", "detect_layout": "layout", "own_cgroups": "layout", "CgroupPath": "paths",
-         "directory_in": "paths", "parse_cgroups_path": "paths"}
+         "directory_in": "paths", "parse_cgroups_path": "paths", "V1Manager": "v1"}
 
 
 def __getattr__(name: str) -> object:
     """The layout and path helpers are imported on first use: ``delete`` and ``kill`` open the cgroup from
-    the directories ``create`` recorded and never need them."""
+    the directories ``create`` recorded and never need them. So is the v1 driver: a cgroup v2 host (every zone)
+    never loads it, and a long-lived caller (the zone's PID 1) does not carry it."""
     if name in _LAZY:
         import importlib
 
@@ -61,6 +61,8 @@ def open_cgroup(cgroups_path: str | None, container_id: str, root: str = "/sys/f
         return V2Manager(layout.unified.mountpoint, directory, str(path), sys)
     directories = {controller: directory_in(hierarchy, path, own.get(controller))
                    for controller, hierarchy in layout.v1.items()}
+    from styrolite.cgroups.v1 import V1Manager
+
     unified = None
     if layout.unified is not None:
         unified = V2Manager(layout.unified.mountpoint, directory_in(layout.unified, path, own.get("")), str(path),
@@ -74,6 +76,8 @@ def record_of(manager: CgroupManager) -> dict:
     cgroup of the process that runs them (a relative ``cgroupsPath``)."""
     if isinstance(manager, V2Manager):
         return {"version": 2, "path": manager.path, "mountpoint": manager.mountpoint, "directory": manager.directory}
+    from styrolite.cgroups.v1 import V1Manager
+
     if isinstance(manager, V1Manager):
         unified = manager.unified
         return {"version": 1, "path": manager.path, "directories": dict(manager.directories),
@@ -88,6 +92,8 @@ def from_record(record: dict, sys: Syscalls = LINUX) -> CgroupManager:
         if record["version"] == 2:
             return V2Manager(record["mountpoint"], record["directory"], record["path"], sys)
         if record["version"] == 1:
+            from styrolite.cgroups.v1 import V1Manager
+
             unified = record.get("unified")
             v2 = None if not unified else V2Manager(unified["mountpoint"], unified["directory"], record["path"], sys,
                                                     manage_devices=False)

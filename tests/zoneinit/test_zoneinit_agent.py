@@ -128,6 +128,10 @@ def test_metrics_and_shutdown(zone):
     _create(zone, "box", ["sleep", "100"])
     metrics = zone.call("zone.metrics")
     assert metrics["memory"]["MemTotal"] > 0 and "idle" in metrics["cpu"]["ticks"] and "1m" in metrics["load"]
+    assert metrics["init_memory"]["rss"] > 0
+    mappings = metrics["init_mappings"]   # the agent's own smaps, largest first
+    assert mappings and all(row["rss"] >= row["anon"] >= 0 for row in mappings)
+    assert [row["rss"] for row in mappings] == sorted((row["rss"] for row in mappings), reverse=True)
     assert metrics["containers"]["box"]["pids"] == {"current": 1}
     assert zone.call("zone.shutdown", {"reason": "test"}) == {"accepted": True, "action": "poweroff"}
     zone.pump(lambda: zone.shutdowns)

@@ -231,7 +231,11 @@ def containers(zone: Zone) -> None:
 
 
 def ready(zone: Zone) -> None:
-    """A mark, not a phase: the durable ``zone.ready`` event (the zone.info payload and the main container)."""
+    """A mark, not a phase: the durable ``zone.ready`` event (the zone.info payload and the main container). The
+    C heap's free pages go back to the kernel first: the boot's transient buffers are done with (zoneinit.memory)."""
+    from zoneinit.memory import trim_heap
+
+    trim_heap()
     zone.timeline.mark("ready")
     zone.ready = True
     zone.log.info(f"ready in {zone.timeline.phases[-1].start:.3f}s since kernel start"

@@ -7,10 +7,14 @@ A container created over IDM becomes a ``ContainerPlan`` through :func:`containe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections import namedtuple
 
 from styrolite.records import asdict, field, record
 from zoneinit.network import InterfacePlan, NetworkPlan, RoutePlan
+
+TYPE_CHECKING = False  # typing itself is not imported: it would cost PID 1 ~0.5 MB
+if TYPE_CHECKING:
+    from typing import Any
 
 if TYPE_CHECKING:  # the plan is what PID 1 keeps; the document is read in a forked child or per request
     from zoneinit.config.document import Container, ZoneConfig
@@ -29,12 +33,15 @@ class DiskPlan:
     serial: str | None = None    # hot-plugged (IDM disk.attach): the virtio serial it was found by
 
 
-class ExtensionPlan(NamedTuple):   # a value type: cheaper for PID 1 than a dataclass
-    name: str                    # mounted at /run/zone/extensions/<name>
-    disk: str                    # DiskPlan.name (verified like every disk before it is mounted)
-    kernel_releases: tuple[str, ...] = ()   # its modules are for these releases; another kernel refuses it
-    modules: tuple[str, ...] = ()           # loaded from it at boot
-    tools: bool = False                     # bin/ and lib/ offered to zone-level exec
+# A value type, cheaper for PID 1 than a dataclass; a collections.namedtuple (typing.NamedTuple's class
+# syntax would import typing into PID 1):
+#   name: str                         mounted at /run/zone/extensions/<name>
+#   disk: str                         DiskPlan.name (verified like every disk before it is mounted)
+#   kernel_releases: tuple[str, ...]  its modules are for these releases; another kernel refuses it
+#   modules: tuple[str, ...]          loaded from it at boot
+#   tools: bool                       bin/ and lib/ offered to zone-level exec
+ExtensionPlan = namedtuple("ExtensionPlan", ("name", "disk", "kernel_releases", "modules", "tools"),
+                           defaults=((), (), False))
 
 
 @record

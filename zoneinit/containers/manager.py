@@ -15,7 +15,6 @@ import os
 import signal as signal_module
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
 
 from styrolite.errors import NotFoundError, StateError, describe
 from styrolite.exitstatus import exit_code_of
@@ -24,6 +23,10 @@ from zoneinit.config.plan import ContainerPlan
 from zoneinit.console import ConsoleLog
 from zoneinit.containers.output import OutputRing
 from zoneinit.supervisor.loop import Supervisor
+
+TYPE_CHECKING = False  # typing itself is not imported: it would cost PID 1 ~0.5 MB
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 if TYPE_CHECKING:
     from zoneinit.containers.oom import OomWatcher
@@ -67,7 +70,7 @@ if TYPE_CHECKING:  # for annotations only: PID 1 creates no class it does not us
 
         def exit_code(self, container_id: str) -> int | None: ...
 
-EventSink = Callable[[str, dict[str, Any]], None]
+EventSink = Callable[[str, "dict[str, Any]"], None]
 
 
 @record

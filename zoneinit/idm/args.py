@@ -4,9 +4,12 @@ zone answers as invalid-argument (``zoneinit.idm.errors``)."""
 from __future__ import annotations
 
 import signal as signal_module
-from typing import Any
 
 from idm.server import Request
+
+TYPE_CHECKING = False  # typing itself is not imported: it would cost PID 1 ~0.5 MB
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def require(req: Request, key: str, kind: type = str) -> Any:

@@ -6,16 +6,18 @@ runtime's) mean "not found", "invalid argument" or "the zone failed".
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
-from typing import Any
 
 from idm.errors import HANDLER_FAILED, INVALID_ARGUMENT, NOT_FOUND, IdmError
 from idm.server import Request
 from styrolite.errors import ConfigError, NotFoundError, StateError, StyroliteError, describe
 from zoneinit.errors import ZoneConfigError
 
-Handler = Callable[[Request], Any]
+TYPE_CHECKING = False  # typing itself is not imported: it would cost PID 1 ~0.5 MB
+if TYPE_CHECKING:
+    from typing import Any
+
+Handler = Callable[[Request], "Any"]
 
 _NOT_FOUND = (NotFoundError, FileNotFoundError)
 _INVALID = (ConfigError, ZoneConfigError, StateError, ValueError, TypeError, KeyError)
@@ -42,6 +44,8 @@ def translated(type_: str, handler: Handler, log: Callable[[str], None]) -> Hand
             return handler(req)
         except Exception as e:
             if not isinstance(e, (IdmError, StyroliteError, *_NOT_FOUND, *_INVALID)):
+                import traceback  # on the first crash only: PID 1 does not carry it (and linecache, tokenize)
+
                 log(f"idm: handler for {type_!r} crashed:\n{traceback.format_exc()}")
             raise wire_error(e) from e
 
@@ -51,6 +55,8 @@ def translated(type_: str, handler: Handler, log: Callable[[str], None]) -> Hand
 def fail(req: Request, error: BaseException, log: Callable[[str], None]) -> None:
     """Answer ``req`` (a request answered later, from a callback) with ``error`` as ``translated`` would."""
     if not isinstance(error, (IdmError, StyroliteError, *_NOT_FOUND, *_INVALID)):
+        import traceback
+
         log(f"idm: {req.type} failed unexpectedly:\n"
             + "".join(traceback.format_exception(type(error), error, error.__traceback__)))
     wired = wire_error(error) if isinstance(error, Exception) else IdmError(str(error), HANDLER_FAILED)

@@ -22,13 +22,16 @@ import signal
 import struct
 import termios
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
 
 from idm.errors import NOT_FOUND, IdmError
 from idm.server import Handler, Request
 from idm.streams import Stream
 from styrolite.exitstatus import exit_code_of
 from zoneinit.idm.args import require, signal_number
+
+TYPE_CHECKING = False  # typing itself is not imported: it would cost PID 1 ~0.5 MB
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 if TYPE_CHECKING:  # for annotations only: PID 1 creates no class it does not use
     from idm.streams import StreamLink

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from idm.server import IdmServer, Request
 from styrolite.errors import StateError
@@ -27,6 +26,10 @@ from zoneinit.idm.args import require, signal_number
 from zoneinit.idm.errors import fail, translated
 from zoneinit.idm.execs import ExecProcess, ExecRequest, ExecService, LogFollower
 from zoneinit.supervisor.loop import Supervisor
+
+TYPE_CHECKING = False  # typing itself is not imported: it would cost PID 1 ~0.5 MB
+if TYPE_CHECKING:
+    from typing import Any
 
 if TYPE_CHECKING:
     from zoneinit.config.plan import ContainerPlan

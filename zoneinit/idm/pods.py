@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from idm.server import Handler, Request
 from idm.streams import Stream
@@ -24,6 +23,10 @@ from styrolite.errors import StateError
 from zoneinit.containers.manager import ContainerManager, ManagedContainer
 from zoneinit.idm.args import require
 from zoneinit.idm.errors import fail
+
+TYPE_CHECKING = False  # typing itself is not imported: it would cost PID 1 ~0.5 MB
+if TYPE_CHECKING:
+    from typing import Any
 
 if TYPE_CHECKING:
     from zoneinit.containers.pod import Pod

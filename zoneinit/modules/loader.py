@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import errno
 import os
+from collections import namedtuple
 from collections.abc import Iterable
-from typing import NamedTuple
 
 from styrolite.syscalls import LINUX, KernelError, Syscalls
 from styrolite.syscalls.constants import MODULE_INIT_COMPRESSED_FILE
 from zoneinit.errors import ModuleError
 from zoneinit.modules.dep import ModuleIndex, compression_of, normalize
+
+TYPE_CHECKING = False  # typing itself is not imported: it would cost PID 1 ~0.5 MB
+if TYPE_CHECKING:
+    pass
 
 
 def kernel_module_compression(path: str = "/sys/module/compression") -> str | None:
@@ -55,10 +59,9 @@ def decompress(data: bytes, fmt: str) -> bytes:
     raise ModuleError(f"unknown module compression {fmt!r}")
 
 
-class LoadResult(NamedTuple):
-    name: str
-    outcome: str      # "loaded", "already", "builtin"
-    how: str = ""     # "plain", "kernel-decompress", "python-decompress"
+# name: str; outcome: str ("loaded", "already", "builtin"); how: str ("plain", "kernel-decompress",
+# "python-decompress"). A collections.namedtuple: typing.NamedTuple's class syntax would import typing into PID 1
+LoadResult = namedtuple("LoadResult", ("name", "outcome", "how"), defaults=("",))
 
 
 class ModuleLoader:

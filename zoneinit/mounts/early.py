@@ -7,21 +7,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import NamedTuple
+from collections import namedtuple
 
 from styrolite.mountinfo import read_mountinfo
 from styrolite.syscalls import LINUX, Syscalls
 from styrolite.syscalls.constants import MS_BIND, MS_MOVE, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_REC, MS_RELATIME
 from zoneinit.mounts.table import MountTable
 
+TYPE_CHECKING = False  # typing itself is not imported: it would cost PID 1 ~0.5 MB
+if TYPE_CHECKING:
+    pass
 
-class EarlyMount(NamedTuple):   # a value type, and cheaper for PID 1 than a frozen dataclass
-    source: str
-    target: str
-    fstype: str
-    flags: int
-    data: str | None = None
-    essential: bool = True
+
+# source, target, fstype: str; flags: int (MS_*); data: str | None; essential: bool — a value type, cheaper for
+# PID 1 than a frozen dataclass; a collections.namedtuple (typing.NamedTuple's class syntax imports typing)
+EarlyMount = namedtuple("EarlyMount", ("source", "target", "fstype", "flags", "data", "essential"),
+                        defaults=(None, True))
 
 
 EARLY_MOUNTS: tuple[EarlyMount, ...] = (

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import errno
 import os
+from collections import namedtuple
 from collections.abc import Callable
-from typing import NamedTuple
 
 from styrolite.syscalls import LINUX, KernelError, Syscalls
 from styrolite.syscalls.constants import MNT_DETACH, MS_BIND, MS_RDONLY, MS_REMOUNT
 
+TYPE_CHECKING = False  # typing itself is not imported: it would cost PID 1 ~0.5 MB
+if TYPE_CHECKING:
+    pass
 
-class MountRecord(NamedTuple):
-    source: str | None
-    target: str
-    fstype: str | None
-    flags: int
-    data: str | None
-    essential: bool = False   # proc, sys, dev...: left in place at shutdown (PID 1 still uses them)
+
+# source: str | None; target: str; fstype: str | None; flags: int; data: str | None; essential: bool (proc,
+# sys, dev...: left in place at shutdown, PID 1 still uses them). A collections.namedtuple: typing.NamedTuple's
+# class syntax would import typing into PID 1.
+MountRecord = namedtuple("MountRecord", ("source", "target", "fstype", "flags", "data", "essential"),
+                         defaults=(False,))
 
 
 class MountTable:
