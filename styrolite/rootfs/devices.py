@@ -1,18 +1,24 @@
 """Device nodes and the standard /dev links inside the rootfs (runtime-spec config-linux.md "Devices").
 
 Nodes are mknod'ed with the requested mode and owner. Inside a user namespace mknod is impossible, so
-(like runc) an empty file is created and the host's node of the same path is bind-mounted onto it.
+(like runc) an empty file is created and the runtime's node of the same path is bind-mounted onto it; a
+mknod the kernel refuses with EPERM falls back to the same bind. A node that already exists in the
+container's /dev is kept as it is (runc's EEXIST rule: a file the image or a mount put there wins).
+``/dev/ptmx`` in linux.devices is never made as a node: it is the link to ``pts/ptmx`` of the container's
+own devpts (runc's setupPtmx), which a privileged container's config (every host device, ptmx included)
+must not turn into the runtime's own pty multiplexer.
 Everything is created under a directory fd resolved inside the root, so a link planted in the image
 cannot redirect a node to the host.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import stat
 
-from styrolite.errors import ConfigError, ContainerError, StyroliteError, suppress
+from styrolite.errors import ConfigError, ContainerError, StyroliteError
 from styrolite.rootfs.resolve import fd_path, make_dirs, make_file
 from styrolite.spec.defaults import DEFAULT_DEVICES
 from styrolite.spec.model import Device, Spec
@@ -46,39 +52,76 @@ def needs_dev_setup(spec: Spec) -> bool:
                                                                      or m.type == "bind") for m in spec.mounts)
 
 
+PTMX = "/dev/ptmx"   # made by create_links as the link to pts/ptmx, never as a node from linux.devices
+
+
+def _in_dev(path: str) -> str:
+    """``path`` as one absolute normal path (normpath keeps a leading ``//``, which would hide ``//dev/ptmx``)."""
+    return posixpath.normpath("/" + path.lstrip("/"))
+
+
 def create_device(root_fd: int, device: Device, sys: Syscalls = LINUX, *, bind: bool = False) -> None:
     try:
         _create_device(root_fd, device, sys, bind=bind)
     except (OSError, ValueError, StyroliteError) as e:
-        raise ContainerError(f"create device {device.path!r}") from e
+        raise ContainerError(f"create device {device.path!r} ({_describe(device)})") from e
+
+
+def _describe(device: Device) -> str:
+    if device.type == "p":
+        return "fifo"
+    return f"{device.type} {device.major or 0}:{device.minor or 0}"
 
 
 def _create_device(root_fd: int, device: Device, sys: Syscalls, *, bind: bool) -> None:
     if device.type not in _TYPES:
         raise ConfigError("linux.devices", f"{device.path}: unknown device type {device.type!r}")
     if bind:
-        fd = make_file(root_fd, device.path, sys, 0o000)
-        try:
-            sys.mount(device.path, fd_path(fd), None, k.MS_BIND)
-        finally:
-            os.close(fd)
+        _bind_device(root_fd, device, sys)
         return
-    parent, name = posixpath.split(posixpath.normpath("/" + device.path))
-    parent_fd = make_dirs(root_fd, parent, sys)
+    parent, name = posixpath.split(_in_dev(device.path))
+    try:
+        parent_fd = make_dirs(root_fd, parent, sys)
+    except OSError as e:
+        raise ContainerError(f"create its directory {parent!r}") from e
     try:
         node = f"{fd_path(parent_fd)}/{name}"
         mode = _TYPES[device.type] | (0o666 if device.file_mode is None else device.file_mode & 0o7777)
         number = 0 if device.type == "p" else os.makedev(device.major or 0, device.minor or 0)
-        with suppress(FileNotFoundError):  # replace whatever the image had there
-            os.unlink(name, dir_fd=parent_fd)
         old_umask = os.umask(0)
         try:
             sys.mknod(node, mode, number)
+        except OSError as e:
+            if e.errno == errno.EEXIST:
+                return   # already in the container's /dev (the image's, or a mount's): kept, as runc does
+            if e.errno != errno.EPERM:
+                raise
+            # mknod not allowed here (the runtime itself runs in a user namespace): bind, as runc does
+        else:
+            try:
+                os.chown(name, device.uid or 0, device.gid or 0, dir_fd=parent_fd, follow_symlinks=False)
+            except OSError as e:
+                raise ContainerError(f"chown to {device.uid or 0}:{device.gid or 0}") from e
+            return
         finally:
             os.umask(old_umask)
-        os.chown(name, device.uid or 0, device.gid or 0, dir_fd=parent_fd, follow_symlinks=False)
     finally:
         os.close(parent_fd)
+    _bind_device(root_fd, device, sys)
+
+
+def _bind_device(root_fd: int, device: Device, sys: Syscalls) -> None:
+    """An empty file in the root with the runtime's node of the same path bind-mounted onto it."""
+    try:
+        fd = make_file(root_fd, device.path, sys, 0o000)
+    except OSError as e:
+        raise ContainerError("create the file to bind the node onto") from e
+    try:
+        sys.mount(device.path, fd_path(fd), None, k.MS_BIND)
+    except OSError as e:
+        raise ContainerError(f"bind-mount the runtime's {device.path} onto it (no mknod in a user namespace)") from e
+    finally:
+        os.close(fd)
 
 
 def create_links(root_fd: int, sys: Syscalls = LINUX) -> None:
@@ -90,9 +133,13 @@ def create_links(root_fd: int, sys: Syscalls = LINUX) -> None:
     dev_fd = make_dirs(root_fd, "/dev", sys)
     try:
         for name, link_target in links:
-            if name == "ptmx":
-                with suppress(FileNotFoundError):
+            if name == "ptmx":   # whatever the image had there gives way to the devpts link (runc's setupPtmx)
+                try:
                     os.unlink(name, dir_fd=dev_fd)
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    raise ContainerError(f"remove /dev/ptmx to link it to {link_target} (is it a mount point?)") from e
             try:
                 os.symlink(link_target, name, dir_fd=dev_fd)
             except FileExistsError:
@@ -130,7 +177,8 @@ def setup_dev(root_fd: int, spec: Spec, sys: Syscalls = LINUX, *, userns: bool =
               console_path: str | None = None) -> None:
     if needs_dev_setup(spec):
         for device in devices_of(spec):
-            create_device(root_fd, device, sys, bind=userns)
+            if _in_dev(device.path) != PTMX:
+                create_device(root_fd, device, sys, bind=userns)
         create_links(root_fd, sys)
     if console_path and spec.process is not None and spec.process.terminal:
         bind_console(root_fd, console_path, sys)

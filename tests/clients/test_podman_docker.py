@@ -177,6 +177,22 @@ def test_privileged(client, runtime):
     assert lines[0] == "mounted" and int(lines[1]) > 20  # the host's devices
 
 
+@pytest.mark.parametrize("userns", [False, True], ids=["own-ids", "uidmap"])
+def test_privileged_ptmx_is_the_containers_devpts(client, runtime, userns):
+    """--privileged lists the host's /dev/ptmx among the devices: it stays the link to the container's own
+    devpts (opening it makes pty 0 there) -- in a user namespace too, where the other devices are bind-mounted."""
+    if userns and client.name != "podman":
+        pytest.skip("docker maps users only daemon-wide (userns-remap)")
+    ids = ["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"] if userns else []
+    result = client.run(runtime, "run", "--rm", "--network", "none", "--privileged", *ids, IMAGE, "sh", "-c",
+                        "readlink /dev/ptmx; ls /dev/kmsg; exec 3<>/dev/ptmx; ls /dev/pts")
+    if runtime == "runc" and "unable to apply caps" in text(result):
+        pytest.skip(f"runc cannot run it on this host: {text(result).strip()}")
+    assert result.returncode == 0, text(result)
+    lines = result.stdout.decode().split()
+    assert lines == ["pts/ptmx", "/dev/kmsg", "0", "ptmx"], text(result)   # pty 0 of its own devpts instance
+
+
 def test_memory_limit_oom_is_137(client, runtime):
     result = client.run(runtime, "run", "--rm", "--network", "none", "--memory", "32m", "--memory-swap", "32m",
                         IMAGE, "sh", "-c", "tail /dev/zero")

@@ -202,6 +202,81 @@ def test_user_namespace_binds_devices_and_console(bundle: str) -> None:
     assert binds[-1] == ("/dev/pts/7", f"{dev}/console")
 
 
+# what containerd 1.6 puts in linux.devices for a privileged container: every device node of the host's /dev
+PRIVILEGED_DEVICES = [{"type": "c", "path": "/dev/ptmx", "major": 5, "minor": 2, "fileMode": 0o666},
+                      {"type": "c", "path": "/dev/tty1", "major": 4, "minor": 1, "fileMode": 0o620},
+                      {"type": "c", "path": "/dev/kmsg", "major": 1, "minor": 11, "fileMode": 0o644},
+                      {"type": "c", "path": "/dev/net/tun", "major": 10, "minor": 200, "fileMode": 0o666}]
+
+
+@pytest.mark.root
+def test_privileged_devices_skip_ptmx_which_stays_the_devpts_link(bundle: str) -> None:
+    fake = PathRecorder()
+    prepare_rootfs(spec_from(minimal_config(devices=PRIVILEGED_DEVICES)), bundle, fake)
+    dev = os.path.join(bundle, "rootfs", "dev")
+    made = {path: (mode, device) for path, mode, device in fake.of("mknod")}
+    assert f"{dev}/ptmx" not in made   # runc's createDevices skips it too: setupPtmx links it
+    assert made[f"{dev}/tty1"] == (stat.S_IFCHR | 0o620, os.makedev(4, 1))
+    assert made[f"{dev}/net/tun"] == (stat.S_IFCHR | 0o666, os.makedev(10, 200))
+    assert os.readlink(f"{dev}/ptmx") == "pts/ptmx"
+
+
+def test_privileged_devices_in_a_user_namespace_bind_all_but_ptmx(bundle: str) -> None:
+    config = minimal_config(namespaces=[{"type": "mount"}, {"type": "user"}], devices=PRIVILEGED_DEVICES,
+                            uidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}],
+                            gidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}])
+    fake = PathRecorder()
+    prepare_rootfs(spec_from(config), bundle, fake)
+    dev = os.path.join(bundle, "rootfs", "dev")
+    binds = {dst: src for src, dst, _, flags, _ in mounts(fake) if flags == k.MS_BIND}
+    assert binds[f"{dev}/tty1"] == "/dev/tty1" and binds[f"{dev}/net/tun"] == "/dev/net/tun"
+    # a bind of the runtime's /dev/ptmx would make the link impossible (unlink: EBUSY) and hand the
+    # container the runtime's pty multiplexer instead of its own devpts's
+    assert "/dev/ptmx" not in binds.values() and f"{dev}/ptmx" not in binds
+    assert os.readlink(f"{dev}/ptmx") == "pts/ptmx"
+
+
+@pytest.mark.root
+def test_a_node_already_in_the_containers_dev_is_kept(bundle: str) -> None:
+    dev = os.path.join(bundle, "rootfs", "dev")
+    os.makedirs(dev, exist_ok=True)
+    with open(f"{dev}/kmsg", "w") as f:
+        f.write("the image's")
+    fake = PathRecorder()
+    fake.fail_on("mknod", errno.EEXIST, lambda args: args[0].endswith("/kmsg"))
+    prepare_rootfs(spec_from(minimal_config(devices=PRIVILEGED_DEVICES)), bundle, fake)
+    with open(f"{dev}/kmsg") as f:
+        assert f.read() == "the image's"   # runc: mknod's EEXIST means the node is there already
+
+
+def test_mknod_refused_falls_back_to_a_bind_of_the_runtimes_node(bundle: str) -> None:
+    fake = PathRecorder()
+    fake.fail_on("mknod", errno.EPERM)
+    prepare_rootfs(spec_from(minimal_config(devices=PRIVILEGED_DEVICES)), bundle, fake)
+    dev = os.path.join(bundle, "rootfs", "dev")
+    binds = {dst: src for src, dst, _, flags, _ in mounts(fake) if flags == k.MS_BIND}
+    assert binds[f"{dev}/null"] == "/dev/null" and binds[f"{dev}/kmsg"] == "/dev/kmsg"
+
+
+def test_device_errors_name_the_device_and_the_step(bundle: str) -> None:
+    fake = PathRecorder()
+    fake.fail_on("mknod", errno.EINVAL, lambda args: args[0].endswith("/tty1"))
+    with pytest.raises(ContainerError) as info:
+        prepare_rootfs(spec_from(minimal_config(devices=PRIVILEGED_DEVICES)), bundle, fake)
+    message = describe(info.value)
+    assert message.startswith("create device '/dev/tty1' (c 4:1): mknod(") and message.endswith("(Invalid argument)")
+    config = minimal_config(namespaces=[{"type": "mount"}, {"type": "user"}], devices=PRIVILEGED_DEVICES,
+                            uidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}],
+                            gidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}])
+    fake = PathRecorder()
+    fake.fail_on("mount", errno.ENOENT, lambda args: args[0] == "/dev/kmsg")
+    with pytest.raises(ContainerError) as info:
+        prepare_rootfs(spec_from(config), bundle, fake)
+    message = describe(info.value)
+    assert message.startswith("create device '/dev/kmsg' (c 1:11): bind-mount the runtime's /dev/kmsg onto it")
+    assert message.endswith("ENOENT (No such file or directory)")
+
+
 def test_host_dev_bind_means_no_device_setup(bundle: str) -> None:
     config = minimal_config()
     config["mounts"] = [{"destination": "/dev", "source": "/dev", "options": ["rbind"]}]

@@ -243,6 +243,52 @@ def test_devices_default_and_custom(make_bundle, styrolite):
     assert "pts/ptmx" in lines and "/proc/self/fd" in lines and "null-ok" in lines
 
 
+def _host_devices(*paths: str) -> list[dict]:
+    """linux.devices entries as containerd 1.6 writes them for a privileged container (from the host's nodes)."""
+    devices = []
+    for path in paths:
+        info = os.stat(path)
+        devices.append({"type": "c", "path": path, "major": os.major(info.st_rdev), "minor": os.minor(info.st_rdev),
+                        "fileMode": info.st_mode & 0o777, "uid": 0, "gid": 0})
+    return devices
+
+
+PRIVILEGED_PATHS = ("/dev/ptmx", "/dev/kmsg", "/dev/net/tun", "/dev/tty1")
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("userns", [False, True], ids=["mknod", "userns-bind"])
+def test_privileged_device_list_with_ptmx_keeps_the_containers_own_devpts(make_bundle, styrolite, userns):
+    """/dev/ptmx in linux.devices (containerd's privileged list) is not made as a node: /dev/ptmx stays the
+    link to the container's devpts, as with runc; the other host nodes are made (or bound in a user namespace)."""
+    present = [p for p in PRIVILEGED_PATHS if os.path.exists(p)]
+
+    def edit(c):
+        c["linux"]["devices"] = _host_devices(*present)
+        c["linux"]["resources"]["devices"] = [{"allow": True, "access": "rwm"}]
+        if userns:
+            c["linux"]["namespaces"].append({"type": "user"})
+            c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+            c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+            c["mounts"] = [m for m in c["mounts"] if m["destination"] not in ("/sys", "/sys/fs/cgroup")]
+
+    bundle = make_bundle(["sh", "-c", "readlink /dev/ptmx; stat -L -c '%n %t:%T' /dev/ptmx " +
+                          " ".join(p for p in present if p != "/dev/ptmx") +
+                          "; grep -c ' /dev/pts ' /proc/self/mountinfo"], edit=edit)
+    if userns:
+        for parent in (bundle / "rootfs").parents:
+            os.chmod(parent, os.stat(parent).st_mode | 0o011)
+    result = styrolite("run", "-b", str(bundle), "c1")
+    assert result.returncode == 0, err(result)
+    lines = out(result).splitlines()
+    assert lines[0] == "pts/ptmx"
+    pts_ptmx = os.stat("/dev/pts/ptmx").st_rdev   # the same numbers as the host's, but the container's devpts
+    assert lines[1] == f"/dev/ptmx {os.major(pts_ptmx):x}:{os.minor(pts_ptmx):x}"
+    for line, device in zip(lines[2:-1], _host_devices(*[p for p in present if p != "/dev/ptmx"]), strict=True):
+        assert line == f"{device['path']} {device['major']:x}:{device['minor']:x}"
+    assert int(lines[-1]) >= 1
+
+
 @pytest.mark.root
 def test_sysctl(make_bundle, styrolite):
     def edit(c):
