@@ -57,11 +57,12 @@ KNOWN_GAPS = [
     (r"support portforward \[", "containerd's CRI port-forward dials localhost inside the pod network "
                                 "namespace on the host, where nothing listens: the pod's processes are in "
                                 "the zone (Kata has the same limitation)"),
-    (r"support adding capability$", "NET_ADMIN over the pod network (the spec runs brctl addbr): the zone's "
-                                    "workload network namespace belongs to the zone's initial user namespace, "
-                                    "so container root, in the pod's user namespace, holds no capability over "
-                                    "it even when NET_ADMIN is added (EPERM); and the zone kernel loads no "
-                                    "module on a container's request (bridge: kernel_args zone.modules=bridge)"),
+    (r"support adding capability$|support Privileged is true$",
+     "NET_ADMIN over the pod network (the spec runs brctl addbr): the zone's "
+     "workload network namespace belongs to the zone's initial user namespace, so container root, in the pod's "
+     "user namespace, holds no capability over it even when NET_ADMIN is added or the container is privileged "
+     "(EPERM); and the zone kernel loads no module on a container's request (bridge: kernel_args "
+     "zone.modules=bridge)"),
 ]
 
 
