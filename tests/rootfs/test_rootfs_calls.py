@@ -258,6 +258,7 @@ def test_mknod_refused_falls_back_to_a_bind_of_the_runtimes_node(bundle: str) ->
     assert binds[f"{dev}/null"] == "/dev/null" and binds[f"{dev}/kmsg"] == "/dev/kmsg"
 
 
+@pytest.mark.root
 def test_device_errors_name_the_device_and_the_step(bundle: str) -> None:
     fake = PathRecorder()
     fake.fail_on("mknod", errno.EINVAL, lambda args: args[0].endswith("/tty1"))
