@@ -9,7 +9,6 @@ Stage-0 is cached by its source digest under ``<cache>/stage0/``.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 
 from .buildlog import logger
-from .cachedir import cache_dir
+from .cachedir import cache_dir, cached_compile
 from .elfdeps import strip
 from .errors import BuildError
 from .initrd_stdlib import imports_of_left_out, nofollow_flags
@@ -72,7 +71,6 @@ NUITKA_FLAGS = (
 #   dynamic loader reads through at every start, so every page of it was resident in PID 1 (glibc >= 2.36 and
 #   binutils >= 2.38 have it; Debian 12: 2.36 and 2.40).
 NUITKA_ENV = {"PYTHONNODEBUGRANGES": "1", "LDFLAGS": "-Wl,-z,pack-relative-relocs"}
-COMPILE_ATTEMPTS = 3
 
 
 class InitrdError(BuildError):
@@ -161,43 +159,16 @@ def _nuitka_command(output_dir: Path) -> list[str]:
 
 
 def compile_zone_init(force: bool = False) -> tuple[Path, bool]:
-    """The Nuitka standalone dist directory for the current tree; (path, cache_hit). Cached by content.
-
-    Concurrent builds of the same tree wait for each other (a lock per key) instead of clobbering one
-    work directory. A compile during which the sources changed (someone is editing the tree) is neither
-    trusted nor cached: it is retried on the new sources, up to COMPILE_ATTEMPTS times.
-    """
+    """The Nuitka standalone dist directory for the current tree; (path, cache_hit). Cached by content
+    (:func:`zonebuild.cachedir.cached_compile`: a lock per key, retried when the sources change mid-compile)."""
     if shutil.which("gcc") is None:
         raise InitrdError("gcc not found (Nuitka needs a C compiler)")
-    root = cache_dir() / "nuitka"
-    root.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, COMPILE_ATTEMPTS + 1):
-        key = compile_key()
-        with open(root / f"{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            cached = root / key / "multicall.dist"
-            if cached.is_dir() and (cached / "zone-init").is_file() and not force:
-                log(f"nuitka: cache hit {key}")
-                return cached, True
-            error: InitrdError | None = None
-            try:
-                work = _compile_into(root / f"{key}.partial")
-            except InitrdError as e:
-                error = e
-            if compile_key() != key:
-                log(f"nuitka: sources changed during the compile (attempt {attempt}); compiling again")
-                continue
-            if error is not None:
-                raise error
-            final = root / key
-            if final.exists():
-                shutil.rmtree(final)
-            work.rename(final)
-            return final / "multicall.dist", False
-    raise InitrdError(f"the sources kept changing during {COMPILE_ATTEMPTS} compiles; build again when they settle")
+    binary, hit = cached_compile(cache_dir() / "nuitka", compile_key, "multicall.dist/zone-init", _compile_into,
+                                 error=InitrdError, log=lambda message: log(f"nuitka: {message}"), force=force)
+    return binary.parent, hit
 
 
-def _compile_into(work: Path) -> Path:
+def _compile_into(work: Path) -> None:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -217,7 +188,6 @@ def _compile_into(work: Path) -> Path:
         raise InitrdError("the zone's code imports standard-library modules the binary leaves out "
                           "(zonebuild.initrd_stdlib): " + "; ".join(wrong))
     strip(p for p in dist.rglob("*") if p.is_file() and not p.is_symlink())
-    return work
 
 
 def compiled_modules(report: Path) -> set[str]:

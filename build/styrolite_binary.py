@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
@@ -38,9 +37,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from zonebuild.cachedir import cache_dir
+from zonebuild.cachedir import cache_dir, cached_compile
 
 from .elfdeps import strip
+from .errors import BuildError
 
 REPO = Path(__file__).resolve().parent.parent
 ENTRY = REPO / "styrolite" / "__main__.py"
@@ -68,10 +68,9 @@ NUITKA_FLAGS = (
     "--nofollow-import-to=doctest",
     "--remove-output",
 )
-COMPILE_ATTEMPTS = 3
 
 
-class StyroliteBinaryError(Exception):
+class StyroliteBinaryError(BuildError):
     """The binary could not be built or installed."""
 
 
@@ -170,31 +169,12 @@ def cached_binary() -> Path | None:
 
 
 def compile_binary(force: bool = False) -> tuple[Path, bool]:
-    """The binary for the current sources; (path, cache_hit). Concurrent builds of the same sources wait for
-    each other; a compile during which the sources changed is not cached and is retried."""
+    """The binary for the current sources; (path, cache_hit). Cached by content
+    (:func:`zonebuild.cachedir.cached_compile`: a lock per key, retried when the sources change mid-compile)."""
     if shutil.which("gcc") is None:
         raise StyroliteBinaryError("gcc not found (Nuitka needs a C compiler)")
-    root = _cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, COMPILE_ATTEMPTS + 1):
-        key = source_digest()
-        with open(root / f"{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            final = root / key
-            if (final / "dist" / BINARY_NAME).is_file() and not force:
-                log(f"cache hit {key}")
-                return final / "dist" / BINARY_NAME, True
-            work = root / f"{key}.partial"
-            _compile_into(work)
-            if source_digest() != key:
-                log(f"sources changed during the compile (attempt {attempt}); compiling again")
-                shutil.rmtree(work, ignore_errors=True)
-                continue
-            if final.exists():
-                shutil.rmtree(final)
-            work.rename(final)
-            return final / "dist" / BINARY_NAME, False
-    raise StyroliteBinaryError(f"the sources kept changing during {COMPILE_ATTEMPTS} compiles")
+    return cached_compile(_cache_root(), source_digest, f"dist/{BINARY_NAME}", _compile_into,
+                          error=StyroliteBinaryError, log=log, force=force)
 
 
 def _compile_into(work: Path) -> None:
@@ -202,7 +182,9 @@ def _compile_into(work: Path) -> None:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     env = dict(os.environ)
+    # every cache Nuitka keeps lives in the zone cache (cachedir's one rule), not in ~/.cache
     env.setdefault("CCACHE_DIR", str(cache_dir() / "ccache"))
+    env.setdefault("NUITKA_CACHE_DIR", str(cache_dir() / "nuitka-cache"))
     env["PYTHONPATH"] = str(REPO)
     command = [sys.executable, "-m", "nuitka", *NUITKA_FLAGS, f"--jobs={os.cpu_count() or 2}",
                f"--output-dir={work}", f"--output-filename={BINARY_NAME}", "--assume-yes-for-downloads",
