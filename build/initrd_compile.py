@@ -168,16 +168,21 @@ def compile_zone_init(force: bool = False) -> tuple[Path, bool]:
     return binary.parent, hit
 
 
+def nuitka_environment() -> dict[str, str]:
+    """The environment a Nuitka compile of this tree runs in: our packages importable from the tree, and every
+    cache Nuitka keeps in the zone cache (cachedir's one rule), not in ~/.cache."""
+    env = dict(os.environ)
+    env.setdefault("CCACHE_DIR", str(cache_dir() / "ccache"))
+    env.setdefault("NUITKA_CACHE_DIR", str(cache_dir() / "nuitka-cache"))
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
 def _compile_into(work: Path) -> None:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    env = dict(os.environ)
-    # every cache Nuitka keeps lives in the zone cache (cachedir's one rule), not in ~/.cache
-    env.setdefault("CCACHE_DIR", str(cache_dir() / "ccache"))
-    env.setdefault("NUITKA_CACHE_DIR", str(cache_dir() / "nuitka-cache"))
-    env["PYTHONPATH"] = str(REPO)
-    env.update(NUITKA_ENV)
+    env = {**nuitka_environment(), **NUITKA_ENV}
     log(f"nuitka: compiling {ENTRY.relative_to(REPO)} (cold build takes minutes; ccache makes re-builds faster)")
     _run_with_heartbeat(_nuitka_command(work), "nuitka", env, work / "nuitka.log")
     dist = work / "multicall.dist"

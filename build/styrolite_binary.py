@@ -41,6 +41,7 @@ from zonebuild.cachedir import cache_dir, cached_compile
 
 from .elfdeps import strip
 from .errors import BuildError
+from .initrd_compile import nuitka_environment
 
 REPO = Path(__file__).resolve().parent.parent
 ENTRY = REPO / "styrolite" / "__main__.py"
@@ -181,11 +182,7 @@ def _compile_into(work: Path) -> None:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    env = dict(os.environ)
-    # every cache Nuitka keeps lives in the zone cache (cachedir's one rule), not in ~/.cache
-    env.setdefault("CCACHE_DIR", str(cache_dir() / "ccache"))
-    env.setdefault("NUITKA_CACHE_DIR", str(cache_dir() / "nuitka-cache"))
-    env["PYTHONPATH"] = str(REPO)
+    env = nuitka_environment()
     command = [sys.executable, "-m", "nuitka", *NUITKA_FLAGS, f"--jobs={os.cpu_count() or 2}",
                f"--output-dir={work}", f"--output-filename={BINARY_NAME}", "--assume-yes-for-downloads",
                f"--report={work / 'compilation-report.xml'}", str(ENTRY)]
