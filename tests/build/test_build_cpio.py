@@ -44,6 +44,7 @@ def test_two_builds_give_the_same_bytes(tmp_path: Path) -> None:
     assert len(digests) == 1
 
 
+@pytest.mark.root
 @pytest.mark.skipif(shutil.which("cpio") is None, reason="GNU cpio missing")
 def test_gnu_cpio_lists_and_extracts_it(tmp_path: Path) -> None:
     raw = _archive(_sample_tree(tmp_path / "t")).to_bytes()

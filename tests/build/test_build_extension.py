@@ -153,6 +153,7 @@ def _in_private_mount(tree: Path, name: str, script: str) -> subprocess.Complete
     return subprocess.run(["unshare", "-m", "sh", "-c", setup], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.root
 @pytest.mark.slow
 def test_debug_tools_run_with_their_own_loader_and_libraries(tmp_path: Path) -> None:
     if shutil.which("unshare") is None:
@@ -172,6 +173,7 @@ def test_debug_tools_run_with_their_own_loader_and_libraries(tmp_path: Path) -> 
     assert 'uname({sysname="Linux"' in done.stderr
 
 
+@pytest.mark.root
 @pytest.mark.slow
 def test_fs_extra_carries_what_the_addons_leave_out(tmp_path: Path) -> None:
     manifest, tree = _unpacked("fs-extra", tmp_path)

@@ -49,6 +49,7 @@ def test_initrd_is_reproducible(initrd: Path, tmp_path: Path) -> None:
     assert again.read_bytes() == initrd.read_bytes()
 
 
+@pytest.mark.root
 def test_compiled_binary_imports_everything(initrd: Path, tmp_path: Path) -> None:
     """Run the product's self-test on the host from the unpacked initrd: lazy imports and bytecode resolve."""
     root = tmp_path / "root"

@@ -59,6 +59,7 @@ def test_whiteouts_and_opaque_dirs(tmp_path: Path) -> None:
     assert sorted(os.listdir(root / "var")) == ["new"]  # opaque: lower content hidden, this layer's kept
 
 
+@pytest.mark.root
 def test_hard_links_symlinks_devices_and_xattrs(tmp_path: Path) -> None:
     layer = _tar([("bin/", "dir", b""), ("bin/busybox", "file", b"BB"), ("bin/sh", "hard", "bin/busybox"),
                   ("bin/ls", "sym", "/bin/busybox"), ("dev/", "dir", b""), ("dev/null", "chr", b""),

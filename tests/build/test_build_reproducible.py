@@ -18,6 +18,7 @@ from zonebuild.reproduce import main
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.root
 def test_images_are_reproducible_across_processes(small_kernel: tuple[Path, Path], tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     if shutil.which("mksquashfs") is None or shutil.which("mkfs.erofs") is None:

@@ -74,6 +74,7 @@ def _layer(entries: list[tuple[str, bytes | None, str | None]]) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.root
 def test_layers_whiteouts_and_hardlinks_land_in_the_image(tmp_path: Path) -> None:
     writer = LayoutWriter(tmp_path / "layout")
     layers = [
